@@ -1,0 +1,26 @@
+package fanout
+
+import "context"
+
+// Backend processes a batch of items.
+//
+// On success Process returns exactly one result per item, in the same order:
+// len(out) == len(items) and out[i] answers items[i]. On failure it returns a
+// non-nil error, and the results, if any, must not be used unless the
+// implementation documents otherwise (see [WithPartialResults]).
+//
+// Process must honour ctx: when ctx is cancelled or its deadline passes, it
+// should stop work and return an error promptly. Implementations are expected
+// to be safe for concurrent use, and must not keep or modify items after
+// Process returns.
+type Backend[In, Out any] interface {
+	Process(ctx context.Context, items []In) ([]Out, error)
+}
+
+// BackendFunc adapts an ordinary function to the [Backend] interface.
+type BackendFunc[In, Out any] func(ctx context.Context, items []In) ([]Out, error)
+
+// Process calls f(ctx, items).
+func (f BackendFunc[In, Out]) Process(ctx context.Context, items []In) ([]Out, error) {
+	return f(ctx, items)
+}

@@ -1,0 +1,63 @@
+// Package fanout is a scatter-gather middle layer behind a content-based
+// router.
+//
+// A caller hands a batch of items to a [Router]. The router asks its
+// [Classifier] which route owns each item, sends every route's items to that
+// route's [Backend], all routes at once, and gathers the answers back into the
+// caller's order. A *Router is itself a Backend, so routers nest, and any
+// Backend can be served over the network and called remotely with package
+// [github.com/seed-c94cd834/fanout/transport].
+//
+// # Guarantees
+//
+// Ordering: on success a Backend returns exactly one result per item and
+// out[i] answers items[i]. The router enforces this for the backends it calls:
+// a backend that answers the wrong number of results fails its route with
+// [ErrResultCount] instead of producing a misaligned answer.
+//
+// Empty input: an empty batch returns an empty, non-nil result and calls no
+// backend.
+//
+// Errors: a classifier error, or a route the router does not have
+// ([ErrNoRoute]), fails the call with an [*ItemError] that names the item's
+// index (and the route). A failing backend fails the call with a
+// [*RouteError] naming the route and the indices of its items. By default the
+// first failing route cancels the context passed to the others and the call
+// returns no results; [WithPartialResults] instead returns the successful
+// answers together with a [*PartialError]. Errors wrap their causes, so
+// [errors.Is] and [errors.As] see through them.
+//
+// Cancellation: the caller's context is passed to every backend. Process does
+// not return until every backend call it started has returned.
+//
+// Concurrency: a Router is immutable after [NewRouter] and safe for
+// concurrent use by any number of goroutines, provided its classifier and
+// backends are. Process never keeps or modifies the caller's slice.
+//
+// Cost: a call allocates a fixed number of slices sized to the batch and one
+// goroutine per route that received items; nothing is allocated per item. A
+// batch whose items all belong to one route is passed to that route's backend
+// without copying.
+//
+// # Quick start
+//
+//	classify := fanout.ClassifierFunc[int64](func(n int64) (string, error) {
+//		if n < 0 {
+//			return "neg", nil
+//		}
+//		return "pos", nil
+//	})
+//	negate := fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+//		out := make([]int64, len(in))
+//		for i, n := range in {
+//			out[i] = -n
+//		}
+//		return out, nil
+//	})
+//	r, err := fanout.NewRouter(classify, map[string]fanout.Backend[int64, int64]{
+//		"neg": negate,
+//		"pos": remote, // for example a *transport.Client
+//	})
+//	...
+//	out, err := r.Process(ctx, []int64{-2, 5, -7})
+package fanout

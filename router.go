@@ -1,0 +1,221 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Router is a content-based scatter-gather [Backend].
+//
+// For each call it classifies every item, groups the items by route while
+// remembering their positions, calls the backend of every route that received
+// items concurrently, and writes each answer back to the position of the item
+// it answers. A *Router is itself a Backend, so routers nest and a router can
+// be served over the network like any other backend.
+//
+// A Router is immutable once built and safe for concurrent use.
+type Router[In, Out any] struct {
+	classifier Classifier[In]
+	names      []string // sorted route names
+	backends   []Backend[In, Out]
+	index      map[string]int
+	partial    bool
+}
+
+var _ Backend[int, int] = (*Router[int, int])(nil)
+
+// NewRouter returns a router that sends each item to the backend of the route
+// its classifier chooses. routes maps route names to backends; it is copied,
+// so later changes to the map do not affect the router.
+//
+// NewRouter fails if classifier is nil, routes is empty, a route name is
+// empty or a backend is nil.
+func NewRouter[In, Out any](classifier Classifier[In], routes map[string]Backend[In, Out], opts ...Option) (*Router[In, Out], error) {
+	if classifier == nil {
+		return nil, errors.New("fanout: NewRouter: nil classifier")
+	}
+	if len(routes) == 0 {
+		return nil, errors.New("fanout: NewRouter: no routes")
+	}
+	var cfg routerConfig
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	r := &Router[In, Out]{
+		classifier: classifier,
+		index:      make(map[string]int, len(routes)),
+		partial:    cfg.partial,
+	}
+	for name := range routes {
+		r.names = append(r.names, name)
+	}
+	slices.Sort(r.names)
+	for i, name := range r.names {
+		if name == "" {
+			return nil, errors.New("fanout: NewRouter: empty route name")
+		}
+		b := routes[name]
+		if b == nil {
+			return nil, fmt.Errorf("fanout: NewRouter: route %q: nil backend", name)
+		}
+		r.backends = append(r.backends, b)
+		r.index[name] = i
+	}
+	return r, nil
+}
+
+// Routes returns the router's route names in sorted order.
+func (r *Router[In, Out]) Routes() []string {
+	return slices.Clone(r.names)
+}
+
+// Process implements [Backend]. It returns one result per item in the order
+// of items, or an error: an [*ItemError] if an item could not be classified
+// or has no route, a [*RouteError] if a route's backend failed or answered
+// the wrong number of results, a [*PartialError] under [WithPartialResults],
+// or ctx's error if ctx was already done. An empty batch returns an empty
+// result without calling any backend.
+func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error) {
+	if len(items) == 0 {
+		return []Out{}, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	// Classify every item once, counting items per route.
+	routeOf := make([]int32, len(items))
+	counts := make([]int, len(r.backends)+1)
+	used := 0
+	for i := range items {
+		name, err := r.classifier.Classify(items[i])
+		if err != nil {
+			return nil, &ItemError{Index: i, Err: err}
+		}
+		k, ok := r.index[name]
+		if !ok {
+			return nil, &ItemError{Index: i, Route: name, Err: ErrNoRoute}
+		}
+		routeOf[i] = int32(k)
+		if counts[k+1] == 0 {
+			used++
+		}
+		counts[k+1]++
+	}
+
+	if used == 1 {
+		// Every item belongs to one route: hand the batch over as it is.
+		k := int(routeOf[0])
+		out, err := r.call(ctx, k, items)
+		if err != nil {
+			err.Indices = make([]int, len(items))
+			for i := range err.Indices {
+				err.Indices[i] = i
+			}
+			if r.partial {
+				return nil, &PartialError{Failed: []*RouteError{err}}
+			}
+			return nil, err
+		}
+		return out, nil
+	}
+
+	// Counting sort: route k's items occupy grouped[start[k]:start[k+1]], and
+	// pos records where each of them came from.
+	start := counts
+	for k := 1; k < len(start); k++ {
+		start[k] += start[k-1]
+	}
+	next := slices.Clone(start[:len(start)-1])
+	grouped := make([]In, len(items))
+	pos := make([]int, len(items))
+	for i, k := range routeOf {
+		j := next[k]
+		next[k]++
+		grouped[j] = items[i]
+		pos[j] = i
+	}
+
+	out := make([]Out, len(items))
+	if r.partial {
+		return r.gatherPartial(ctx, start, grouped, pos, out, used)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for k := range r.backends {
+		lo, hi := start[k], start[k+1]
+		if lo == hi {
+			continue
+		}
+		g.Go(func() error {
+			res, err := r.call(gctx, k, grouped[lo:hi:hi])
+			if err != nil {
+				err.Indices = slices.Clone(pos[lo:hi])
+				return err
+			}
+			for j, v := range res {
+				out[pos[lo+j]] = v
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// gatherPartial runs every used route to completion and keeps what succeeded.
+func (r *Router[In, Out]) gatherPartial(ctx context.Context, start []int, grouped []In, pos []int, out []Out, used int) ([]Out, error) {
+	failed := make([]*RouteError, len(r.backends))
+	var g errgroup.Group
+	for k := range r.backends {
+		lo, hi := start[k], start[k+1]
+		if lo == hi {
+			continue
+		}
+		g.Go(func() error {
+			res, err := r.call(ctx, k, grouped[lo:hi:hi])
+			if err != nil {
+				err.Indices = slices.Clone(pos[lo:hi])
+				failed[k] = err
+				return nil
+			}
+			for j, v := range res {
+				out[pos[lo+j]] = v
+			}
+			return nil
+		})
+	}
+	_ = g.Wait() // the goroutines record failures in failed and never return errors
+	pe := &PartialError{}
+	for _, re := range failed {
+		if re != nil {
+			pe.Failed = append(pe.Failed, re)
+		}
+	}
+	switch len(pe.Failed) {
+	case 0:
+		return out, nil
+	case used:
+		return nil, pe
+	default:
+		return out, pe
+	}
+}
+
+// call invokes route k's backend and checks the length of its answer. The
+// returned error's Indices are left for the caller to fill.
+func (r *Router[In, Out]) call(ctx context.Context, k int, items []In) ([]Out, *RouteError) {
+	res, err := r.backends[k].Process(ctx, items)
+	if err == nil && len(res) != len(items) {
+		err = fmt.Errorf("%w: %d results for %d items", ErrResultCount, len(res), len(items))
+	}
+	if err != nil {
+		return nil, &RouteError{Route: r.names[k], Err: err}
+	}
+	return res, nil
+}
