@@ -2,4 +2,9 @@ module github.com/seed-c94cd834/fanout
 
 go 1.26.0
 
-require golang.org/x/sync v0.25.0 // indirect
+require (
+	github.com/hashicorp/yamux v0.1.2 // indirect
+	github.com/stretchr/testify v1.12.1 // indirect
+	go.uber.org/goleak v1.3.0 // indirect
+	golang.org/x/sync v0.25.0 // indirect
+)

@@ -1,0 +1,381 @@
+package transport
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"golang.org/x/sync/semaphore"
+
+	"github.com/seed-c94cd834/fanout"
+)
+
+// Client calls a remote [Server]. It is a [fanout.Backend], so it can be a
+// route of a [fanout.Router] or used on its own.
+//
+// A Client holds at most one connection, with one yamux session on it; every
+// call is a stream of its own, so any number of goroutines can call at once
+// and share the connection. The connection is made on first use. When the
+// session dies (the server went away, a keepalive failed), the next call
+// dials again; after a failed dial, further attempts wait with capped
+// exponential backoff (see [WithRedialBackoff]) and calls in between fail at
+// once with the dial error.
+//
+// Errors name the server's address. An error the server reported is a
+// [*RemoteError]; anything else is a local or transport failure.
+type Client[In, Out any] struct {
+	addr string
+	in   Codec[In]
+	out  Codec[Out]
+	cfg  config
+	sem  *semaphore.Weighted
+
+	ctx    context.Context // ends with Close; bounds dials
+	cancel context.CancelFunc
+	dials  sync.WaitGroup
+
+	mu       sync.Mutex
+	closed   bool
+	sess     *yamux.Session
+	draining map[*yamux.Session]struct{} // told to go away, finishing their calls
+	peerMax int           // the server's maximum message size
+	dialing chan struct{} // closed when the dial in progress ends
+	dialErr error         // the last dial's failure
+	retryAt time.Time     // no dial before this after a failure
+	backoff time.Duration // the last wait after a failure
+}
+
+var _ fanout.Backend[int64, int64] = (*Client[int64, int64])(nil)
+
+// NewClient returns a client for the server at addr that sends items with in
+// and reads results with out. It does not connect: the first call does.
+func NewClient[In, Out any](addr string, in Codec[In], out Codec[Out], opts ...Option) *Client[In, Out] {
+	cfg := newConfig(opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Client[In, Out]{
+		addr:   addr,
+		in:     in,
+		out:    out,
+		cfg:    cfg,
+		sem:    semaphore.NewWeighted(int64(cfg.maxCalls)),
+		ctx:    ctx,
+		cancel: cancel,
+	}
+}
+
+// Dial is [NewClient] followed by a connection attempt: it returns an error,
+// and no client, if the server cannot be reached within ctx or refuses the
+// handshake.
+func Dial[In, Out any](ctx context.Context, addr string, in Codec[In], out Codec[Out], opts ...Option) (*Client[In, Out], error) {
+	c := NewClient(addr, in, out, opts...)
+	if _, _, err := c.session(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// Addr returns the server's address.
+func (c *Client[In, Out]) Addr() string { return c.addr }
+
+// Close closes the connection, failing the calls in flight, and makes
+// further calls fail with [ErrClosed]. It is idempotent and returns nil.
+func (c *Client[In, Out]) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	sessions := []*yamux.Session{c.sess}
+	for sess := range c.draining {
+		sessions = append(sessions, sess)
+	}
+	c.sess, c.draining = nil, nil
+	c.mu.Unlock()
+	c.cancel()
+	for _, sess := range sessions {
+		if sess != nil {
+			sess.Close()
+		}
+	}
+	c.dials.Wait()
+	return nil
+}
+
+// Process sends items to the server and returns its results, one per item in
+// the same order. An empty batch returns an empty result without a network
+// call. The caller's deadline travels with the request and bounds the
+// server's work; cancelling ctx abandons the call and cancels it on the
+// server.
+func (c *Client[In, Out]) Process(ctx context.Context, items []In) ([]Out, error) {
+	if len(items) == 0 {
+		return []Out{}, nil
+	}
+	out, err := c.call(ctx, items)
+	if err != nil {
+		var re *RemoteError
+		if errors.As(err, &re) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("transport: call %s: %w", c.addr, err)
+	}
+	return out, nil
+}
+
+func (c *Client[In, Out]) call(ctx context.Context, items []In) ([]Out, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := c.sem.Acquire(ctx, 1); err != nil {
+		return nil, err
+	}
+	defer c.sem.Release(1)
+
+	bufp := getBuf()
+	defer putBuf(bufp)
+	buf := appendFrameHeader((*bufp)[:0], kindRequest)
+	buf = append(buf, make([]byte, requestPrefixSize)...)
+	buf, err := c.in.Append(buf, items)
+	*bufp = buf
+	if err != nil {
+		return nil, fmt.Errorf("encode request: %w", err)
+	}
+
+	// A stream that could not be opened carried nothing, so a call whose
+	// session turned out to be dead is safe to try once more on a new one.
+	for attempt := 0; ; attempt++ {
+		sess, peerMax, err := c.session(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := finishFrame(buf, 0, peerMax); err != nil {
+			return nil, err
+		}
+		st, err := sess.OpenStream()
+		if err != nil {
+			if errors.Is(err, yamux.ErrRemoteGoAway) {
+				c.retire(sess)
+			} else {
+				c.drop(sess)
+			}
+			if attempt == 0 {
+				continue
+			}
+			return nil, err
+		}
+		return c.roundTrip(ctx, st, buf, len(items), bufp)
+	}
+}
+
+// roundTrip sends the request on st and reads the answer.
+func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, req []byte, n int, bufp *[]byte) ([]Out, error) {
+	// Cancelling ctx unblocks the read and half-closes the stream, which the
+	// server takes as the signal to cancel the call.
+	stop := context.AfterFunc(ctx, func() {
+		st.SetReadDeadline(time.Now())
+		st.Close()
+	})
+	defer stop()
+	defer st.Close()
+
+	var timeout uint64
+	if d, ok := ctx.Deadline(); ok {
+		timeout = uint64(max(time.Until(d), 1))
+	}
+	binary.LittleEndian.PutUint64(req[frameHeaderSize:], timeout)
+	st.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
+	if _, err := st.Write(req); err != nil {
+		return nil, c.streamErr(ctx, st, err)
+	}
+	k, payload, err := readFrame(st, c.cfg.maxMessage, (*bufp)[:0])
+	*bufp = payload
+	if err != nil {
+		return nil, c.streamErr(ctx, st, err)
+	}
+	switch k {
+	case kindResponse:
+		out, err := c.out.Decode(make([]Out, 0, n), payload)
+		if err != nil {
+			return nil, fmt.Errorf("%w: decode response: %v", ErrProtocol, err)
+		}
+		if len(out) != n {
+			return nil, fmt.Errorf("%w: %d results for %d items", ErrProtocol, len(out), n)
+		}
+		return out, nil
+	case kindError:
+		code, msg, err := parseError(payload)
+		if err != nil {
+			return nil, err
+		}
+		return nil, &RemoteError{Addr: c.addr, Code: code, Message: msg}
+	}
+	return nil, fmt.Errorf("%w: expected a response, got message kind %d", ErrProtocol, k)
+}
+
+// streamErr explains a failed read or write: the caller's context ended, the
+// session died, or the stream failed.
+func (c *Client[In, Out]) streamErr(ctx context.Context, st *yamux.Stream, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return ctxErr
+	}
+	if st.Session().IsClosed() {
+		c.drop(st.Session())
+		return fmt.Errorf("connection lost: %w", err)
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("server closed the stream without an answer: %w", err)
+	}
+	return err
+}
+
+// drop forgets sess if it is the current session, so the next call redials.
+func (c *Client[In, Out]) drop(sess *yamux.Session) {
+	c.mu.Lock()
+	if c.sess == sess {
+		c.sess = nil
+	}
+	c.mu.Unlock()
+	sess.Close()
+}
+
+// retire forgets sess, whose server asked for no new calls, but lets the
+// calls already on it finish; Close closes it if the server has not.
+func (c *Client[In, Out]) retire(sess *yamux.Session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess == sess {
+		c.sess = nil
+	}
+	if c.closed {
+		sess.Close()
+		return
+	}
+	if c.draining == nil {
+		c.draining = make(map[*yamux.Session]struct{})
+	}
+	for old := range c.draining {
+		if old.IsClosed() {
+			delete(c.draining, old)
+		}
+	}
+	c.draining[sess] = struct{}{}
+}
+
+// session returns a live session, dialling if there is none.
+func (c *Client[In, Out]) session(ctx context.Context) (*yamux.Session, int, error) {
+	for {
+		c.mu.Lock()
+		switch {
+		case c.closed:
+			c.mu.Unlock()
+			return nil, 0, ErrClosed
+		case c.sess != nil && !c.sess.IsClosed():
+			sess, peerMax := c.sess, c.peerMax
+			c.mu.Unlock()
+			return sess, peerMax, nil
+		case c.dialing != nil:
+			ch := c.dialing
+			c.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, 0, ctx.Err()
+			}
+		case time.Now().Before(c.retryAt):
+			err, wait := c.dialErr, time.Until(c.retryAt)
+			c.mu.Unlock()
+			return nil, 0, fmt.Errorf("%w (next attempt in %v)", err, wait.Round(time.Millisecond))
+		}
+		c.sess = nil
+		ch := make(chan struct{})
+		c.dialing = ch
+		c.dials.Add(1)
+		c.mu.Unlock()
+		go c.connect(ch)
+	}
+}
+
+// connect dials and handshakes on its own goroutine, so that callers waiting
+// for it can give up on their own contexts without failing the dial for the
+// others.
+func (c *Client[In, Out]) connect(done chan struct{}) {
+	defer c.dials.Done()
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.dialTimeout)
+	defer cancel()
+	sess, peerMax, err := c.handshake(ctx)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer close(done)
+	c.dialing = nil
+	if err != nil {
+		c.dialErr = err
+		c.backoff = min(max(2*c.backoff, c.cfg.backoffMin), c.cfg.backoffMax)
+		jitter := time.Duration(rand.Int64N(int64(c.backoff)/5 + 1))
+		c.retryAt = time.Now().Add(c.backoff - jitter)
+		c.cfg.logger.Debug("transport: dial failed", "addr", c.addr, "err", err, "retry_in", c.backoff-jitter)
+		return
+	}
+	if c.closed {
+		sess.Close()
+		return
+	}
+	c.sess, c.peerMax = sess, peerMax
+	c.dialErr, c.backoff, c.retryAt = nil, 0, time.Time{}
+}
+
+// handshake opens a connection, agrees on version and codecs, and starts the
+// yamux session.
+func (c *Client[In, Out]) handshake(ctx context.Context) (*yamux.Session, int, error) {
+	conn, err := c.cfg.dial(ctx, c.addr)
+	if err != nil {
+		return nil, 0, err
+	}
+	// Bound the handshake by ctx, even if the server never answers.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	if d, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(d)
+	}
+	mine := hello{version: protocolVersion, reqCodec: c.in.Name(), respCodec: c.out.Name(), maxMessage: uint32(c.cfg.maxMessage)}
+	if _, err := conn.Write(appendHello(nil, mine)); err != nil {
+		conn.Close()
+		return nil, 0, fmt.Errorf("handshake: %w", err)
+	}
+	theirs, status, msg, err := readReply(conn)
+	if err != nil {
+		conn.Close()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, 0, fmt.Errorf("handshake: no answer from server: %w", err)
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, 0, fmt.Errorf("handshake: server closed the connection: %w", err)
+		}
+		return nil, 0, fmt.Errorf("handshake: %w", err)
+	}
+	if status != statusOK {
+		conn.Close()
+		return nil, 0, fmt.Errorf("%w by server: %s", ErrHandshake, msg)
+	}
+	if reason := checkHello(theirs, mine); reason != "" {
+		conn.Close()
+		return nil, 0, fmt.Errorf("%w: %s", ErrHandshake, reason)
+	}
+	if !stop() {
+		conn.Close()
+		return nil, 0, ctx.Err()
+	}
+	conn.SetDeadline(time.Time{})
+	sess, err := yamux.Client(conn, c.cfg.yamuxConfig())
+	if err != nil {
+		conn.Close()
+		return nil, 0, err
+	}
+	return sess, int(theirs.maxMessage), nil
+}

@@ -1,0 +1,95 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors of the transport. Errors returned by [Client.Process] wrap
+// them (or a network error) and name the server's address.
+var (
+	// ErrClosed is returned by calls on a [Client] after Close.
+	ErrClosed = errors.New("transport: client closed")
+
+	// ErrServerClosed is returned by [Server.Serve] after Shutdown or Close,
+	// and matches a [*RemoteError] with [CodeUnavailable].
+	ErrServerClosed = errors.New("transport: server closed")
+
+	// ErrMessageTooLarge means a message exceeds the receiver's maximum
+	// message size. It matches a [*RemoteError] with [CodeTooLarge].
+	ErrMessageTooLarge = errors.New("transport: message too large")
+
+	// ErrProtocol means a peer broke the protocol: bad magic, a malformed
+	// frame, an unexpected message kind.
+	ErrProtocol = errors.New("transport: protocol error")
+
+	// ErrHandshake means the peers could not agree on the protocol version
+	// or codecs; the connection was closed.
+	ErrHandshake = errors.New("transport: handshake refused")
+)
+
+// Code classifies a [RemoteError].
+type Code uint8
+
+// Error codes carried by an error message on the wire.
+const (
+	CodeBackend     Code = 1 // the backend's Process returned an error
+	CodeBadRequest  Code = 2 // the request could not be decoded
+	CodeTooLarge    Code = 3 // the request exceeds the server's maximum message size
+	CodeCanceled    Code = 4 // the call was cancelled
+	CodeDeadline    Code = 5 // the call's deadline passed
+	CodeUnavailable Code = 6 // the server is shutting down
+	CodeInternal    Code = 7 // the backend panicked or broke its contract
+)
+
+func (c Code) String() string {
+	switch c {
+	case CodeBackend:
+		return "backend error"
+	case CodeBadRequest:
+		return "bad request"
+	case CodeTooLarge:
+		return "message too large"
+	case CodeCanceled:
+		return "canceled"
+	case CodeDeadline:
+		return "deadline exceeded"
+	case CodeUnavailable:
+		return "unavailable"
+	case CodeInternal:
+		return "internal error"
+	}
+	return fmt.Sprintf("code %d", uint8(c))
+}
+
+// RemoteError is an error that the server reported for a call: its backend
+// failed, or it refused the request. Use [errors.As] to tell it apart from a
+// transport failure (a dial error, a lost connection), which is never a
+// RemoteError.
+type RemoteError struct {
+	Addr    string // the server's address
+	Code    Code
+	Message string // the server's error text
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("remote %s: %s", e.Addr, e.Message)
+}
+
+// Is makes a RemoteError match the local error its code stands for:
+// context.Canceled, context.DeadlineExceeded, [ErrMessageTooLarge] and
+// [ErrServerClosed].
+func (e *RemoteError) Is(target error) bool {
+	switch e.Code {
+	case CodeCanceled:
+		return target == context.Canceled
+	case CodeDeadline:
+		return target == context.DeadlineExceeded
+	case CodeTooLarge:
+		return target == ErrMessageTooLarge
+	case CodeUnavailable:
+		return target == ErrServerClosed
+	}
+	return false
+}

@@ -1,0 +1,119 @@
+package transport
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+)
+
+// A frame is one message on a stream: kind (1 byte), payload length (4 bytes,
+// little-endian) and the payload. See PROTOCOL.md.
+const frameHeaderSize = 5
+
+type kind uint8
+
+const (
+	kindRequest  kind = 1 // timeout (8 bytes) + encoded items
+	kindResponse kind = 2 // encoded results
+	kindError    kind = 3 // code (1 byte) + UTF-8 message
+)
+
+// requestPrefixSize is the fixed part of a request payload: the remaining
+// time of the caller's deadline in nanoseconds, 0 for none.
+const requestPrefixSize = 8
+
+// readChunk is the most a frame reader allocates ahead of the bytes that have
+// actually arrived, so a peer that announces a large message but does not
+// send it costs little memory.
+const readChunk = 64 << 10
+
+// appendFrameHeader appends a frame header with a zero length; finishFrame
+// fills in the length once the payload has been appended.
+func appendFrameHeader(dst []byte, k kind) []byte {
+	return append(dst, byte(k), 0, 0, 0, 0)
+}
+
+// finishFrame sets the length of the frame that starts at buf[start] and
+// checks it against limit.
+func finishFrame(buf []byte, start, limit int) error {
+	n := len(buf) - start - frameHeaderSize
+	if n > limit {
+		return fmt.Errorf("%w: %d bytes, the peer accepts at most %d", ErrMessageTooLarge, n, limit)
+	}
+	binary.LittleEndian.PutUint32(buf[start+1:], uint32(n))
+	return nil
+}
+
+// readFrame reads one frame from r. The payload is read into buf (which may
+// be nil) and grown only as data arrives. A frame longer than limit is
+// refused before its payload is read, with an error wrapping
+// ErrMessageTooLarge; an unknown kind is refused with ErrProtocol. A clean end
+// of stream before the header is io.EOF; one inside a frame is
+// io.ErrUnexpectedEOF.
+func readFrame(r io.Reader, limit int, buf []byte) (kind, []byte, error) {
+	var hdr [frameHeaderSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, buf[:0], err
+	}
+	k := kind(hdr[0])
+	if k < kindRequest || k > kindError {
+		return 0, buf[:0], fmt.Errorf("%w: unknown message kind %d", ErrProtocol, hdr[0])
+	}
+	n := binary.LittleEndian.Uint32(hdr[1:])
+	if uint64(n) > uint64(limit) {
+		return k, buf[:0], fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, n, limit)
+	}
+	buf = buf[:0]
+	for len(buf) < int(n) {
+		step := min(int(n)-len(buf), max(readChunk, len(buf)))
+		m := len(buf)
+		buf = slices.Grow(buf, step)[:m+step]
+		if _, err := io.ReadFull(r, buf[m:]); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return k, buf[:0], err
+		}
+	}
+	return k, buf, nil
+}
+
+// appendErrorFrame appends a complete error frame. Messages longer than the
+// limit are cut, so an error reply always fits.
+func appendErrorFrame(dst []byte, code Code, msg string, limit int) []byte {
+	if len(msg) > limit-1 {
+		msg = msg[:max(limit-1, 0)]
+	}
+	start := len(dst)
+	dst = appendFrameHeader(dst, kindError)
+	dst = append(dst, byte(code))
+	dst = append(dst, msg...)
+	binary.LittleEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-frameHeaderSize))
+	return dst
+}
+
+// parseError decodes an error frame's payload.
+func parseError(payload []byte) (Code, string, error) {
+	if len(payload) == 0 {
+		return 0, "", fmt.Errorf("%w: empty error message", ErrProtocol)
+	}
+	return Code(payload[0]), string(payload[1:]), nil
+}
+
+// bufPool recycles frame buffers across calls. Buffers that grew very large
+// are dropped rather than kept alive.
+var bufPool = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledBuf = 16 << 20
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > maxPooledBuf {
+		return
+	}
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}

@@ -1,0 +1,177 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Option configures a [Server] or a [Client]. Each option's comment states
+// its default and which side it concerns; an option that does not concern a
+// side is ignored there.
+type Option func(*config)
+
+type config struct {
+	logger           *slog.Logger
+	maxMessage       int
+	handshakeTimeout time.Duration
+	requestTimeout   time.Duration
+	writeTimeout     time.Duration
+	keepAlive        time.Duration
+	dialTimeout      time.Duration
+	backoffMin       time.Duration
+	backoffMax       time.Duration
+	maxCalls         int
+	dial             func(ctx context.Context, addr string) (net.Conn, error)
+}
+
+// Defaults of the options.
+const (
+	DefaultMaxMessageSize   = 16 << 20
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultRequestTimeout   = 10 * time.Second
+	DefaultWriteTimeout     = 10 * time.Second
+	DefaultKeepAlive        = 15 * time.Second
+	DefaultDialTimeout      = 5 * time.Second
+	DefaultBackoffMin       = 50 * time.Millisecond
+	DefaultBackoffMax       = 2 * time.Second
+	DefaultMaxCalls         = 256
+)
+
+func newConfig(opts []Option) config {
+	c := config{
+		logger:           slog.Default(),
+		maxMessage:       DefaultMaxMessageSize,
+		handshakeTimeout: DefaultHandshakeTimeout,
+		requestTimeout:   DefaultRequestTimeout,
+		writeTimeout:     DefaultWriteTimeout,
+		keepAlive:        DefaultKeepAlive,
+		dialTimeout:      DefaultDialTimeout,
+		backoffMin:       DefaultBackoffMin,
+		backoffMax:       DefaultBackoffMax,
+		maxCalls:         DefaultMaxCalls,
+	}
+	for _, opt := range opts {
+		opt(&c)
+	}
+	if c.dial == nil {
+		d := net.Dialer{KeepAlive: c.keepAlive}
+		c.dial = func(ctx context.Context, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		}
+	}
+	return c
+}
+
+// WithLogger sets the logger for the transport and for the yamux sessions
+// under it (yamux's own messages are logged at Warn or Error level).
+// Both sides. Default: [slog.Default]. A nil logger discards everything.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) {
+		if l == nil {
+			l = slog.New(slog.NewTextHandler(io.Discard, nil))
+		}
+		c.logger = l
+	}
+}
+
+// WithMaxMessageSize sets the largest message payload this side accepts, in
+// bytes; larger messages are refused before they are read, failing only
+// their own call. Each side tells the other its limit in the handshake, so a
+// client refuses locally to send a request the server would refuse.
+// Both sides. Default: [DefaultMaxMessageSize] (16 MiB, about two million
+// int64 items). Values below 64 or above 4 GiB - 1 are clamped.
+func WithMaxMessageSize(n int) Option {
+	return func(c *config) { c.maxMessage = min(max(n, 64), 1<<32-1) }
+}
+
+// WithHandshakeTimeout bounds the handshake: a server closes a connection
+// that has not completed it in time, and a client gives up.
+// Both sides. Default: [DefaultHandshakeTimeout].
+func WithHandshakeTimeout(d time.Duration) Option {
+	return func(c *config) { c.handshakeTimeout = d }
+}
+
+// WithRequestTimeout bounds how long a server waits for a stream's request
+// once the stream is open. Server. Default: [DefaultRequestTimeout].
+func WithRequestTimeout(d time.Duration) Option {
+	return func(c *config) { c.requestTimeout = d }
+}
+
+// WithWriteTimeout bounds every write of a message, so a peer that stops
+// reading cannot block a call forever; it is also yamux's connection write
+// timeout. Both sides. Default: [DefaultWriteTimeout].
+func WithWriteTimeout(d time.Duration) Option {
+	return func(c *config) { c.writeTimeout = d }
+}
+
+// WithKeepAlive sets the interval of yamux keepalive pings (and of TCP
+// keepalive on dialled connections); a peer that stops answering them is
+// declared dead and its session closed, failing its calls.
+// Both sides. Default: [DefaultKeepAlive].
+func WithKeepAlive(d time.Duration) Option {
+	return func(c *config) { c.keepAlive = d }
+}
+
+// WithDialTimeout bounds connecting to the server, handshake included.
+// Client. Default: [DefaultDialTimeout].
+func WithDialTimeout(d time.Duration) Option {
+	return func(c *config) { c.dialTimeout = d }
+}
+
+// WithRedialBackoff sets the delays between connection attempts after a
+// failed one: the first wait is lo, each further failure doubles it (with
+// jitter) up to hi. While waiting, calls fail at once with the last dial
+// error; a success resets the wait. Client. Default: [DefaultBackoffMin] to
+// [DefaultBackoffMax].
+func WithRedialBackoff(lo, hi time.Duration) Option {
+	return func(c *config) { c.backoffMin, c.backoffMax = lo, max(lo, hi) }
+}
+
+// WithMaxConcurrentCalls bounds the calls a client has in flight on its
+// connection; further calls wait for a free slot or for their context.
+// Client. Default: [DefaultMaxCalls].
+func WithMaxConcurrentCalls(n int) Option {
+	return func(c *config) { c.maxCalls = max(n, 1) }
+}
+
+// WithDialer replaces how a client opens its connection, for example to wrap
+// it in TLS or to route it through a proxy. Client. Default: TCP with
+// [net.Dialer].
+func WithDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) Option {
+	return func(c *config) { c.dial = dial }
+}
+
+func (c *config) yamuxConfig() *yamux.Config {
+	yc := yamux.DefaultConfig()
+	yc.KeepAliveInterval = c.keepAlive
+	yc.ConnectionWriteTimeout = c.writeTimeout
+	yc.StreamOpenTimeout = c.handshakeTimeout
+	yc.StreamCloseTimeout = c.requestTimeout
+	yc.LogOutput = nil
+	yc.Logger = yamuxLogger{c.logger}
+	return yc
+}
+
+// yamuxLogger hands yamux's messages, which start with "[ERR]" or "[WARN]",
+// to slog.
+type yamuxLogger struct{ l *slog.Logger }
+
+func (y yamuxLogger) Print(v ...any)                 { y.log(fmt.Sprint(v...)) }
+func (y yamuxLogger) Printf(format string, v ...any) { y.log(fmt.Sprintf(format, v...)) }
+func (y yamuxLogger) Println(v ...any)               { y.log(fmt.Sprintln(v...)) }
+
+func (y yamuxLogger) log(msg string) {
+	msg = strings.TrimSpace(msg)
+	level := slog.LevelWarn
+	if strings.HasPrefix(msg, "[ERR]") {
+		level = slog.LevelError
+	}
+	y.l.Log(context.Background(), level, "yamux: "+msg)
+}

@@ -1,0 +1,361 @@
+package transport
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/seed-c94cd834/fanout"
+)
+
+// Server serves a [fanout.Backend] to [Client]s over yamux sessions.
+//
+// Each accepted connection first completes the handshake, then carries one
+// yamux session; each call is one stream on it, handled on its own
+// goroutine. A Server is safe for concurrent use; Serve may be called on
+// several listeners at once.
+type Server[In, Out any] struct {
+	backend fanout.Backend[In, Out]
+	in      Codec[In]
+	out     Codec[Out]
+	cfg     config
+	hello   hello
+
+	ctx    context.Context // cancelled by Close: every backend call sees it
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	shutdown  bool // no new listeners, sessions or calls
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]*yamux.Session // session is nil during the handshake
+	calls     sync.WaitGroup              // calls in flight; Add only under mu while !shutdown
+	conn      sync.WaitGroup              // connection goroutines
+}
+
+// NewServer returns a server that answers calls with backend, decoding
+// requests with in and encoding results with out.
+func NewServer[In, Out any](backend fanout.Backend[In, Out], in Codec[In], out Codec[Out], opts ...Option) *Server[In, Out] {
+	cfg := newConfig(opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server[In, Out]{
+		backend:   backend,
+		in:        in,
+		out:       out,
+		cfg:       cfg,
+		hello:     hello{version: protocolVersion, reqCodec: in.Name(), respCodec: out.Name(), maxMessage: uint32(cfg.maxMessage)},
+		ctx:       ctx,
+		cancel:    cancel,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[net.Conn]*yamux.Session),
+	}
+}
+
+// Serve accepts connections on l and serves them until Shutdown or Close,
+// then returns [ErrServerClosed]. It closes l when it returns. Any other
+// error is one from l.Accept that is not temporary.
+func (s *Server[In, Out]) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+		l.Close()
+	}()
+
+	var delay time.Duration
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if s.closing() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.cfg.logger.Warn("transport: accept failed; retrying", "addr", l.Addr().String(), "err", err, "retry_in", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		if !s.track(conn, nil) {
+			conn.Close()
+			return ErrServerClosed
+		}
+		go s.serveConn(conn)
+	}
+}
+
+func (s *Server[In, Out]) closing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shutdown
+}
+
+// track records a new conn, counting its goroutine, or its session once
+// there is one. It reports false if the server is shutting down, in which
+// case the caller closes conn.
+func (s *Server[In, Out]) track(conn net.Conn, sess *yamux.Session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return false
+	}
+	if sess == nil {
+		s.conn.Add(1)
+	}
+	s.conns[conn] = sess
+	return true
+}
+
+func (s *Server[In, Out]) serveConn(conn net.Conn) {
+	defer s.conn.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, conn)
+		s.mu.Unlock()
+		conn.Close()
+	}()
+	remote := conn.RemoteAddr().String()
+	log := s.cfg.logger.With("remote", remote)
+
+	if err := s.handshake(conn); err != nil {
+		log.Warn("transport: handshake failed", "err", err)
+		return
+	}
+	sess, err := yamux.Server(conn, s.cfg.yamuxConfig())
+	if err != nil {
+		log.Error("transport: starting session", "err", err)
+		return
+	}
+	defer sess.Close()
+	if !s.track(conn, sess) {
+		return
+	}
+	log.Debug("transport: session open")
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			log.Debug("transport: session closed", "err", err)
+			return
+		}
+		s.mu.Lock()
+		if s.shutdown {
+			s.mu.Unlock()
+			s.refuse(st, CodeUnavailable, ErrServerClosed.Error())
+			continue
+		}
+		s.calls.Add(1)
+		s.mu.Unlock()
+		go s.serveStream(st)
+	}
+}
+
+// handshake checks the client's hello and answers it.
+func (s *Server[In, Out]) handshake(conn net.Conn) error {
+	conn.SetDeadline(time.Now().Add(s.cfg.handshakeTimeout))
+	h, err := readHello(conn)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%w: connection closed during handshake", ErrProtocol)
+		}
+		return err
+	}
+	reason := checkHello(s.hello, h)
+	status := uint8(statusOK)
+	if reason != "" {
+		status = statusRefused
+	}
+	if _, err := conn.Write(appendReply(nil, s.hello, status, reason)); err != nil {
+		return err
+	}
+	if reason != "" {
+		return fmt.Errorf("%w: %s", ErrHandshake, reason)
+	}
+	return conn.SetDeadline(time.Time{})
+}
+
+// refuse answers a stream with an error and closes it.
+func (s *Server[In, Out]) refuse(st *yamux.Stream, code Code, msg string) {
+	st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
+	st.Write(appendErrorFrame(nil, code, msg, s.cfg.maxMessage))
+	st.Close()
+}
+
+func (s *Server[In, Out]) serveStream(st *yamux.Stream) {
+	defer s.calls.Done()
+	defer st.Close()
+	log := s.cfg.logger
+
+	bufp := getBuf()
+	defer putBuf(bufp)
+
+	st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
+	k, payload, err := readFrame(st, s.cfg.maxMessage, *bufp)
+	*bufp = payload
+	switch {
+	case errors.Is(err, ErrMessageTooLarge):
+		log.Warn("transport: request refused", "remote", st.RemoteAddr().String(), "err", err)
+		s.refuse(st, CodeTooLarge, "request refused: "+err.Error())
+		return
+	case errors.Is(err, ErrProtocol):
+		log.Warn("transport: request refused", "remote", st.RemoteAddr().String(), "err", err)
+		s.refuse(st, CodeBadRequest, err.Error())
+		return
+	case err != nil:
+		log.Debug("transport: stream ended before its request", "remote", st.RemoteAddr().String(), "err", err)
+		return
+	case k != kindRequest || len(payload) < requestPrefixSize:
+		s.refuse(st, CodeBadRequest, fmt.Sprintf("%v: expected a request, got message kind %d of %d bytes", ErrProtocol, k, len(payload)))
+		return
+	}
+	items, err := s.in.Decode(nil, payload[requestPrefixSize:])
+	if err != nil {
+		log.Warn("transport: request refused", "remote", st.RemoteAddr().String(), "err", err)
+		s.refuse(st, CodeBadRequest, "decode request: "+err.Error())
+		return
+	}
+
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	if timeout := binary.LittleEndian.Uint64(payload); timeout > 0 {
+		var cancelT context.CancelFunc
+		ctx, cancelT = context.WithTimeout(ctx, time.Duration(min(timeout, 1<<62)))
+		defer cancelT()
+	}
+
+	// The client sends nothing after its request; anything it does send, or
+	// the end of its half of the stream, means it gave up: cancel the call.
+	st.SetReadDeadline(time.Time{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		var b [1]byte
+		if _, err := st.Read(b[:]); !errors.Is(err, yamux.ErrTimeout) {
+			cancel()
+		}
+	}()
+
+	out, code, err := s.process(ctx, items)
+	buf := (*bufp)[:0]
+	if err != nil {
+		buf = appendErrorFrame(buf, code, err.Error(), s.cfg.maxMessage)
+	} else {
+		buf = appendFrameHeader(buf, kindResponse)
+		buf, err = s.out.Append(buf, out)
+		if err == nil {
+			err = finishFrame(buf, 0, s.cfg.maxMessage)
+		}
+		if err != nil {
+			log.Error("transport: encoding response", "err", err)
+			buf = appendErrorFrame(buf[:0], CodeInternal, "encode response: "+err.Error(), s.cfg.maxMessage)
+		}
+	}
+	*bufp = buf
+	st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
+	if _, err := st.Write(buf); err != nil {
+		log.Debug("transport: writing response", "remote", st.RemoteAddr().String(), "err", err)
+	}
+	st.SetReadDeadline(time.Now())
+	<-watched
+}
+
+// process calls the backend, turning a panic or a broken contract into an
+// error for this call only.
+func (s *Server[In, Out]) process(ctx context.Context, items []In) (out []Out, code Code, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.cfg.logger.Error("transport: backend panicked", "panic", r, "stack", string(debug.Stack()))
+			out, code, err = nil, CodeInternal, fmt.Errorf("backend panicked: %v", r)
+		}
+	}()
+	out, err = s.backend.Process(ctx, items)
+	switch {
+	case err == nil && len(out) != len(items):
+		return nil, CodeInternal, fmt.Errorf("%w: %d results for %d items", fanout.ErrResultCount, len(out), len(items))
+	case err == nil:
+		return out, 0, nil
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
+		return nil, CodeDeadline, err
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		return nil, CodeCanceled, err
+	}
+	return nil, CodeBackend, err
+}
+
+// Shutdown stops the server gracefully: it closes the listeners, tells every
+// client to open no new calls (yamux go-away), waits for the calls in flight
+// to finish, then closes every connection. If ctx ends first, Shutdown
+// closes everything at once, cancelling the calls still running, and returns
+// ctx's error. Calls that arrive during the shutdown are refused with
+// [CodeUnavailable]. Shutdown and Close may be called more than once.
+func (s *Server[In, Out]) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	var sessions []*yamux.Session
+	for _, sess := range s.conns {
+		if sess != nil {
+			sessions = append(sessions, sess)
+		}
+	}
+	s.mu.Unlock()
+	for _, sess := range sessions {
+		sess.GoAway()
+	}
+
+	done := make(chan struct{})
+	go func() {
+		s.calls.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.Close()
+	return err
+}
+
+// Close stops the server at once: it closes the listeners and every
+// connection and cancels the context of every call in flight, then waits for
+// the server's goroutines to return (which is prompt if the backend honours
+// cancellation). It is idempotent and returns nil.
+func (s *Server[In, Out]) Close() error {
+	s.mu.Lock()
+	s.shutdown = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	for conn, sess := range s.conns {
+		if sess != nil {
+			sess.Close()
+		}
+		conn.Close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	s.conn.Wait()
+	s.calls.Wait()
+	return nil
+}
