@@ -45,11 +45,11 @@ type Client[In, Out any] struct {
 	closed   bool
 	sess     *yamux.Session
 	draining map[*yamux.Session]struct{} // told to go away, finishing their calls
-	peerMax int           // the server's maximum message size
-	dialing chan struct{} // closed when the dial in progress ends
-	dialErr error         // the last dial's failure
-	retryAt time.Time     // no dial before this after a failure
-	backoff time.Duration // the last wait after a failure
+	peerMax  int                         // the server's maximum message size
+	dialing  chan struct{}               // closed when the dial in progress ends
+	dialErr  error                       // the last dial's failure
+	retryAt  time.Time                   // no dial before this after a failure
+	backoff  time.Duration               // the last wait after a failure
 }
 
 var _ fanout.Backend[int64, int64] = (*Client[int64, int64])(nil)
