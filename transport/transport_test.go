@@ -1,0 +1,438 @@
+package transport_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/seed-c94cd834/fanout"
+	"github.com/seed-c94cd834/fanout/internal/backendtest"
+	"github.com/seed-c94cd834/fanout/transport"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// quiet discards log output; tests that check logs use a logBuffer.
+var quiet = transport.WithLogger(nil)
+
+// logBuffer is a concurrency-safe log sink for asserting on server logs.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *logBuffer) option() transport.Option {
+	return transport.WithLogger(slog.New(slog.NewTextHandler(l, nil)))
+}
+
+// doubler answers 2n for every n.
+var doubler = fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+	out := make([]int64, len(in))
+	for i, n := range in {
+		out[i] = 2 * n
+	}
+	return out, nil
+})
+
+// serve starts a server for b on a loopback port and returns its address.
+// The server is closed when the test ends.
+func serve(t *testing.T, b fanout.Backend[int64, int64], opts ...transport.Option) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	return serveOn(t, l, b, opts...)
+}
+
+func serveOn(t *testing.T, l net.Listener, b fanout.Backend[int64, int64], opts ...transport.Option) string {
+	t.Helper()
+	srv := transport.NewServer(b, transport.Int64(), transport.Int64(), append([]transport.Option{quiet}, opts...)...)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	t.Cleanup(func() {
+		require.NoError(t, srv.Close())
+		require.ErrorIs(t, <-done, transport.ErrServerClosed)
+	})
+	return l.Addr().String()
+}
+
+func client(t *testing.T, addr string, opts ...transport.Option) *transport.Client[int64, int64] {
+	t.Helper()
+	c := transport.NewClient(addr, transport.Int64(), transport.Int64(), append([]transport.Option{quiet}, opts...)...)
+	t.Cleanup(func() { require.NoError(t, c.Close()) })
+	return c
+}
+
+func TestConformance(t *testing.T) {
+	backendtest.Run(t, func(t *testing.T, leaf fanout.Backend[int64, int64]) fanout.Backend[int64, int64] {
+		addr := serve(t, leaf)
+		return client(t, addr)
+	})
+}
+
+func TestConformanceThroughRemoteRouter(t *testing.T) {
+	// A router whose routes are remote clients, itself served remotely: the
+	// shape of the example system.
+	backendtest.Run(t, func(t *testing.T, leaf fanout.Backend[int64, int64]) fanout.Backend[int64, int64] {
+		routes := map[string]fanout.Backend[int64, int64]{}
+		for _, name := range []string{"even", "odd"} {
+			addr := serve(t, leaf)
+			routes[name] = client(t, addr)
+		}
+		r, err := fanout.NewRouter(fanout.ClassifierFunc[int64](func(n int64) (string, error) {
+			if n%2 == 0 {
+				return "even", nil
+			}
+			return "odd", nil
+		}), routes)
+		require.NoError(t, err)
+		addr := serve(t, r)
+		return client(t, addr)
+	})
+}
+
+func TestRemoteErrorIsDistinguishable(t *testing.T) {
+	addr := serve(t, fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		return nil, errors.New("z: 3*n+1 overflows int64 for n=4611686018427387904")
+	}))
+	_, err := client(t, addr).Process(context.Background(), []int64{1})
+	var re *transport.RemoteError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, transport.CodeBackend, re.Code)
+	require.Equal(t, addr, re.Addr)
+	require.Contains(t, err.Error(), "overflows int64 for n=4611686018427387904")
+
+	// A transport failure is not a RemoteError, and names the address.
+	down := freeAddr(t)
+	_, err = client(t, down).Process(context.Background(), []int64{1})
+	require.Error(t, err)
+	require.False(t, errors.As(err, &re), "dial failure must not look remote: %v", err)
+	require.Contains(t, err.Error(), down)
+}
+
+func TestEmptyBatchMakesNoCall(t *testing.T) {
+	// No server listens here: an empty batch must not even dial.
+	out, err := client(t, freeAddr(t)).Process(context.Background(), nil)
+	require.NoError(t, err)
+	require.Empty(t, out)
+}
+
+func TestDeadlineReachesServer(t *testing.T) {
+	seen := make(chan time.Time, 1)
+	addr := serve(t, fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		d, ok := ctx.Deadline()
+		if !ok {
+			return nil, errors.New("no deadline")
+		}
+		seen <- d
+		return in, nil
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	want, _ := ctx.Deadline()
+	_, err := client(t, addr).Process(ctx, []int64{1})
+	require.NoError(t, err)
+	got := <-seen
+	// The deadline travels as time remaining, so the server's copy may end
+	// later than the caller's by the request's transit time, never by more.
+	require.True(t, got.Before(want.Add(time.Second)), "server deadline %v is well after the caller's %v", got, want)
+	require.True(t, got.After(time.Now().Add(20*time.Second)), "server deadline %v lost most of the 30s budget", got)
+
+	// The backend's deadline ends its call on the server, which reports it.
+	addr = serve(t, fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}))
+	ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err = client(t, addr).Process(ctx, []int64{1})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+}
+
+func TestCancelReachesServer(t *testing.T) {
+	started := make(chan struct{})
+	cancelled := make(chan error, 1)
+	addr := serve(t, fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		close(started)
+		<-ctx.Done()
+		cancelled <- ctx.Err()
+		return nil, ctx.Err()
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := client(t, addr).Process(ctx, []int64{1})
+		errc <- err
+	}()
+	<-started
+	cancel()
+	require.ErrorIs(t, waitErr(t, errc), context.Canceled)
+	select {
+	case err := <-cancelled:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server's backend never saw the cancellation")
+	}
+}
+
+func TestConcurrentCallsShareOneConnection(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	counting := &countingListener{Listener: l}
+	addr := serveOn(t, counting, doubler)
+	c := client(t, addr)
+
+	const callers, calls = 64, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for g := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range calls {
+				n := int64(g*1000 + i)
+				out, err := c.Process(context.Background(), []int64{n, -n, n + 1})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if out[0] != 2*n || out[1] != -2*n || out[2] != 2*n+2 {
+					errs <- errors.New("wrong answer")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	require.EqualValues(t, 1, counting.accepted.Load(), "all calls must share one connection")
+}
+
+type countingListener struct {
+	net.Listener
+	accepted atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.accepted.Add(1)
+	}
+	return c, err
+}
+
+func TestCodecMismatch(t *testing.T) {
+	var logs logBuffer
+	addr := serve(t, doubler, logs.option())
+	_, err := transport.Dial(context.Background(), addr, transport.Float64(), transport.Int64(), quiet)
+	require.ErrorIs(t, err, transport.ErrHandshake)
+	require.Contains(t, err.Error(), `client sends "float64le"`)
+	require.Contains(t, err.Error(), `server expects "int64le"`)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "codec mismatch") },
+		5*time.Second, 10*time.Millisecond, "server did not log the mismatch")
+
+	// The server goes on serving clients that agree with it.
+	out, err := client(t, addr).Process(context.Background(), []int64{21})
+	require.NoError(t, err)
+	require.Equal(t, []int64{42}, out)
+}
+
+func TestBackendPanicFailsOnlyItsCall(t *testing.T) {
+	addr := serve(t, fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		if in[0] == 13 {
+			panic("unlucky")
+		}
+		return doubler(ctx, in)
+	}))
+	c := client(t, addr)
+	_, err := c.Process(context.Background(), []int64{13})
+	var re *transport.RemoteError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, transport.CodeInternal, re.Code)
+	require.Contains(t, re.Message, "unlucky")
+	out, err := c.Process(context.Background(), []int64{1})
+	require.NoError(t, err)
+	require.Equal(t, []int64{2}, out)
+}
+
+func TestServerChecksResultCount(t *testing.T) {
+	addr := serve(t, fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		return in[:len(in)-1], nil
+	}))
+	_, err := client(t, addr).Process(context.Background(), []int64{1, 2})
+	var re *transport.RemoteError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, transport.CodeInternal, re.Code)
+	require.Contains(t, re.Message, "1 results for 2 items")
+}
+
+func TestRequestLargerThanServerLimitIsRefusedLocally(t *testing.T) {
+	var calls atomic.Int64
+	addr := serve(t, fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		calls.Add(1)
+		return in, nil
+	}), transport.WithMaxMessageSize(1024))
+	c := client(t, addr)
+	_, err := c.Process(context.Background(), make([]int64, 1000))
+	require.ErrorIs(t, err, transport.ErrMessageTooLarge)
+	require.Contains(t, err.Error(), "accepts at most 1024")
+	require.Zero(t, calls.Load())
+	out, err := c.Process(context.Background(), make([]int64, 100))
+	require.NoError(t, err)
+	require.Len(t, out, 100)
+}
+
+func TestResponseLargerThanClientLimit(t *testing.T) {
+	addr := serve(t, fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		return make([]int64, len(in)), nil
+	}))
+	c := client(t, addr, transport.WithMaxMessageSize(1024))
+	_, err := c.Process(context.Background(), make([]int64, 1000))
+	require.ErrorIs(t, err, transport.ErrMessageTooLarge)
+	out, err := c.Process(context.Background(), make([]int64, 10))
+	require.NoError(t, err)
+	require.Len(t, out, 10)
+}
+
+func TestClientAndServerCloseAreIdempotent(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := transport.NewServer[int64, int64](doubler, transport.Int64(), transport.Int64(), quiet)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	c := transport.NewClient(l.Addr().String(), transport.Int64(), transport.Int64(), quiet)
+	_, err = c.Process(context.Background(), []int64{1})
+	require.NoError(t, err)
+
+	require.NoError(t, c.Close())
+	require.NoError(t, c.Close())
+	_, err = c.Process(context.Background(), []int64{1})
+	require.ErrorIs(t, err, transport.ErrClosed)
+
+	require.NoError(t, srv.Close())
+	require.NoError(t, srv.Close())
+	require.NoError(t, srv.Shutdown(context.Background()))
+	require.ErrorIs(t, <-done, transport.ErrServerClosed)
+	l2, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	require.ErrorIs(t, srv.Serve(l2), transport.ErrServerClosed)
+}
+
+func TestGracefulShutdown(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := transport.NewServer[int64, int64](fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		started <- struct{}{}
+		select {
+		case <-release:
+			return doubler(ctx, in)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}), transport.Int64(), transport.Int64(), quiet)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	c := client(t, l.Addr().String())
+
+	inflight := make(chan error, 1)
+	go func() {
+		out, err := c.Process(context.Background(), []int64{5})
+		if err == nil && out[0] != 10 {
+			err = errors.New("wrong answer")
+		}
+		inflight <- err
+	}()
+	<-started
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(context.Background()) }()
+	require.ErrorIs(t, waitErr(t, served), transport.ErrServerClosed)
+
+	// New calls are refused while the call in flight finishes.
+	_, err = c.Process(context.Background(), []int64{1})
+	require.Error(t, err)
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v before the call in flight finished", err)
+	default:
+	}
+	close(release)
+	require.NoError(t, waitErr(t, inflight))
+	require.NoError(t, waitErr(t, shut))
+}
+
+func TestShutdownGracePeriodEnds(t *testing.T) {
+	cancelled := make(chan struct{})
+	started := make(chan struct{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := transport.NewServer[int64, int64](fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		close(started)
+		<-ctx.Done()
+		close(cancelled)
+		return nil, ctx.Err()
+	}), transport.Int64(), transport.Int64(), quiet)
+	go srv.Serve(l)
+	c := client(t, l.Addr().String())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Process(context.Background(), []int64{1})
+		errc <- err
+	}()
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, srv.Shutdown(ctx), context.DeadlineExceeded)
+	<-cancelled
+	require.Error(t, waitErr(t, errc))
+}
+
+// waitErr receives from errc, failing the test if nothing arrives in a
+// generous time (a hang guard, not a speed check).
+func waitErr(t *testing.T, errc <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting for a result")
+		return nil
+	}
+}
+
+// freeAddr returns a loopback address where nothing listens.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
