@@ -1,0 +1,63 @@
+// Package transport serves any [fanout.Backend] over the network and calls
+// it back as one.
+//
+// A [Server] accepts TCP connections (or any [net.Listener]'s); a [Client]
+// is a fanout.Backend whose Process sends the batch to a server and returns
+// its answer. Between a client and a server there is one connection carrying
+// one yamux session; every call is a yamux stream of its own, so many
+// concurrent calls share the connection without waiting for each other.
+//
+// The bytes on the wire are specified in PROTOCOL.md beside this package:
+// a handshake (magic, protocol version, codec names, maximum message size)
+// and, on every stream, one length-prefixed request answered by one response
+// or error.
+//
+// # Codecs
+//
+// Items and results are encoded by a [Codec] per type. [Int64] and [Float64]
+// are compact little-endian binary codecs without reflection; [JSON] carries
+// any type encoding/json can. The handshake compares codec names, so peers
+// that would misread each other refuse to connect, with [ErrHandshake] on
+// the client and a log line on the server.
+//
+// # Guarantees
+//
+// Ordering and count: a successful call returns exactly one result per item,
+// in order. The server checks its backend's answer and the client checks the
+// server's, so a wrong count is an error, never a misaligned answer.
+//
+// Limits: every message is bounded by a maximum size ([WithMaxMessageSize],
+// 16 MiB by default). A larger or malformed message is refused before its
+// payload is read or allocated, fails only its own call, and the server goes
+// on serving. A client refuses locally to send a request larger than the
+// server's limit, which it learns in the handshake.
+//
+// Deadlines and cancellation: the caller's deadline travels with the request
+// as time remaining and becomes the deadline of the backend's context on the
+// server. Cancelling the caller's context abandons the call at once and
+// half-closes its stream, which cancels the backend's context. Handshakes,
+// writes and the wait for a stream's request are bounded by timeouts, and
+// keepalive pings detect a dead peer, so no call hangs forever on a peer
+// that died or went silent.
+//
+// Errors: an error the server reports (its backend failed or panicked, the
+// request was refused) is a [*RemoteError] with a [Code]; anything else (a
+// dial failure, a lost connection) is not, so [errors.As] tells them apart.
+// RemoteErrors for cancellation, deadlines, oversized messages and shutdown
+// also match context.Canceled, context.DeadlineExceeded,
+// [ErrMessageTooLarge] and [ErrServerClosed] with [errors.Is]. Client errors
+// name the server's address.
+//
+// Reconnection: a client connects on its first call and redials after its
+// session dies, waiting with capped exponential backoff between failed
+// attempts. A call whose stream could not be opened on a dead session is
+// retried once on a new one; a call that was sent is never retried.
+//
+// Shutdown: [Server.Shutdown] stops accepting, lets the calls in flight
+// finish within the caller's grace period and then closes; [Server.Close]
+// and [Client.Close] stop at once. Both are idempotent.
+//
+// Concurrency: Servers and Clients are safe for concurrent use. Options are
+// functional [Option]s whose zero configuration is the documented default;
+// the transport logs through log/slog, yamux's messages included.
+package transport
