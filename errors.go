@@ -29,7 +29,7 @@ type ItemError struct {
 }
 
 func (e *ItemError) Error() string {
-	if e.Route == "" {
+	if e.Route == "" && !errors.Is(e.Err, ErrNoRoute) {
 		return fmt.Sprintf("fanout: item %d: classify: %v", e.Index, e.Err)
 	}
 	return fmt.Sprintf("fanout: item %d: route %q: %v", e.Index, e.Route, e.Err)

@@ -35,7 +35,7 @@ var _ Backend[int, int] = (*Router[int, int])(nil)
 // NewRouter fails if classifier is nil, routes is empty, a route name is
 // empty or a backend is nil.
 func NewRouter[In, Out any](classifier Classifier[In], routes map[string]Backend[In, Out], opts ...Option) (*Router[In, Out], error) {
-	if classifier == nil {
+	if f, ok := classifier.(ClassifierFunc[In]); classifier == nil || ok && f == nil {
 		return nil, errors.New("fanout: NewRouter: nil classifier")
 	}
 	if len(routes) == 0 {
@@ -59,7 +59,7 @@ func NewRouter[In, Out any](classifier Classifier[In], routes map[string]Backend
 			return nil, errors.New("fanout: NewRouter: empty route name")
 		}
 		b := routes[name]
-		if b == nil {
+		if f, ok := b.(BackendFunc[In, Out]); b == nil || ok && f == nil {
 			return nil, fmt.Errorf("fanout: NewRouter: route %q: nil backend", name)
 		}
 		r.backends = append(r.backends, b)
