@@ -56,7 +56,10 @@ var _ fanout.Backend[int64, int64] = (*Client[int64, int64])(nil)
 
 // NewClient returns a client for the server at addr that sends items with in
 // and reads results with out. It does not connect: the first call does.
+// NewClient panics if a codec's name is longer than 255 bytes.
 func NewClient[In, Out any](addr string, in Codec[In], out Codec[Out], opts ...Option) *Client[In, Out] {
+	checkCodecName(in.Name())
+	checkCodecName(out.Name())
 	cfg := newConfig(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Client[In, Out]{

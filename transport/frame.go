@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"unicode/utf8"
 )
 
 // A frame is one message on a stream: kind (1 byte), payload length (4 bytes,
@@ -83,15 +84,25 @@ func readFrame(r io.Reader, limit int, buf []byte) (kind, []byte, error) {
 // appendErrorFrame appends a complete error frame. Messages longer than the
 // limit are cut, so an error reply always fits.
 func appendErrorFrame(dst []byte, code Code, msg string, limit int) []byte {
-	if len(msg) > limit-1 {
-		msg = msg[:max(limit-1, 0)]
-	}
+	msg = truncate(msg, limit-1)
 	start := len(dst)
 	dst = appendFrameHeader(dst, kindError)
 	dst = append(dst, byte(code))
 	dst = append(dst, msg...)
 	binary.LittleEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-frameHeaderSize))
 	return dst
+}
+
+// truncate cuts s to at most n bytes without splitting a UTF-8 character.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	n = max(n, 0)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // parseError decodes an error frame's payload.

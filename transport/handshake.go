@@ -16,6 +16,18 @@ const (
 	statusRefused = 1
 )
 
+// maxCodecName is the longest codec name the hello can carry.
+const maxCodecName = 255
+
+// checkCodecName panics if a codec's name cannot be sent in the handshake:
+// that is a programming error in the codec, found when a server or client is
+// built rather than as a confusing handshake failure later.
+func checkCodecName(name string) {
+	if len(name) > maxCodecName {
+		panic(fmt.Sprintf("transport: codec name %.20q... is %d bytes long, the limit is %d", name, len(name), maxCodecName))
+	}
+}
+
 // hello is what each side states about itself.
 type hello struct {
 	version    uint8
@@ -80,9 +92,7 @@ func readName(r io.Reader) (string, error) {
 // appendReply appends the server's answer: its own hello, a status and a
 // message (empty when the status is OK).
 func appendReply(dst []byte, h hello, status uint8, msg string) []byte {
-	if len(msg) > 0xFFFF {
-		msg = msg[:0xFFFF]
-	}
+	msg = truncate(msg, 0xFFFF)
 	dst = appendHello(dst, h)
 	dst = append(dst, status)
 	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(msg)))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"time"
@@ -43,6 +44,10 @@ const (
 	DefaultBackoffMax       = 2 * time.Second
 	DefaultMaxCalls         = 256
 )
+
+// maxMessageLimit is the largest size a frame's 4-byte length can state, or
+// the largest int on 32-bit platforms.
+const maxMessageLimit = min(math.MaxUint32, math.MaxInt)
 
 func newConfig(opts []Option) config {
 	c := config{
@@ -88,7 +93,7 @@ func WithLogger(l *slog.Logger) Option {
 // Both sides. Default: [DefaultMaxMessageSize] (16 MiB, about two million
 // int64 items). Values below 64 or above 4 GiB - 1 are clamped.
 func WithMaxMessageSize(n int) Option {
-	return func(c *config) { c.maxMessage = min(max(n, 64), 1<<32-1) }
+	return func(c *config) { c.maxMessage = min(max(n, 64), maxMessageLimit) }
 }
 
 // WithHandshakeTimeout bounds the handshake: a server closes a connection

@@ -42,7 +42,11 @@ type Server[In, Out any] struct {
 
 // NewServer returns a server that answers calls with backend, decoding
 // requests with in and encoding results with out.
+//
+// NewServer panics if a codec's name is longer than 255 bytes.
 func NewServer[In, Out any](backend fanout.Backend[In, Out], in Codec[In], out Codec[Out], opts ...Option) *Server[In, Out] {
+	checkCodecName(in.Name())
+	checkCodecName(out.Name())
 	cfg := newConfig(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server[In, Out]{

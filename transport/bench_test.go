@@ -1,0 +1,139 @@
+package transport_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"testing"
+
+	"github.com/seed-c94cd834/fanout"
+	"github.com/seed-c94cd834/fanout/transport"
+)
+
+// benchItems is the batch size of the codec benchmarks.
+const benchItems = 1000
+
+func BenchmarkCodecInt64Append(b *testing.B) {
+	c := transport.Int64()
+	items := make([]int64, benchItems)
+	for i := range items {
+		items[i] = int64(i) * -7
+	}
+	dst := make([]byte, 0, 8*benchItems)
+	b.ReportAllocs()
+	b.SetBytes(8 * benchItems)
+	for b.Loop() {
+		var err error
+		if dst, err = c.Append(dst[:0], items); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkCodecInt64Decode(b *testing.B) {
+	c := transport.Int64()
+	items := make([]int64, benchItems)
+	for i := range items {
+		items[i] = int64(i) * -7
+	}
+	data, err := c.Append(nil, items)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dst := make([]int64, 0, benchItems)
+	b.ReportAllocs()
+	b.SetBytes(8 * benchItems)
+	for b.Loop() {
+		if dst, err = c.Decode(dst[:0], data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchServe serves an echo backend over TCP loopback and returns a client
+// connected to it; both are closed when the benchmark ends.
+func benchServe(b *testing.B) *transport.Client[int64, int64] {
+	b.Helper()
+	quietLog := transport.WithLogger(slog.New(slog.DiscardHandler))
+	echo := fanout.BackendFunc[int64, int64](func(_ context.Context, items []int64) ([]int64, error) {
+		return items, nil
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := transport.NewServer(echo, transport.Int64(), transport.Int64(), quietLog)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	b.Cleanup(func() {
+		srv.Close()
+		if err := <-served; !errors.Is(err, transport.ErrServerClosed) {
+			b.Errorf("Serve: %v", err)
+		}
+	})
+
+	c, err := transport.Dial(context.Background(), l.Addr().String(), transport.Int64(), transport.Int64(), quietLog)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return c
+}
+
+func benchBatch(n int) []int64 {
+	items := make([]int64, n)
+	for i := range items {
+		items[i] = int64(i) - int64(n)/2
+	}
+	return items
+}
+
+func BenchmarkClientProcess(b *testing.B) {
+	c := benchServe(b)
+	ctx := context.Background()
+	for _, n := range []int{10, 1000, 1000000} {
+		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
+			items := benchBatch(n)
+			b.ReportAllocs()
+			b.SetBytes(int64(8 * n))
+			for b.Loop() {
+				out, err := c.Process(ctx, items)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(out) != n {
+					b.Fatalf("%d results for %d items", len(out), n)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkClientProcessParallel measures many goroutines sharing one client
+// and so one connection: about 64 calls in flight at a time.
+func BenchmarkClientProcessParallel(b *testing.B) {
+	const n = 10
+	c := benchServe(b)
+	ctx := context.Background()
+	procs := runtime.GOMAXPROCS(0)
+	b.SetParallelism((64 + procs - 1) / procs)
+	b.ReportAllocs()
+	b.SetBytes(8 * n)
+	b.RunParallel(func(pb *testing.PB) {
+		items := benchBatch(n)
+		for pb.Next() {
+			out, err := c.Process(ctx, items)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if len(out) != n {
+				b.Errorf("%d results for %d items", len(out), n)
+				return
+			}
+		}
+	})
+}
