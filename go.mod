@@ -1,11 +1,12 @@
 module github.com/seed-c94cd834/fanout
 
-go 1.26.0
+go 1.24.13
 
 require (
-	github.com/hashicorp/yamux v0.1.2 // indirect
-	github.com/stretchr/testify v1.12.1 // indirect
-	go.uber.org/goleak v1.3.0 // indirect
-	go.yaml.in/yaml/v3 v3.0.5 // indirect
-	golang.org/x/sync v0.25.0 // indirect
+	github.com/hashicorp/yamux v0.1.2
+	github.com/stretchr/testify v1.12.1
+	go.uber.org/goleak v1.3.0
+	golang.org/x/sync v0.17.0
 )
+
+require go.yaml.in/yaml/v3 v3.0.5 // indirect

@@ -1,0 +1,52 @@
+// Command demo runs the whole example system in one process: it starts the
+// x, y and z backends and the middle layer on free loopback ports, talking to
+// each other over real TCP connections and the fanout transport, then
+// behaves exactly as the client program against them.
+//
+// Usage:
+//
+//	demo [-json] [number ...]
+//
+// Flags:
+//
+//	-json  print one JSON array of {"input", "output", "backend"} objects
+//
+// Input, output and exit status are those of client: numbers come from the
+// arguments if there are any (negative ones included), else from standard
+// input, prompting on a terminal; each number is answered with a line such
+// as "-3 -> 9 (backend x)". Exit status 0 on success, 1 when processing
+// failed, 2 for bad usage or a token that is not an int64.
+package main
+
+import (
+	"flag"
+	"log/slog"
+	"os"
+
+	"github.com/seed-c94cd834/fanout"
+	"github.com/seed-c94cd834/fanout/examples/internal/cli"
+	"github.com/seed-c94cd834/fanout/examples/internal/node"
+	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
+	"github.com/seed-c94cd834/fanout/transport"
+)
+
+func main() {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	cmd := cli.New("demo", fs)
+	os.Exit(cmd.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, start))
+}
+
+// start starts the system and returns a client of its middle layer.
+func start() (fanout.Backend[int64, xyz.Result], func(), error) {
+	// Only problems are worth showing: the output is the client's.
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	sys, err := node.StartSystem(transport.WithLogger(log))
+	if err != nil {
+		return nil, nil, err
+	}
+	c := transport.NewClient(sys.Addr, transport.Int64(), xyz.ResultCodec(), transport.WithLogger(log))
+	return c, func() {
+		c.Close()
+		sys.Close()
+	}, nil
+}

@@ -1,0 +1,339 @@
+// The end-to-end test builds the programs, runs x, y, z and middle as
+// separate processes on free loopback ports, and checks client, demo and
+// loadgen against them from the outside, as a user would.
+package examples_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
+)
+
+// bin is the directory holding the built programs.
+var bin string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "fanout-examples-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = dir
+	code := build(dir)
+	if code == 0 {
+		code = m.Run()
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// build builds every program into dir with the go command that runs the
+// test (go test puts it first in PATH).
+func build(dir string) int {
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
+		"./x", "./y", "./z", "./middle", "./client", "./demo", "./loadgen")
+	cmd.Stdout = os.Stderr
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the programs:", err)
+		return 1
+	}
+	return 0
+}
+
+// server is a server program running in the background.
+type server struct {
+	name string
+	cmd  *exec.Cmd
+	addr string // the address it reported when ready
+
+	mu   sync.Mutex
+	logs bytes.Buffer
+
+	exited chan struct{} // closed once the process has exited
+	err    error         // its exit status, set before exited is closed
+}
+
+// startServer starts program name with args and waits until it logs that it
+// is ready, returning the address it bound. The process is killed at the end
+// of the test if it is still running.
+func startServer(t *testing.T, name string, args ...string) *server {
+	t.Helper()
+	s := &server{name: name, cmd: exec.Command(filepath.Join(bin, name), args...), exited: make(chan struct{})}
+	stderr, err := s.cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, s.cmd.Start())
+	t.Cleanup(func() {
+		s.kill(t)
+		if t.Failed() {
+			t.Logf("log of %s:\n%s", name, s.log())
+		}
+	})
+
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			s.mu.Lock()
+			s.logs.WriteString(line + "\n")
+			s.mu.Unlock()
+			if addr, ok := readyAddr(line, name); ok {
+				ready <- addr
+			}
+		}
+		s.err = s.cmd.Wait() // only after every read from the pipe
+		close(s.exited)
+	}()
+	select {
+	case s.addr = <-ready:
+	case <-s.exited:
+		t.Fatalf("%s exited before it was ready: %v\n%s", name, s.err, s.log())
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s not ready after 10s:\n%s", name, s.log())
+	}
+	return s
+}
+
+// readyAddr returns the address in the line a server logs when it is
+// ready: level=INFO msg="x ready" addr=127.0.0.1:41234.
+func readyAddr(line, name string) (string, bool) {
+	if !strings.Contains(line, `msg="`+name+` ready"`) {
+		return "", false
+	}
+	for _, field := range strings.Fields(line) {
+		if addr, ok := strings.CutPrefix(field, "addr="); ok {
+			return addr, true
+		}
+	}
+	return "", false
+}
+
+func (s *server) log() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.logs.String()
+}
+
+// kill kills the process, if it is still running, and waits for it.
+func (s *server) kill(t *testing.T) {
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	s.cmd.Process.Kill()
+	s.wait(t)
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (s *server) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-s.exited:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("%s still running after 15s", s.name)
+	}
+	return s.cmd.ProcessState.ExitCode()
+}
+
+// output is what a finished program printed, and its exit code.
+type output struct {
+	stdout, stderr string
+	code           int
+}
+
+// runProgram runs program name with args and stdin (a pipe, so never a
+// terminal) to completion.
+func runProgram(t *testing.T, stdin, name string, args ...string) output {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, name), args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatalf("running %s %q: %v", name, args, err)
+	}
+	require.NoError(t, ctx.Err(), "%s %q timed out", name, args)
+	return output{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}
+}
+
+// textOutput is client's output for numbers, by the table.
+func textOutput(t *testing.T, numbers ...int64) string {
+	var b strings.Builder
+	for _, n := range numbers {
+		want, err := xyz.Expected(n)
+		require.NoError(t, err)
+		fmt.Fprintf(&b, "%d -> %d (backend %s)\n", n, want.Value, want.Backend)
+	}
+	return b.String()
+}
+
+// checkJSON checks client's -json output for numbers against the table.
+func checkJSON(t *testing.T, stdout string, numbers ...int64) {
+	t.Helper()
+	var got []struct {
+		Input   *int64  `json:"input"`
+		Output  *int64  `json:"output"`
+		Backend *string `json:"backend"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &got))
+	require.Len(t, got, len(numbers))
+	for i, n := range numbers {
+		want, err := xyz.Expected(n)
+		require.NoError(t, err)
+		require.NotNil(t, got[i].Input, "object %d has no input", i)
+		require.NotNil(t, got[i].Output, "object %d has no output", i)
+		require.NotNil(t, got[i].Backend, "object %d has no backend", i)
+		require.Equal(t, n, *got[i].Input)
+		require.Equal(t, want.Value, *got[i].Output, "input %d", n)
+		require.Equal(t, want.Backend, *got[i].Backend, "input %d", n)
+	}
+}
+
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test: builds and runs the programs")
+	}
+	local := "127.0.0.1:0"
+	x := startServer(t, "x", "-listen", local)
+	y := startServer(t, "y", "-listen", local)
+	z := startServer(t, "z", "-listen", local)
+	middle := startServer(t, "middle", "-listen", local, "-x", x.addr, "-y", y.addr, "-z", z.addr, "-grace", "2s")
+	addr := middle.addr
+
+	t.Run("arguments", func(t *testing.T) {
+		out := runProgram(t, "", "client", "-addr", addr, "-3", "4", "7", "0", "--", "-5")
+		require.Equal(t, 0, out.code, out.stderr)
+		require.Equal(t, "-3 -> 9 (backend x)\n4 -> 2 (backend y)\n7 -> 22 (backend z)\n0 -> 0 (backend y)\n-5 -> 25 (backend x)\n", out.stdout)
+		require.Empty(t, out.stderr)
+	})
+
+	t.Run("stdin job", func(t *testing.T) {
+		// Over two chunks of numbers of every route, of every size.
+		var numbers []int64
+		var in strings.Builder
+		for i := range 150_000 {
+			n := int64(i-75_000) * 40_000
+			if i%3 == 0 {
+				n = int64(i) * 1_000_003_002_001 // large positive: y or z
+			}
+			numbers = append(numbers, n)
+			in.WriteString(strconv.FormatInt(n, 10))
+			in.WriteByte(" \n\t"[i%3])
+		}
+		out := runProgram(t, in.String(), "client", "-addr", addr)
+		require.Equal(t, 0, out.code, out.stderr)
+		require.Equal(t, textOutput(t, numbers...), out.stdout)
+
+		out = runProgram(t, in.String(), "client", "-json", "-addr", addr)
+		require.Equal(t, 0, out.code, out.stderr)
+		checkJSON(t, out.stdout, numbers...)
+	})
+
+	t.Run("json", func(t *testing.T) {
+		out := runProgram(t, "", "client", "-addr", addr, "-json", "-3", "4", "7", "-3037000499", "9223372036854775806")
+		require.Equal(t, 0, out.code, out.stderr)
+		checkJSON(t, out.stdout, -3, 4, 7, -3037000499, 9223372036854775806)
+	})
+
+	t.Run("not an int64", func(t *testing.T) {
+		for _, tok := range []string{"abc", "1.5", "99999999999999999999"} {
+			out := runProgram(t, "", "client", "-addr", addr, "1", tok, "2")
+			require.Equal(t, 2, out.code, "token %q", tok)
+			require.Contains(t, out.stderr, strconv.Quote(tok)+" is not an int64")
+			require.Empty(t, out.stdout)
+
+			out = runProgram(t, "1 2\n"+tok+"\n3\n", "client", "-addr", addr)
+			require.Equal(t, 2, out.code, "token %q on stdin", tok)
+			require.Contains(t, out.stderr, strconv.Quote(tok)+" is not an int64")
+			require.Equal(t, textOutput(t, 1, 2), out.stdout, "the numbers before the bad token are answered")
+		}
+	})
+
+	t.Run("overflow", func(t *testing.T) {
+		out := runProgram(t, "", "client", "-addr", addr, "1", "-3037000500", "2")
+		require.Equal(t, 1, out.code)
+		require.Contains(t, out.stderr, "x: -3037000500 squared overflows int64")
+		require.Empty(t, out.stdout)
+
+		out = runProgram(t, "", "client", "-addr", addr, "--", "9223372036854775807")
+		require.Equal(t, 1, out.code)
+		require.Contains(t, out.stderr, "z: 3*9223372036854775807+1 overflows int64")
+	})
+
+	t.Run("demo", func(t *testing.T) {
+		out := runProgram(t, "", "demo", "-json", "-3", "4", "7", "0", "-1")
+		require.Equal(t, 0, out.code, out.stderr)
+		checkJSON(t, out.stdout, -3, 4, 7, 0, -1)
+	})
+
+	t.Run("loadgen", func(t *testing.T) {
+		out := runProgram(t, "", "loadgen", "-addr", addr, "-duration", "2s", "-concurrency", "8", "-json")
+		require.Equal(t, 0, out.code, out.stderr)
+		var s struct {
+			Requests, Numbers, Errors, Wrong *int64
+			Seconds                          *float64
+			NumbersPerSec                    *float64 `json:"numbers_per_sec"`
+			RequestsPerSec                   *float64 `json:"requests_per_sec"`
+			P50us                            *float64 `json:"p50_us"`
+			P99us                            *float64 `json:"p99_us"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(out.stdout), &s), out.stdout)
+		for name, v := range map[string]any{"requests": s.Requests, "numbers": s.Numbers, "errors": s.Errors, "wrong": s.Wrong,
+			"seconds": s.Seconds, "numbers_per_sec": s.NumbersPerSec, "requests_per_sec": s.RequestsPerSec, "p50_us": s.P50us, "p99_us": s.P99us} {
+			require.NotNil(t, v, "summary lacks %s: %s", name, out.stdout)
+		}
+		require.Positive(t, *s.Requests)
+		require.Equal(t, 10*(*s.Requests), *s.Numbers)
+		require.Zero(t, *s.Errors)
+		require.Zero(t, *s.Wrong)
+		require.Contains(t, out.stderr, "requests", "progress is shown")
+	})
+
+	t.Run("backend killed", func(t *testing.T) {
+		x.kill(t)
+		out := runProgram(t, "", "client", "-addr", addr, "4", "-3", "5")
+		require.Equal(t, 1, out.code)
+		require.Contains(t, out.stderr, `route "x"`)
+		require.Contains(t, out.stderr, x.addr)
+		require.Empty(t, out.stdout)
+
+		out = runProgram(t, "", "client", "-addr", addr, "4", "5")
+		require.Equal(t, 0, out.code, "the other backends still answer: %s", out.stderr)
+		require.Equal(t, textOutput(t, 4, 5), out.stdout)
+	})
+
+	t.Run("graceful shutdown", func(t *testing.T) {
+		for _, s := range []*server{middle, y, z} {
+			require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+			require.Equal(t, 0, s.wait(t), "%s exit status", s.name)
+			require.Contains(t, s.log(), s.name+" stopped")
+		}
+	})
+}

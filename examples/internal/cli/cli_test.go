@@ -1,0 +1,310 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-c94cd834/fanout"
+	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
+)
+
+// local is the example system in memory: a router over the tagged backends.
+func local(t testing.TB) fanout.Backend[int64, xyz.Result] {
+	routes := map[string]fanout.Backend[int64, xyz.Result]{}
+	for _, route := range xyz.Routes() {
+		b, err := xyz.Backend(route)
+		require.NoError(t, err)
+		routes[route] = xyz.Tag(route, b)
+	}
+	r, err := fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes)
+	require.NoError(t, err)
+	return r
+}
+
+// command returns a client command with an -addr flag, as the client
+// program has.
+func command() (*Command, *string) {
+	fs := flag.NewFlagSet("client", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:7000", "address")
+	return New("client", fs), addr
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runMain(t *testing.T, b fanout.Backend[int64, xyz.Result], stdin string, args ...string) result {
+	t.Helper()
+	cmd, _ := command()
+	var stdout, stderr bytes.Buffer
+	code := cmd.Main(args, strings.NewReader(stdin), &stdout, &stderr, func() (fanout.Backend[int64, xyz.Result], func(), error) {
+		return b, func() {}, nil
+	})
+	return result{code, stdout.String(), stderr.String()}
+}
+
+// textLines returns the text output expected for numbers.
+func textLines(t testing.TB, numbers ...int64) string {
+	var b strings.Builder
+	for _, n := range numbers {
+		want, err := xyz.Expected(n)
+		require.NoError(t, err)
+		fmt.Fprintf(&b, "%d -> %d (backend %s)\n", n, want.Value, want.Backend)
+	}
+	return b.String()
+}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		args     []string
+		want     []int64
+		wantAddr string
+		wantJSON bool
+		wantErr  string // empty: no error
+	}{
+		{args: nil, want: nil},
+		{args: []string{"1", "2"}, want: []int64{1, 2}},
+		{args: []string{"-3", "4"}, want: []int64{-3, 4}},
+		{args: []string{"--", "-3", "4"}, want: []int64{-3, 4}},
+		{args: []string{"-json", "-3"}, want: []int64{-3}, wantJSON: true},
+		{args: []string{"-3", "-json", "5"}, want: []int64{-3, 5}, wantJSON: true},
+		{args: []string{"-addr", "h:1", "-3"}, want: []int64{-3}, wantAddr: "h:1"},
+		{args: []string{"--addr=h:2", "0", "--json"}, want: []int64{0}, wantAddr: "h:2", wantJSON: true},
+		{args: []string{"-addr", "h:3"}, want: nil, wantAddr: "h:3"},
+		{args: []string{"-9223372036854775808", "9223372036854775807"}, want: []int64{math.MinInt64, math.MaxInt64}},
+		{args: []string{"+5", "007"}, want: []int64{5, 7}},
+		{args: []string{"--", "-json"}, wantErr: `"-json" is not an int64`},
+		{args: []string{"1", "abc"}, wantErr: `"abc" is not an int64`},
+		{args: []string{"1.5"}, wantErr: `"1.5" is not an int64`},
+		{args: []string{"-1.5"}, wantErr: `"-1.5" is not an int64`},
+		{args: []string{"-"}, wantErr: `"-" is not an int64`},
+		{args: []string{"99999999999999999999"}, wantErr: `"99999999999999999999" is not an int64 (out of range)`},
+		{args: []string{"-99999999999999999999"}, wantErr: `"-99999999999999999999" is not an int64 (out of range)`},
+		{args: []string{"0x10"}, wantErr: `"0x10" is not an int64`},
+		{args: []string{strings.Repeat("7", 100)}, wantErr: `"` + strings.Repeat("7", 40) + `..." is not an int64 (out of range)`},
+		{args: []string{"-bogus"}, wantErr: "flag provided but not defined: -bogus"},
+		{args: []string{"1", "-addr"}, wantErr: "flag needs an argument: -addr"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			cmd, addr := command()
+			cmd.flags.SetOutput(new(bytes.Buffer))
+			got, err := cmd.parse(tt.args)
+			if tt.wantErr != "" {
+				require.EqualError(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tt.want, got)
+			require.Equal(t, tt.wantJSON, cmd.json)
+			if tt.wantAddr != "" {
+				require.Equal(t, tt.wantAddr, *addr)
+			}
+		})
+	}
+}
+
+func TestMainArguments(t *testing.T) {
+	r := runMain(t, local(t), "", "-3", "4", "7", "0", "--", "-5")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, "-3 -> 9 (backend x)\n4 -> 2 (backend y)\n7 -> 22 (backend z)\n0 -> 0 (backend y)\n-5 -> 25 (backend x)\n", r.stdout)
+	require.Empty(t, r.stderr)
+}
+
+func TestMainJSON(t *testing.T) {
+	r := runMain(t, local(t), "", "-json", "-3", "4", "7")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, `[
+  {"input": -3, "output": 9, "backend": "x"},
+  {"input": 4, "output": 2, "backend": "y"},
+  {"input": 7, "output": 22, "backend": "z"}
+]
+`, r.stdout)
+
+	r = runMain(t, local(t), "", "-json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, "[]\n", r.stdout)
+}
+
+// TestMainStdinJob sends more numbers than fit in a few chunks, so that
+// several calls are in flight, and checks every answer in order.
+func TestMainStdinJob(t *testing.T) {
+	var numbers []int64
+	var in strings.Builder
+	for i := range chunkSize + 17 {
+		n := int64(i*7919) - 1_000_000
+		numbers = append(numbers, n)
+		in.WriteString(strconv.FormatInt(n, 10))
+		in.WriteString([]string{" ", "\n", "\t "}[i%3])
+	}
+	r := runMain(t, local(t), in.String())
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, textLines(t, numbers...), r.stdout)
+
+	r = runMain(t, local(t), in.String(), "-json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var got []struct {
+		Input   int64  `json:"input"`
+		Output  int64  `json:"output"`
+		Backend string `json:"backend"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &got))
+	require.Len(t, got, len(numbers))
+	for i, n := range numbers {
+		want, err := xyz.Expected(n)
+		require.NoError(t, err)
+		require.Equal(t, n, got[i].Input)
+		require.Equal(t, want.Value, got[i].Output)
+		require.Equal(t, want.Backend, got[i].Backend)
+	}
+}
+
+func TestMainBadTokenInStdin(t *testing.T) {
+	// The numbers before the bad token, over a chunk's worth, are answered.
+	var numbers []int64
+	var in strings.Builder
+	for i := range chunkSize + 10 {
+		numbers = append(numbers, int64(i))
+		fmt.Fprintf(&in, "%d\n", i)
+	}
+	in.WriteString("1.5 7\n")
+	r := runMain(t, local(t), in.String())
+	require.Equal(t, 2, r.code)
+	require.Equal(t, textLines(t, numbers...), r.stdout)
+	require.Equal(t, "client: \"1.5\" is not an int64\n", r.stderr)
+
+	r = runMain(t, local(t), strings.Repeat("9", 70_000))
+	require.Equal(t, 2, r.code)
+	require.Equal(t, "client: standard input holds a token too long to be an int64\n", r.stderr)
+}
+
+func TestMainUsage(t *testing.T) {
+	tests := []struct {
+		args       []string
+		wantCode   int
+		wantStderr string
+	}{
+		{[]string{"abc"}, 2, "client: \"abc\" is not an int64\n"},
+		{[]string{"1", "99999999999999999999"}, 2, "client: \"99999999999999999999\" is not an int64 (out of range)\n"},
+		{[]string{"-bogus"}, 2, "flag provided but not defined: -bogus\nusage: client"},
+		{[]string{"-h"}, 0, "usage: client [flags] [number ...]"},
+	}
+	for _, tt := range tests {
+		r := runMain(t, local(t), "", tt.args...)
+		require.Equal(t, tt.wantCode, r.code, "args %q", tt.args)
+		require.True(t, strings.HasPrefix(r.stderr, tt.wantStderr), "args %q: stderr %q", tt.args, r.stderr)
+		require.Empty(t, r.stdout)
+	}
+}
+
+func TestMainProcessingFails(t *testing.T) {
+	r := runMain(t, local(t), "", "1", "-3037000500", "2")
+	require.Equal(t, 1, r.code)
+	require.Empty(t, r.stdout)
+	require.Contains(t, r.stderr, `route "x"`)
+	require.Contains(t, r.stderr, "x: -3037000500 squared overflows int64")
+
+	r = runMain(t, local(t), "4\n9223372036854775807\n", "-json")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "z: 3*9223372036854775807+1 overflows int64")
+}
+
+func TestMainConnectFails(t *testing.T) {
+	cmd, _ := command()
+	var stdout, stderr bytes.Buffer
+	code := cmd.Main([]string{"1"}, strings.NewReader(""), &stdout, &stderr, func() (fanout.Backend[int64, xyz.Result], func(), error) {
+		return nil, nil, errors.New("no system")
+	})
+	require.Equal(t, 1, code)
+	require.Equal(t, "client: no system\n", stderr.String())
+}
+
+func TestRunRefusesMisalignedAnswers(t *testing.T) {
+	short := fanout.BackendFunc[int64, xyz.Result](func(_ context.Context, items []int64) ([]xyz.Result, error) {
+		return make([]xyz.Result, len(items)-1), nil
+	})
+	r := runMain(t, short, "", "1", "2")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "1 results for 2 numbers")
+	require.Empty(t, r.stdout)
+}
+
+// TestRunOverlapsCalls checks that a job has several calls in flight, never
+// more than inFlight, and still prints in input order: the first call
+// answers only after the others have started.
+func TestRunOverlapsCalls(t *testing.T) {
+	var active, peak, started atomic.Int32
+	allStarted := make(chan struct{})
+	var once sync.Once
+	inner := local(t)
+	b := fanout.BackendFunc[int64, xyz.Result](func(ctx context.Context, items []int64) ([]xyz.Result, error) {
+		n := active.Add(1)
+		defer active.Add(-1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		if started.Add(1) == inFlight {
+			once.Do(func() { close(allStarted) })
+		}
+		if items[0] == 0 {
+			<-allStarted
+		}
+		return inner.Process(ctx, items)
+	})
+
+	numbers := make([]int64, (inFlight+1)*chunkSize)
+	for i := range numbers {
+		numbers[i] = int64(i)
+	}
+	cmd, _ := command()
+	var out bytes.Buffer
+	require.NoError(t, cmd.run(b, chunks(numbers), &out))
+	require.Equal(t, int32(inFlight), peak.Load())
+	require.Equal(t, textLines(t, numbers...), out.String())
+}
+
+func TestInteractive(t *testing.T) {
+	cmd, _ := command()
+	var stdout, stderr bytes.Buffer
+	in := "1 2 -3\n\n  abc 4\n-3037000500\n7\n  quit  \n8\n"
+	cmd.interactive(local(t), strings.NewReader(in), &stdout, &stderr)
+	require.Equal(t, "> "+textLines(t, 1, 2, -3)+"> > > > "+textLines(t, 7)+"> ", stdout.String())
+	require.Equal(t, "client: \"abc\" is not an int64\n"+
+		"client: fanout: route \"x\" (1 item: 0): x: -3037000500 squared overflows int64\n", stderr.String())
+
+	cmd, _ = command()
+	cmd.json = true
+	stdout.Reset()
+	cmd.interactive(local(t), strings.NewReader("-3\n5"), &stdout, &stderr)
+	require.Equal(t, "> [\n  {\"input\": -3, \"output\": 9, \"backend\": \"x\"}\n]\n> [\n  {\"input\": 5, \"output\": 16, \"backend\": \"z\"}\n]\n> \n", stdout.String())
+}
+
+func BenchmarkJob(b *testing.B) {
+	var in strings.Builder
+	for i := range 1 << 18 {
+		fmt.Fprintf(&in, "%d\n", i-1<<17)
+	}
+	input := in.String()
+	be := local(b)
+	cmd, _ := command()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(input)))
+	for b.Loop() {
+		if err := cmd.run(be, scan(strings.NewReader(input)), io.Discard); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,123 @@
+package xyz
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/seed-c94cd834/fanout"
+)
+
+// ErrOverflow means a result does not fit in an int64. The errors of [X] and
+// [Z] wrap it.
+var ErrOverflow = errors.New("overflows int64")
+
+// Exact bounds of the inputs whose results fit in an int64.
+const (
+	maxSquared = 3037000499              // largest n with n*n <= MaxInt64
+	minZ       = (math.MinInt64 - 1) / 3 // smallest n with 3n+1 >= MinInt64
+	maxZ       = (math.MaxInt64 - 1) / 3 // largest n with 3n+1 <= MaxInt64
+)
+
+// ctxCheckEvery is how many items a backend processes between two looks at
+// its context: often enough to stop a big batch promptly, rarely enough to
+// cost nothing.
+const ctxCheckEvery = 4096
+
+// Routes returns the names of the routes, in order: "x", "y", "z".
+func Routes() []string {
+	return []string{"x", "y", "z"}
+}
+
+// Classify returns the route that owns n: "x" for negative numbers, "y" for
+// even numbers >= 0 and "z" for odd positive numbers. It never fails; it
+// returns an error only to have the signature of a [fanout.ClassifierFunc].
+func Classify(n int64) (string, error) {
+	switch {
+	case n < 0:
+		return "x", nil
+	case n%2 == 0:
+		return "y", nil
+	default:
+		return "z", nil
+	}
+}
+
+// X returns n squared, or an error wrapping [ErrOverflow] if that does not
+// fit in an int64.
+func X(n int64) (int64, error) {
+	if n < -maxSquared || n > maxSquared {
+		return 0, fmt.Errorf("x: %d squared %w", n, ErrOverflow)
+	}
+	return n * n, nil
+}
+
+// Y returns n / 2, truncated toward zero. It never fails.
+func Y(n int64) (int64, error) {
+	return n / 2, nil
+}
+
+// Z returns 3n + 1, or an error wrapping [ErrOverflow] if that does not fit
+// in an int64.
+func Z(n int64) (int64, error) {
+	if n < minZ || n > maxZ {
+		return 0, fmt.Errorf("z: 3*%d+1 %w", n, ErrOverflow)
+	}
+	return 3*n + 1, nil
+}
+
+// compute returns the function of a route, or nil for an unknown route.
+func compute(route string) func(int64) (int64, error) {
+	switch route {
+	case "x":
+		return X
+	case "y":
+		return Y
+	case "z":
+		return Z
+	}
+	return nil
+}
+
+// Backend returns the backend of a route: it applies the route's function
+// ([X], [Y] or [Z]) to every item of a batch, whatever route the items
+// belong to. A call fails with the error of the first item whose result
+// overflows, or with the context's error if it is cancelled during a big
+// batch. It allocates the result slice and nothing else.
+func Backend(route string) (fanout.Backend[int64, int64], error) {
+	f := compute(route)
+	if f == nil {
+		return nil, fmt.Errorf("xyz: unknown route %q", route)
+	}
+	return fanout.BackendFunc[int64, int64](func(ctx context.Context, items []int64) ([]int64, error) {
+		out := make([]int64, len(items))
+		for i, n := range items {
+			if i%ctxCheckEvery == 0 {
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+			}
+			v, err := f(n)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = v
+		}
+		return out, nil
+	}), nil
+}
+
+// Expected returns the answer the example system must give for n: the route
+// [Classify] chooses and that route's result, or the route's overflow error.
+func Expected(n int64) (Result, error) {
+	route, err := Classify(n)
+	if err != nil {
+		return Result{}, err
+	}
+	v, err := compute(route)(n)
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Value: v, Backend: route}, nil
+}

@@ -1,0 +1,201 @@
+package xyz_test
+
+import (
+	"context"
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
+)
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		n    int64
+		want string
+	}{
+		{math.MinInt64, "x"},
+		{-3, "x"},
+		{-2, "x"},
+		{-1, "x"},
+		{0, "y"},
+		{1, "z"},
+		{2, "y"},
+		{3, "z"},
+		{math.MaxInt64 - 1, "y"},
+		{math.MaxInt64, "z"},
+	}
+	for _, tt := range tests {
+		got, err := xyz.Classify(tt.n)
+		require.NoError(t, err)
+		require.Equal(t, tt.want, got, "Classify(%d)", tt.n)
+	}
+}
+
+func TestRouteFunctions(t *testing.T) {
+	tests := []struct {
+		name    string
+		f       func(int64) (int64, error)
+		n       int64
+		want    int64
+		wantErr string // empty: no error
+	}{
+		{"x", xyz.X, 0, 0, ""},
+		{"x", xyz.X, -1, 1, ""},
+		{"x", xyz.X, -3, 9, ""},
+		{"x", xyz.X, 1, 1, ""},
+		{"x", xyz.X, -3037000499, 9223372030926249001, ""},
+		{"x", xyz.X, 3037000499, 9223372030926249001, ""},
+		{"x", xyz.X, -3037000500, 0, "x: -3037000500 squared overflows int64"},
+		{"x", xyz.X, 3037000500, 0, "x: 3037000500 squared overflows int64"},
+		{"x", xyz.X, math.MinInt64, 0, "x: -9223372036854775808 squared overflows int64"},
+		{"x", xyz.X, math.MaxInt64, 0, "x: 9223372036854775807 squared overflows int64"},
+
+		{"y", xyz.Y, 0, 0, ""},
+		{"y", xyz.Y, 1, 0, ""},
+		{"y", xyz.Y, 4, 2, ""},
+		{"y", xyz.Y, math.MaxInt64 - 1, math.MaxInt64 / 2, ""},
+		{"y", xyz.Y, math.MaxInt64, math.MaxInt64 / 2, ""},
+		{"y", xyz.Y, math.MinInt64, math.MinInt64 / 2, ""},
+
+		{"z", xyz.Z, 1, 4, ""},
+		{"z", xyz.Z, 7, 22, ""},
+		{"z", xyz.Z, 0, 1, ""},
+		{"z", xyz.Z, -1, -2, ""},
+		{"z", xyz.Z, (math.MaxInt64 - 1) / 3, math.MaxInt64, ""},
+		{"z", xyz.Z, (math.MaxInt64-1)/3 + 1, 0, "z: 3*3074457345618258603+1 overflows int64"},
+		{"z", xyz.Z, math.MaxInt64, 0, "z: 3*9223372036854775807+1 overflows int64"},
+		{"z", xyz.Z, -3074457345618258603, math.MinInt64, ""},
+		{"z", xyz.Z, -3074457345618258604, 0, "z: 3*-3074457345618258604+1 overflows int64"},
+		{"z", xyz.Z, math.MinInt64, 0, "z: 3*-9223372036854775808+1 overflows int64"},
+	}
+	for _, tt := range tests {
+		got, err := tt.f(tt.n)
+		if tt.wantErr != "" {
+			require.ErrorIs(t, err, xyz.ErrOverflow, "%s(%d)", tt.name, tt.n)
+			require.EqualError(t, err, tt.wantErr)
+			continue
+		}
+		require.NoError(t, err, "%s(%d)", tt.name, tt.n)
+		require.Equal(t, tt.want, got, "%s(%d)", tt.name, tt.n)
+	}
+}
+
+func TestExpected(t *testing.T) {
+	tests := []struct {
+		n       int64
+		want    xyz.Result
+		wantErr string
+	}{
+		{0, xyz.Result{Value: 0, Backend: "y"}, ""},
+		{-1, xyz.Result{Value: 1, Backend: "x"}, ""},
+		{1, xyz.Result{Value: 4, Backend: "z"}, ""},
+		{-3, xyz.Result{Value: 9, Backend: "x"}, ""},
+		{4, xyz.Result{Value: 2, Backend: "y"}, ""},
+		{-3037000499, xyz.Result{Value: 9223372030926249001, Backend: "x"}, ""},
+		{-3037000500, xyz.Result{}, "x: -3037000500 squared overflows int64"},
+		{math.MinInt64, xyz.Result{}, "x: -9223372036854775808 squared overflows int64"},
+		{math.MaxInt64 - 1, xyz.Result{Value: math.MaxInt64 / 2, Backend: "y"}, ""},
+		{math.MaxInt64, xyz.Result{}, "z: 3*9223372036854775807+1 overflows int64"},
+		{3074457345618258601, xyz.Result{Value: math.MaxInt64 - 3, Backend: "z"}, ""},
+		{3074457345618258603, xyz.Result{}, "z: 3*3074457345618258603+1 overflows int64"},
+	}
+	for _, tt := range tests {
+		got, err := xyz.Expected(tt.n)
+		if tt.wantErr != "" {
+			require.EqualError(t, err, tt.wantErr)
+			continue
+		}
+		require.NoError(t, err)
+		require.Equal(t, tt.want, got, "Expected(%d)", tt.n)
+	}
+}
+
+func TestBackend(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		route   string
+		in      []int64
+		want    []int64
+		wantErr string
+	}{
+		{"x", []int64{-1, -2, -3}, []int64{1, 4, 9}, ""},
+		{"y", []int64{0, 2, 10}, []int64{0, 1, 5}, ""},
+		{"z", []int64{1, 3, 5}, []int64{4, 10, 16}, ""},
+		{"x", []int64{}, []int64{}, ""},
+		{"x", []int64{-1, -3037000500, math.MinInt64}, nil, "x: -3037000500 squared overflows int64"},
+		{"z", []int64{1, math.MaxInt64}, nil, "z: 3*9223372036854775807+1 overflows int64"},
+	}
+	for _, tt := range tests {
+		b, err := xyz.Backend(tt.route)
+		require.NoError(t, err)
+		got, err := b.Process(ctx, tt.in)
+		if tt.wantErr != "" {
+			require.EqualError(t, err, tt.wantErr)
+			require.Nil(t, got)
+			continue
+		}
+		require.NoError(t, err)
+		require.Equal(t, tt.want, got)
+	}
+}
+
+func TestBackendUnknownRoute(t *testing.T) {
+	_, err := xyz.Backend("w")
+	require.EqualError(t, err, `xyz: unknown route "w"`)
+}
+
+func TestBackendStopsWhenCancelled(t *testing.T) {
+	b, err := xyz.Backend("y")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = b.Process(ctx, make([]int64, 100_000))
+	require.ErrorIs(t, err, context.Canceled)
+}
+
+func TestBackendAllocatesOnlyTheResult(t *testing.T) {
+	b, err := xyz.Backend("z")
+	require.NoError(t, err)
+	in := make([]int64, 10_000)
+	for i := range in {
+		in[i] = int64(2*i + 1)
+	}
+	ctx := context.Background()
+	allocs := testing.AllocsPerRun(10, func() {
+		if _, err := b.Process(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	})
+	require.Equal(t, 1.0, allocs)
+}
+
+func TestTag(t *testing.T) {
+	b, err := xyz.Backend("x")
+	require.NoError(t, err)
+	tagged := xyz.Tag("x", b)
+
+	got, err := tagged.Process(context.Background(), []int64{-2, -5})
+	require.NoError(t, err)
+	require.Equal(t, []xyz.Result{{Value: 4, Backend: "x"}, {Value: 25, Backend: "x"}}, got)
+
+	_, err = tagged.Process(context.Background(), []int64{math.MinInt64})
+	require.ErrorIs(t, err, xyz.ErrOverflow)
+}
+
+func BenchmarkBackend(b *testing.B) {
+	be, err := xyz.Backend("z")
+	require.NoError(b, err)
+	in := make([]int64, 65536)
+	for i := range in {
+		in[i] = int64(2*i + 1)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := be.Process(ctx, in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

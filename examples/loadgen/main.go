@@ -1,0 +1,260 @@
+// Command loadgen puts load on the middle layer of the example system and
+// measures it. It runs concurrent callers that send batches of random
+// numbers, a mix of all three routes in ranges whose results fit in an
+// int64, and checks every answer (value and backend) against the routing
+// table. It prints progress to standard error once a second, and a summary
+// to standard output at the end.
+//
+// Usage:
+//
+//	loadgen [-addr ADDR] [-batch N] [-concurrency C] [-duration D] [-timeout D] [-json]
+//
+// Flags:
+//
+//	-addr ADDR       address of the middle layer (default 127.0.0.1:7000)
+//	-batch N         numbers per call (default 10)
+//	-concurrency C   callers, each with one call in flight (default 64)
+//	-duration D      how long to send new calls (default 10s); calls in flight
+//	                 at the end are waited for. SIGINT or SIGTERM ends the run early.
+//	-timeout D       a call that takes longer fails (default 10s)
+//	-json            print the summary as one JSON object
+//
+// The JSON summary has requests (calls answered), numbers (numbers
+// answered), errors (calls that failed), wrong (answers that did not match
+// the table), seconds, requests_per_sec, numbers_per_sec, and the latency
+// of the answered calls in microseconds: p50_us, p90_us, p99_us, max_us.
+// Percentiles come from a histogram whose buckets are within 0.8% of the
+// value they report.
+//
+// Exit status: 0 if every call was answered correctly, 1 if any failed or
+// any answer was wrong, 2 for bad usage.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/seed-c94cd834/fanout/examples/internal/node"
+	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
+	"github.com/seed-c94cd834/fanout/transport"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+type config struct {
+	addr        string
+	batch       int
+	concurrency int
+	duration    time.Duration
+	timeout     time.Duration
+	json        bool
+}
+
+func run() int {
+	var cfg config
+	fs := flag.NewFlagSet("loadgen", flag.ExitOnError)
+	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:7000", "`address` of the middle layer")
+	fs.IntVar(&cfg.batch, "batch", 10, "numbers per call")
+	fs.IntVar(&cfg.concurrency, "concurrency", 64, "callers, each with one call in flight")
+	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to send new calls")
+	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "a call that takes longer fails")
+	fs.BoolVar(&cfg.json, "json", false, "print the summary as one JSON object")
+	node.ParseFlags(fs, os.Args[1:])
+	if cfg.batch < 1 || cfg.concurrency < 1 || cfg.duration <= 0 || cfg.timeout <= 0 {
+		fmt.Fprintln(os.Stderr, "loadgen: -batch and -concurrency must be at least 1, -duration and -timeout positive")
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, stop) // a second signal kills
+
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	dctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	c, err := transport.Dial(dctx, cfg.addr, transport.Int64(), xyz.ResultCodec(),
+		transport.WithLogger(log), transport.WithMaxConcurrentCalls(cfg.concurrency))
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
+		return 1
+	}
+	defer c.Close()
+
+	t := &tally{}
+	start := time.Now()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	hists := make([]*histogram, cfg.concurrency)
+	for i := range hists {
+		hists[i] = new(histogram)
+		wg.Go(func() { send(ctx, c, cfg, start.Add(cfg.duration), t, hists[i]) })
+	}
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t.progress(os.Stderr, start, done)
+
+	for _, h := range hists[1:] {
+		hists[0].merge(h)
+	}
+	s := summarize(cfg, t, hists[0], time.Since(start))
+	if err := s.print(os.Stdout, cfg.json); err != nil {
+		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
+		return 1
+	}
+	if s.Errors > 0 || s.Wrong > 0 {
+		return 1
+	}
+	return 0
+}
+
+// tally is what the callers have counted so far.
+type tally struct {
+	requests, numbers, errors, wrong atomic.Int64
+	reported                         atomic.Bool // the first problem has been printed
+}
+
+// problem prints the first problem of the run, so that the counts come
+// with an example of what went wrong.
+func (t *tally) problem(format string, args ...any) {
+	if t.reported.CompareAndSwap(false, true) {
+		fmt.Fprintf(os.Stderr, "loadgen: first problem: "+format+"\n", args...)
+	}
+}
+
+// progress prints the tally to w once a second until done is closed.
+func (t *tally) progress(w io.Writer, start time.Time, done <-chan struct{}) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var last int64
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-tick.C:
+			reqs := t.requests.Load()
+			fmt.Fprintf(w, "loadgen: %3.0fs  %d requests (%d/s)  %d numbers  %d errors  %d wrong\n",
+				now.Sub(start).Seconds(), reqs, reqs-last, t.numbers.Load(), t.errors.Load(), t.wrong.Load())
+			last = reqs
+		}
+	}
+}
+
+// send sends batches to c one after another until end or until ctx is
+// done, checking every answer and recording the latency of each.
+func send(ctx context.Context, c *transport.Client[int64, xyz.Result], cfg config, end time.Time, t *tally, h *histogram) {
+	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	batch := make([]int64, cfg.batch)
+	for ctx.Err() == nil && time.Now().Before(end) {
+		for i := range batch {
+			batch[i] = number(rng)
+		}
+		// Calls run to completion (or timeout) even when the run ends.
+		cctx, cancel := context.WithTimeout(context.Background(), cfg.timeout)
+		start := time.Now()
+		out, err := c.Process(cctx, batch)
+		elapsed := time.Since(start)
+		cancel()
+		if err != nil {
+			t.errors.Add(1)
+			t.problem("%v", err)
+			continue
+		}
+		h.record(elapsed)
+		t.requests.Add(1)
+		t.numbers.Add(int64(len(batch)))
+		for i, n := range batch {
+			want, err := xyz.Expected(n)
+			if err != nil || out[i] != want {
+				t.wrong.Add(1)
+				t.problem("%d answered %d by backend %q, want %d by backend %q", n, out[i].Value, out[i].Backend, want.Value, want.Backend)
+			}
+		}
+	}
+}
+
+// Ranges of the numbers sent, chosen so that no result overflows.
+const (
+	maxNegated = 3037000499              // x: -maxNegated..-1, squares fit
+	maxEven    = math.MaxInt64 - 1       // y: 0..maxEven, even
+	maxOdd     = (math.MaxInt64-1)/3 - 1 // z: 1..maxOdd, odd, 3n+1 fits
+)
+
+// number returns a random number owned by a random route.
+func number(rng *rand.Rand) int64 {
+	switch rng.IntN(3) {
+	case 0:
+		return -1 - rng.Int64N(maxNegated)
+	case 1:
+		return 2 * rng.Int64N(maxEven/2+1)
+	default:
+		return 2*rng.Int64N(maxOdd/2+1) + 1
+	}
+}
+
+// summary is the outcome of a run; its JSON form is loadgen -json's output.
+type summary struct {
+	Batch          int     `json:"batch"`
+	Concurrency    int     `json:"concurrency"`
+	Requests       int64   `json:"requests"`
+	Numbers        int64   `json:"numbers"`
+	Errors         int64   `json:"errors"`
+	Wrong          int64   `json:"wrong"`
+	Seconds        float64 `json:"seconds"`
+	RequestsPerSec float64 `json:"requests_per_sec"`
+	NumbersPerSec  float64 `json:"numbers_per_sec"`
+	P50us          float64 `json:"p50_us"`
+	P90us          float64 `json:"p90_us"`
+	P99us          float64 `json:"p99_us"`
+	MaxUs          float64 `json:"max_us"`
+}
+
+func summarize(cfg config, t *tally, h *histogram, elapsed time.Duration) *summary {
+	us := func(q float64) float64 { return float64(h.quantile(q)) / 1e3 }
+	s := &summary{
+		Batch:       cfg.batch,
+		Concurrency: cfg.concurrency,
+		Requests:    t.requests.Load(),
+		Numbers:     t.numbers.Load(),
+		Errors:      t.errors.Load(),
+		Wrong:       t.wrong.Load(),
+		Seconds:     elapsed.Seconds(),
+		P50us:       us(0.5),
+		P90us:       us(0.9),
+		P99us:       us(0.99),
+		MaxUs:       us(1),
+	}
+	s.RequestsPerSec = float64(s.Requests) / s.Seconds
+	s.NumbersPerSec = float64(s.Numbers) / s.Seconds
+	return s
+}
+
+func (s *summary) print(w io.Writer, asJSON bool) error {
+	if asJSON {
+		return json.NewEncoder(w).Encode(s)
+	}
+	_, err := fmt.Fprintf(w, `batch %d, concurrency %d, %.2fs
+requests  %d (%.0f/s)
+numbers   %d (%.0f/s)
+errors    %d
+wrong     %d
+latency   p50 %.0fµs  p90 %.0fµs  p99 %.0fµs  max %.0fµs
+`, s.Batch, s.Concurrency, s.Seconds, s.Requests, s.RequestsPerSec, s.Numbers, s.NumbersPerSec,
+		s.Errors, s.Wrong, s.P50us, s.P90us, s.P99us, s.MaxUs)
+	return err
+}
