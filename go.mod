@@ -1,6 +1,6 @@
 module github.com/seed-c94cd834/fanout
 
-go 1.24.13
+go 1.25.0
 
 require (
 	github.com/hashicorp/yamux v0.1.2
