@@ -321,6 +321,7 @@ func TestEndToEnd(t *testing.T) {
 		out := runProgram(t, "", "client", "-addr", addr, "4", "-3", "5")
 		require.Equal(t, 1, out.code)
 		require.Contains(t, out.stderr, `route "x"`)
+		require.Contains(t, out.stderr, "x could not process -3")
 		require.Contains(t, out.stderr, x.addr)
 		require.Empty(t, out.stdout)
 

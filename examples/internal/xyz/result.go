@@ -3,8 +3,10 @@ package xyz
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/transport"
@@ -19,13 +21,21 @@ type Result struct {
 
 // Tag returns a backend that passes batches to b and labels each of its
 // answers with route, so that the answers of a router over tagged backends
-// say which backend processed each number. Errors of b are returned as they
-// are.
+// say which backend processed each number.
+//
+// An error the backend computed itself (an overflow) already names its
+// number and is returned as it is. Any other failure (the backend is down,
+// the call timed out) is wrapped with the numbers of the batch, so that the
+// user learns which numbers were not processed.
 func Tag(route string, b fanout.Backend[int64, int64]) fanout.Backend[int64, Result] {
 	return fanout.BackendFunc[int64, Result](func(ctx context.Context, items []int64) ([]Result, error) {
 		values, err := b.Process(ctx, items)
 		if err != nil {
-			return nil, err
+			var re *transport.RemoteError
+			if errors.Is(err, ErrOverflow) || errors.As(err, &re) && re.Code == transport.CodeBackend {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%s could not process %s: %w", route, describe(items), err)
 		}
 		out := make([]Result, len(values))
 		for i, v := range values {
@@ -33,6 +43,28 @@ func Tag(route string, b fanout.Backend[int64, int64]) fanout.Backend[int64, Res
 		}
 		return out, nil
 	})
+}
+
+// maxNumbersShown bounds how many numbers an error spells out.
+const maxNumbersShown = 8
+
+// describe names the numbers of a batch: "7", "numbers 7, 9" or "numbers 7,
+// 9, ... (1000 in all)".
+func describe(items []int64) string {
+	if len(items) == 1 {
+		return strconv.FormatInt(items[0], 10)
+	}
+	b := []byte("numbers ")
+	for i, n := range items[:min(len(items), maxNumbersShown)] {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = strconv.AppendInt(b, n, 10)
+	}
+	if len(items) > maxNumbersShown {
+		b = fmt.Appendf(b, ", ... (%d in all)", len(items))
+	}
+	return string(b)
 }
 
 // ResultCodec returns the binary codec of [Result], named "xyz.result/1".

@@ -2,11 +2,13 @@ package xyz_test
 
 import (
 	"context"
+	"errors"
 	"math"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
 )
 
@@ -182,6 +184,24 @@ func TestTag(t *testing.T) {
 
 	_, err = tagged.Process(context.Background(), []int64{math.MinInt64})
 	require.ErrorIs(t, err, xyz.ErrOverflow)
+	require.EqualError(t, err, "x: -9223372036854775808 squared overflows int64")
+
+	// A failure that is not the backend's own answer names the numbers.
+	down := errors.New("connection refused")
+	failing := fanout.BackendFunc[int64, int64](func(context.Context, []int64) ([]int64, error) { return nil, down })
+	tests := []struct {
+		items []int64
+		want  string
+	}{
+		{[]int64{7}, "z could not process 7: connection refused"},
+		{[]int64{7, 9}, "z could not process numbers 7, 9: connection refused"},
+		{[]int64{1, 3, 5, 7, 9, 11, 13, 15, 17}, "z could not process numbers 1, 3, 5, 7, 9, 11, 13, 15, ... (9 in all): connection refused"},
+	}
+	for _, tt := range tests {
+		_, err = xyz.Tag("z", failing).Process(context.Background(), tt.items)
+		require.ErrorIs(t, err, down)
+		require.EqualError(t, err, tt.want)
+	}
 }
 
 func BenchmarkBackend(b *testing.B) {
