@@ -116,28 +116,6 @@ func (b *blocker) sawCancel() int {
 // correct router returns in microseconds.
 const hangGuard = 5 * time.Second
 
-// processWithin calls b.Process and fails t if it has not returned within
-// hangGuard.
-func processWithin(t *testing.T, ctx context.Context, b fanout.Backend[int64, int64], items []int64) ([]int64, error) {
-	t.Helper()
-	type result struct {
-		out []int64
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		out, err := b.Process(ctx, items)
-		done <- result{out, err}
-	}()
-	select {
-	case r := <-done:
-		return r.out, r.err
-	case <-time.After(hangGuard):
-		require.FailNow(t, "Process did not return", "still running after %v", hangGuard)
-		return nil, nil
-	}
-}
-
 // waitFor receives from ch, failing t if that takes longer than hangGuard.
 func waitFor(t *testing.T, ch <-chan struct{}, what string) {
 	t.Helper()

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-c94cd834/fanout"
+	"github.com/seed-c94cd834/fanout/internal/backendtest"
 )
 
 var (
@@ -201,7 +202,7 @@ func TestRouterProcess(t *testing.T) {
 			r := mustRouter(t, classifier, routes)
 			kept := slices.Clone(tc.items)
 
-			out, err := processWithin(t, t.Context(), r, tc.items)
+			out, err := backendtest.Process(t, t.Context(), r, tc.items)
 
 			if tc.wantErr != nil {
 				require.Error(t, err)
@@ -243,7 +244,7 @@ func TestRouterFirstFailureCancelsOtherRoutes(t *testing.T) {
 	})
 	r := mustRouter(t, failOrSlow, map[string]fanout.Backend[int64, int64]{"fail": fail, "slow": slow})
 
-	out, err := processWithin(t, t.Context(), r, []int64{1, -1, 2, -2})
+	out, err := backendtest.Process(t, t.Context(), r, []int64{1, -1, 2, -2})
 
 	require.Nil(t, out)
 	require.ErrorIs(t, err, errBoom)
@@ -292,7 +293,7 @@ func TestRouterCallerCancellation(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
 
-		out, err := processWithin(t, ctx, r, []int64{-1, 2, 3})
+		out, err := backendtest.Process(t, ctx, r, []int64{-1, 2, 3})
 
 		require.Nil(t, out)
 		require.ErrorIs(t, err, context.Canceled)
@@ -316,7 +317,7 @@ func TestRouterNested(t *testing.T) {
 	outer := mustRouter(t, bySign, map[string]fanout.Backend[int64, int64]{"neg": inner, "nonneg": nonneg})
 
 	t.Run("answers", func(t *testing.T) {
-		out, err := processWithin(t, t.Context(), outer, []int64{-1, 5, -2, 0, -3, -4})
+		out, err := backendtest.Process(t, t.Context(), outer, []int64{-1, 5, -2, 0, -3, -4})
 		require.NoError(t, err)
 		require.Equal(t, []int64{-100, 6, -20, 1, -300, -40}, out)
 		require.Equal(t, [][]int64{{-2, -4}}, even.calls())
@@ -325,7 +326,7 @@ func TestRouterNested(t *testing.T) {
 	})
 	t.Run("errors name both levels", func(t *testing.T) {
 		odd.answer = func(context.Context, []int64) ([]int64, error) { return nil, errBoom }
-		out, err := processWithin(t, t.Context(), outer, []int64{4, -2, -3, -5})
+		out, err := backendtest.Process(t, t.Context(), outer, []int64{4, -2, -3, -5})
 		require.Nil(t, out)
 		require.ErrorIs(t, err, errBoom)
 		var re *fanout.RouteError
@@ -483,7 +484,7 @@ func TestRouterPartialResults(t *testing.T) {
 			}
 			r := mustRouter(t, xyz, routes, fanout.WithPartialResults())
 
-			out, err := processWithin(t, t.Context(), r, tc.items)
+			out, err := backendtest.Process(t, t.Context(), r, tc.items)
 
 			require.Equal(t, tc.want, out)
 			if tc.wantFailed == nil {
@@ -527,7 +528,7 @@ func TestRouterPartialResultsDoNotCancel(t *testing.T) {
 	})
 	r := mustRouter(t, failOrOther, map[string]fanout.Backend[int64, int64]{"fail": fail, "other": other}, fanout.WithPartialResults())
 
-	out, err := processWithin(t, t.Context(), r, []int64{1, -1, 2})
+	out, err := backendtest.Process(t, t.Context(), r, []int64{1, -1, 2})
 
 	require.Equal(t, []int64{1, 0, 2}, out)
 	var pe *fanout.PartialError
@@ -602,7 +603,7 @@ func TestRouteErrorMessageFromRouter(t *testing.T) {
 		items[i] = int64(i)
 	}
 
-	_, err := processWithin(t, t.Context(), r, items)
+	_, err := backendtest.Process(t, t.Context(), r, items)
 
 	require.ErrorIs(t, err, errBoom)
 	require.EqualError(t, err, `fanout: route "y" (50000 items: 0, 2, 4, 6, 8, 10, 12, 14, ...): boom`)
