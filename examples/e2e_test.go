@@ -330,6 +330,18 @@ func TestEndToEnd(t *testing.T) {
 		require.Equal(t, textOutput(t, 4, 5), out.stdout)
 	})
 
+	t.Run("backend back", func(t *testing.T) {
+		// x comes back on its address. The middle layer tried x once since it
+		// went down, so its redial wait is the first one (at most 50ms);
+		// after that the next call reconnects and succeeds.
+		restarted := startServer(t, "x", "-listen", x.addr)
+		require.Equal(t, x.addr, restarted.addr)
+		time.Sleep(100 * time.Millisecond)
+		out := runProgram(t, "", "client", "-addr", addr, "4", "-3", "5")
+		require.Equal(t, 0, out.code, out.stderr)
+		require.Equal(t, textOutput(t, 4, -3, 5), out.stdout)
+	})
+
 	t.Run("graceful shutdown", func(t *testing.T) {
 		for _, s := range []*server{middle, y, z} {
 			require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))

@@ -41,7 +41,7 @@ const (
 	DefaultKeepAlive        = 15 * time.Second
 	DefaultDialTimeout      = 5 * time.Second
 	DefaultBackoffMin       = 50 * time.Millisecond
-	DefaultBackoffMax       = 2 * time.Second
+	DefaultBackoffMax       = time.Second
 	DefaultMaxCalls         = 256
 )
 
