@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -248,15 +249,23 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream) {
 	// the end of its half of the stream, means it gave up: cancel the call.
 	st.SetReadDeadline(time.Time{})
 	watched := make(chan struct{})
+	var gone atomic.Bool // the client gave up on the call
 	go func() {
 		defer close(watched)
 		var b [1]byte
 		if _, err := st.Read(b[:]); !errors.Is(err, yamux.ErrTimeout) {
+			gone.Store(true)
 			cancel()
 		}
 	}()
 
 	out, code, err := s.process(ctx, items)
+	if gone.Load() {
+		// Nobody reads the answer: send a short error rather than results
+		// that could fill the stream's window and block until the write
+		// timeout.
+		out, code, err = nil, CodeCanceled, errors.New("call cancelled by the client")
+	}
 	buf := (*bufp)[:0]
 	if err != nil {
 		buf = appendErrorFrame(buf, code, err.Error(), s.cfg.maxMessage)

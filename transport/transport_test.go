@@ -436,3 +436,37 @@ func freeAddr(t *testing.T) string {
 	require.NoError(t, l.Close())
 	return addr
 }
+
+func TestAbandonedCallDoesNotHoldTheServer(t *testing.T) {
+	// The backend ignores cancellation and then answers a large batch that
+	// nobody reads. With an hour-long write timeout, a server that tried to
+	// send it would hang in Shutdown; it must send a short error instead.
+	release := make(chan struct{})
+	started := make(chan struct{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := transport.NewServer[int64, int64](fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		close(started)
+		<-release
+		return make([]int64, len(in)), nil
+	}), transport.Int64(), transport.Int64(), quiet, transport.WithWriteTimeout(time.Hour))
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+
+	c := client(t, l.Addr().String())
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Process(ctx, make([]int64, 1<<20))
+		errc <- err
+	}()
+	<-started
+	cancel()
+	require.ErrorIs(t, waitErr(t, errc), context.Canceled)
+	close(release)
+
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(context.Background()) }()
+	require.NoError(t, waitErr(t, shut))
+	require.ErrorIs(t, waitErr(t, served), transport.ErrServerClosed)
+}
