@@ -336,3 +336,43 @@ func TestBackendIgnoringContextDoesNotHoldTheCaller(t *testing.T) {
 	_, err := client(t, addr).Process(ctx, []int64{1})
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 }
+
+// A server that completes the handshake and then goes silent: it never
+// acknowledges a stream and never answers a keepalive ping. A call without a
+// deadline must still end, once keepalive declares the peer dead.
+func TestPeerSilentAfterHandshake(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		hello := make([]byte, len(rawHello(1, "int64le", "int64le", 0)))
+		if _, err := io.ReadFull(conn, hello); err == nil {
+			reply := append(rawHello(1, "int64le", "int64le", 1<<20), 0, 0, 0)
+			conn.Write(reply)
+		}
+		accepted <- conn // and never read or write again
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		select {
+		case conn := <-accepted:
+			conn.Close()
+		default:
+		}
+	})
+
+	c := client(t, l.Addr().String(),
+		transport.WithKeepAlive(50*time.Millisecond), transport.WithWriteTimeout(200*time.Millisecond))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Process(context.Background(), []int64{1})
+		errc <- err
+	}()
+	err = waitErr(t, errc)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), l.Addr().String())
+}
