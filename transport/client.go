@@ -160,11 +160,9 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In) ([]Out, error) {
 		}
 		st, err := sess.OpenStream()
 		if err != nil {
-			if errors.Is(err, yamux.ErrRemoteGoAway) {
-				c.retire(sess)
-			} else {
-				c.drop(sess)
-			}
+			// The session is closed, told to go away or out of stream IDs:
+			// let the calls on it finish, and use a new one.
+			c.retire(sess)
 			if attempt == 0 {
 				continue
 			}
@@ -245,27 +243,29 @@ func (c *Client[In, Out]) drop(sess *yamux.Session) {
 	sess.Close()
 }
 
-// retire forgets sess, whose server asked for no new calls, but lets the
-// calls already on it finish; Close closes it if the server has not.
+// retire forgets sess, which takes no new calls, but lets the calls already
+// on it finish. Retired sessions are closed once they carry no calls, or by
+// Close.
 func (c *Client[In, Out]) retire(sess *yamux.Session) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sess == sess {
 		c.sess = nil
 	}
-	if c.closed {
+	if c.closed || sess.IsClosed() {
 		sess.Close()
 		return
 	}
 	if c.draining == nil {
 		c.draining = make(map[*yamux.Session]struct{})
 	}
+	c.draining[sess] = struct{}{}
 	for old := range c.draining {
-		if old.IsClosed() {
+		if old.IsClosed() || old.NumStreams() == 0 {
+			old.Close()
 			delete(c.draining, old)
 		}
 	}
-	c.draining[sess] = struct{}{}
 }
 
 // session returns a live session, dialling if there is none.

@@ -248,22 +248,25 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream) {
 	// The client sends nothing after its request; anything it does send, or
 	// the end of its half of the stream, means it gave up: cancel the call.
 	st.SetReadDeadline(time.Time{})
+	// Once the client is gone nobody reads the answer, so a write blocked on
+	// a full stream window is ended at once rather than at the write timeout.
 	watched := make(chan struct{})
-	var gone atomic.Bool // the client gave up on the call
+	var gone atomic.Bool
 	go func() {
 		defer close(watched)
 		var b [1]byte
 		if _, err := st.Read(b[:]); !errors.Is(err, yamux.ErrTimeout) {
 			gone.Store(true)
+			st.SetWriteDeadline(time.Now())
 			cancel()
 		}
 	}()
 
 	out, code, err := s.process(ctx, items)
+	// Set the deadline before looking at gone: if the watcher fires after
+	// the look, its deadline is the one that holds.
+	st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
 	if gone.Load() {
-		// Nobody reads the answer: send a short error rather than results
-		// that could fill the stream's window and block until the write
-		// timeout.
 		out, code, err = nil, CodeCanceled, errors.New("call cancelled by the client")
 	}
 	buf := (*bufp)[:0]
@@ -281,7 +284,6 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream) {
 		}
 	}
 	*bufp = buf
-	st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
 	if _, err := st.Write(buf); err != nil {
 		log.Debug("transport: writing response", "remote", st.RemoteAddr().String(), "err", err)
 	}

@@ -439,8 +439,9 @@ func freeAddr(t *testing.T) string {
 
 func TestAbandonedCallDoesNotHoldTheServer(t *testing.T) {
 	// The backend ignores cancellation and then answers a large batch that
-	// nobody reads. With an hour-long write timeout, a server that tried to
-	// send it would hang in Shutdown; it must send a short error instead.
+	// nobody reads. With an hour-long write timeout, a server whose write of
+	// it blocked on the full stream window would hang in Shutdown: it must
+	// give up the write as soon as it knows the client is gone.
 	release := make(chan struct{})
 	started := make(chan struct{})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
