@@ -54,12 +54,8 @@ func (e *RouteError) Error() string {
 	b.WriteString("fanout: route ")
 	b.WriteString(strconv.Quote(e.Route))
 	b.WriteString(" (")
-	b.WriteString(strconv.Itoa(len(e.Indices)))
-	if len(e.Indices) == 1 {
-		b.WriteString(" item: ")
-	} else {
-		b.WriteString(" items: ")
-	}
+	b.WriteString(count(len(e.Indices), "item"))
+	b.WriteString(": ")
 	for i, idx := range e.Indices {
 		if i == maxIndicesShown {
 			b.WriteString(", ...")
@@ -71,7 +67,7 @@ func (e *RouteError) Error() string {
 		b.WriteString(strconv.Itoa(idx))
 	}
 	b.WriteString("): ")
-	b.WriteString(errString(e.Err))
+	b.WriteString(fmt.Sprint(e.Err))
 	return b.String()
 }
 
@@ -88,12 +84,8 @@ type PartialError struct {
 func (e *PartialError) Error() string {
 	var b strings.Builder
 	b.WriteString("fanout: ")
-	b.WriteString(strconv.Itoa(len(e.Failed)))
-	if len(e.Failed) == 1 {
-		b.WriteString(" route failed: ")
-	} else {
-		b.WriteString(" routes failed: ")
-	}
+	b.WriteString(count(len(e.Failed), "route"))
+	b.WriteString(" failed: ")
 	for i, re := range e.Failed {
 		if i > 0 {
 			b.WriteString("; ")
@@ -113,9 +105,10 @@ func (e *PartialError) Unwrap() []error {
 	return errs
 }
 
-func errString(err error) string {
-	if err == nil {
-		return "<nil>"
+// count spells "1 item", "2 items".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
 	}
-	return err.Error()
+	return strconv.Itoa(n) + " " + noun + "s"
 }

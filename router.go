@@ -89,7 +89,7 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 
 	// Classify every item once, counting items per route.
 	routeOf := make([]int32, len(items))
-	counts := make([]int, len(r.backends)+1)
+	bounds := make([]int, len(r.backends)+1)
 	used := 0
 	for i := range items {
 		name, err := r.classifier.Classify(items[i])
@@ -101,16 +101,15 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 			return nil, &ItemError{Index: i, Route: name, Err: ErrNoRoute}
 		}
 		routeOf[i] = int32(k)
-		if counts[k+1] == 0 {
+		if bounds[k] == 0 {
 			used++
 		}
-		counts[k+1]++
+		bounds[k]++
 	}
 
 	if used == 1 {
 		// Every item belongs to one route: hand the batch over as it is.
-		k := int(routeOf[0])
-		out, err := r.call(ctx, k, items)
+		out, err := r.call(ctx, int(routeOf[0]), items)
 		if err != nil {
 			err.Indices = make([]int, len(items))
 			for i := range err.Indices {
@@ -124,29 +123,26 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 		return out, nil
 	}
 
-	// Counting sort: route k's items occupy grouped[start[k]:start[k+1]], and
-	// pos records where each of them came from.
-	start := counts
-	for k := 1; k < len(start); k++ {
-		start[k] += start[k-1]
+	// Counting sort: after the prefix sums bounds[k] is where route k's items
+	// end (the last entry is len(items)); filling from the back moves it to
+	// where they start, keeping their order. Route k's items then occupy
+	// grouped[bounds[k]:bounds[k+1]], and pos records where each came from.
+	for k := 1; k < len(bounds); k++ {
+		bounds[k] += bounds[k-1]
 	}
-	next := slices.Clone(start[:len(start)-1])
 	grouped := make([]In, len(items))
 	pos := make([]int, len(items))
-	for i, k := range routeOf {
-		j := next[k]
-		next[k]++
-		grouped[j] = items[i]
-		pos[j] = i
+	for i := len(items) - 1; i >= 0; i-- {
+		k := routeOf[i]
+		bounds[k]--
+		grouped[bounds[k]] = items[i]
+		pos[bounds[k]] = i
 	}
 
+	g, gctx, failed := r.group(ctx)
 	out := make([]Out, len(items))
-	if r.partial {
-		return r.gatherPartial(ctx, start, grouped, pos, out, used)
-	}
-	g, gctx := errgroup.WithContext(ctx)
 	for k := range r.backends {
-		lo, hi := start[k], start[k+1]
+		lo, hi := bounds[k], bounds[k+1]
 		if lo == hi {
 			continue
 		}
@@ -154,6 +150,9 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 			res, err := r.call(gctx, k, grouped[lo:hi:hi])
 			if err != nil {
 				err.Indices = slices.Clone(pos[lo:hi])
+				if failed != nil {
+					failed[k] = err
+				}
 				return err
 			}
 			for j, v := range res {
@@ -162,49 +161,30 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+	err := g.Wait()
+	switch {
+	case err == nil:
+		return out, nil
+	case !r.partial:
+		return nil, err // the first failure, the one that cancelled the others
 	}
-	return out, nil
+	failed = slices.DeleteFunc(failed, func(re *RouteError) bool { return re == nil })
+	if len(failed) == used {
+		return nil, &PartialError{Failed: failed}
+	}
+	return out, &PartialError{Failed: failed}
 }
 
-// gatherPartial runs every used route to completion and keeps what succeeded.
-func (r *Router[In, Out]) gatherPartial(ctx context.Context, start []int, grouped []In, pos []int, out []Out, used int) ([]Out, error) {
-	failed := make([]*RouteError, len(r.backends))
-	var g errgroup.Group
-	for k := range r.backends {
-		lo, hi := start[k], start[k+1]
-		if lo == hi {
-			continue
-		}
-		g.Go(func() error {
-			res, err := r.call(ctx, k, grouped[lo:hi:hi])
-			if err != nil {
-				err.Indices = slices.Clone(pos[lo:hi])
-				failed[k] = err
-				return nil
-			}
-			for j, v := range res {
-				out[pos[lo+j]] = v
-			}
-			return nil
-		})
+// group returns the group that runs a call's routes. Without partial
+// results the first failure cancels the context of the other routes; with
+// them every route runs to completion on the caller's context, and failed
+// has room to record each route's failure.
+func (r *Router[In, Out]) group(ctx context.Context) (g *errgroup.Group, gctx context.Context, failed []*RouteError) {
+	if r.partial {
+		return new(errgroup.Group), ctx, make([]*RouteError, len(r.backends))
 	}
-	_ = g.Wait() // the goroutines record failures in failed and never return errors
-	pe := &PartialError{}
-	for _, re := range failed {
-		if re != nil {
-			pe.Failed = append(pe.Failed, re)
-		}
-	}
-	switch len(pe.Failed) {
-	case 0:
-		return out, nil
-	case used:
-		return nil, pe
-	default:
-		return out, pe
-	}
+	g, gctx = errgroup.WithContext(ctx)
+	return g, gctx, nil
 }
 
 // call invokes route k's backend and checks the length of its answer. The
