@@ -224,23 +224,13 @@ func (c *Client[In, Out]) streamErr(ctx context.Context, st *yamux.Stream, err e
 		return ctxErr
 	}
 	if st.Session().IsClosed() {
-		c.drop(st.Session())
+		c.retire(st.Session())
 		return fmt.Errorf("connection lost: %w", err)
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("server closed the stream without an answer: %w", err)
 	}
 	return err
-}
-
-// drop forgets sess if it is the current session, so the next call redials.
-func (c *Client[In, Out]) drop(sess *yamux.Session) {
-	c.mu.Lock()
-	if c.sess == sess {
-		c.sess = nil
-	}
-	c.mu.Unlock()
-	sess.Close()
 }
 
 // retire forgets sess, which takes no new calls, but lets the calls already

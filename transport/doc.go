@@ -29,8 +29,10 @@
 // Limits: every message is bounded by a maximum size ([WithMaxMessageSize],
 // 16 MiB by default). A larger or malformed message is refused before its
 // payload is read or allocated, fails only its own call, and the server goes
-// on serving. A client refuses locally to send a request larger than the
-// server's limit, which it learns in the handshake.
+// on serving. Each side learns the other's limit in the handshake: a client
+// refuses locally to send a request larger than the server's, and a server
+// answers with [CodeTooLarge] rather than send results larger than the
+// client's.
 //
 // Deadlines and cancellation: the caller's deadline travels with the request
 // as time remaining and becomes the deadline of the backend's context on the

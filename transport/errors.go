@@ -36,7 +36,7 @@ type Code uint8
 const (
 	CodeBackend     Code = 1 // the backend's Process returned an error
 	CodeBadRequest  Code = 2 // the request could not be decoded
-	CodeTooLarge    Code = 3 // the request exceeds the server's maximum message size
+	CodeTooLarge    Code = 3 // the request, or the response, exceeds its receiver's maximum message size
 	CodeCanceled    Code = 4 // the call was cancelled
 	CodeDeadline    Code = 5 // the call's deadline passed
 	CodeUnavailable Code = 6 // the server is shutting down

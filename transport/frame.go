@@ -43,8 +43,14 @@ func finishFrame(buf []byte, start, limit int) error {
 	if n > limit {
 		return fmt.Errorf("%w: %d bytes, the peer accepts at most %d", ErrMessageTooLarge, n, limit)
 	}
-	binary.LittleEndian.PutUint32(buf[start+1:], uint32(n))
+	setFrameLength(buf, start)
 	return nil
+}
+
+// setFrameLength sets the length of the frame that starts at buf[start] to
+// the bytes that follow its header.
+func setFrameLength(buf []byte, start int) {
+	binary.LittleEndian.PutUint32(buf[start+1:], uint32(len(buf)-start-frameHeaderSize))
 }
 
 // readFrame reads one frame from r. The payload is read into buf (which may
@@ -89,7 +95,7 @@ func appendErrorFrame(dst []byte, code Code, msg string, limit int) []byte {
 	dst = appendFrameHeader(dst, kindError)
 	dst = append(dst, byte(code))
 	dst = append(dst, msg...)
-	binary.LittleEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-frameHeaderSize))
+	setFrameLength(dst, start)
 	return dst
 }
 

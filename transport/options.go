@@ -97,14 +97,18 @@ func WithMaxMessageSize(n int) Option {
 }
 
 // WithHandshakeTimeout bounds the handshake: a server closes a connection
-// that has not completed it in time, and a client gives up.
+// that has not completed it in time, and a client gives up. It also bounds
+// how long a new stream may wait for its peer's acknowledgement before the
+// session is declared dead (yamux's stream open timeout).
 // Both sides. Default: [DefaultHandshakeTimeout].
 func WithHandshakeTimeout(d time.Duration) Option {
 	return func(c *config) { c.handshakeTimeout = d }
 }
 
 // WithRequestTimeout bounds how long a server waits for a stream's request
-// once the stream is open. Server. Default: [DefaultRequestTimeout].
+// once the stream is open. It is also how long either side waits for its
+// peer to close a stream it has closed before resetting it (yamux's stream
+// close timeout). Both sides. Default: [DefaultRequestTimeout].
 func WithRequestTimeout(d time.Duration) Option {
 	return func(c *config) { c.requestTimeout = d }
 }

@@ -140,7 +140,8 @@ func (s *Server[In, Out]) serveConn(conn net.Conn) {
 	remote := conn.RemoteAddr().String()
 	log := s.cfg.logger.With("remote", remote)
 
-	if err := s.handshake(conn); err != nil {
+	peerMax, err := s.handshake(conn)
+	if err != nil {
 		log.Warn("transport: handshake failed", "err", err)
 		return
 	}
@@ -163,24 +164,25 @@ func (s *Server[In, Out]) serveConn(conn net.Conn) {
 		s.mu.Lock()
 		if s.shutdown {
 			s.mu.Unlock()
-			s.refuse(st, CodeUnavailable, ErrServerClosed.Error())
+			s.refuse(st, CodeUnavailable, ErrServerClosed.Error(), peerMax)
 			continue
 		}
 		s.calls.Add(1)
 		s.mu.Unlock()
-		go s.serveStream(st)
+		go s.serveStream(st, peerMax)
 	}
 }
 
-// handshake checks the client's hello and answers it.
-func (s *Server[In, Out]) handshake(conn net.Conn) error {
+// handshake checks the client's hello and answers it. It returns the
+// largest message payload the client accepts.
+func (s *Server[In, Out]) handshake(conn net.Conn) (int, error) {
 	conn.SetDeadline(time.Now().Add(s.cfg.handshakeTimeout))
 	h, err := readHello(conn)
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return fmt.Errorf("%w: connection closed during handshake", ErrProtocol)
+			return 0, fmt.Errorf("%w: connection closed during handshake", ErrProtocol)
 		}
-		return err
+		return 0, err
 	}
 	reason := checkHello(s.hello, h)
 	status := uint8(statusOK)
@@ -188,66 +190,54 @@ func (s *Server[In, Out]) handshake(conn net.Conn) error {
 		status = statusRefused
 	}
 	if _, err := conn.Write(appendReply(nil, s.hello, status, reason)); err != nil {
-		return err
+		return 0, err
 	}
 	if reason != "" {
-		return fmt.Errorf("%w: %s", ErrHandshake, reason)
+		return 0, fmt.Errorf("%w: %s", ErrHandshake, reason)
 	}
-	return conn.SetDeadline(time.Time{})
+	return int(min(h.maxMessage, maxMessageLimit)), conn.SetDeadline(time.Time{})
 }
 
-// refuse answers a stream with an error and closes it.
-func (s *Server[In, Out]) refuse(st *yamux.Stream, code Code, msg string) {
+// refuse answers a stream with an error, cut to the client's limit, and
+// closes it.
+func (s *Server[In, Out]) refuse(st *yamux.Stream, code Code, msg string, peerMax int) {
 	st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
-	st.Write(appendErrorFrame(nil, code, msg, s.cfg.maxMessage))
+	st.Write(appendErrorFrame(nil, code, msg, peerMax))
 	st.Close()
 }
 
-func (s *Server[In, Out]) serveStream(st *yamux.Stream) {
+// serveStream answers one call. peerMax is the largest message payload the
+// client accepts: a larger answer is replaced by an error.
+func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int) {
 	defer s.calls.Done()
 	defer st.Close()
-	log := s.cfg.logger
+	log := s.cfg.logger.With("remote", st.RemoteAddr().String())
 
 	bufp := getBuf()
 	defer putBuf(bufp)
 
-	st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
-	k, payload, err := readFrame(st, s.cfg.maxMessage, *bufp)
-	*bufp = payload
-	switch {
-	case errors.Is(err, ErrMessageTooLarge):
-		log.Warn("transport: request refused", "remote", st.RemoteAddr().String(), "err", err)
-		s.refuse(st, CodeTooLarge, "request refused: "+err.Error())
-		return
-	case errors.Is(err, ErrProtocol):
-		log.Warn("transport: request refused", "remote", st.RemoteAddr().String(), "err", err)
-		s.refuse(st, CodeBadRequest, err.Error())
-		return
-	case err != nil:
-		log.Debug("transport: stream ended before its request", "remote", st.RemoteAddr().String(), "err", err)
-		return
-	case k != kindRequest || len(payload) < requestPrefixSize:
-		s.refuse(st, CodeBadRequest, fmt.Sprintf("%v: expected a request, got message kind %d of %d bytes", ErrProtocol, k, len(payload)))
-		return
-	}
-	items, err := s.in.Decode(nil, payload[requestPrefixSize:])
+	items, timeout, err := s.readRequest(st, bufp)
 	if err != nil {
-		log.Warn("transport: request refused", "remote", st.RemoteAddr().String(), "err", err)
-		s.refuse(st, CodeBadRequest, "decode request: "+err.Error())
+		var refusal *RemoteError
+		if errors.As(err, &refusal) {
+			log.Warn("transport: request refused", "err", refusal.Message)
+			s.refuse(st, refusal.Code, refusal.Message, peerMax)
+		} else {
+			log.Debug("transport: stream ended before its request", "err", err)
+		}
 		return
 	}
 
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
-	if timeout := binary.LittleEndian.Uint64(payload); timeout > 0 {
+	if timeout > 0 {
 		var cancelT context.CancelFunc
-		ctx, cancelT = context.WithTimeout(ctx, time.Duration(min(timeout, 1<<62)))
+		ctx, cancelT = context.WithTimeout(ctx, timeout)
 		defer cancelT()
 	}
 
 	// The client sends nothing after its request; anything it does send, or
 	// the end of its half of the stream, means it gave up: cancel the call.
-	st.SetReadDeadline(time.Time{})
 	// Once the client is gone nobody reads the answer, so a write blocked on
 	// a full stream window is ended at once rather than at the write timeout.
 	watched := make(chan struct{})
@@ -270,25 +260,51 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream) {
 		out, code, err = nil, CodeCanceled, errors.New("call cancelled by the client")
 	}
 	buf := (*bufp)[:0]
-	if err != nil {
-		buf = appendErrorFrame(buf, code, err.Error(), s.cfg.maxMessage)
-	} else {
+	if err == nil {
 		buf = appendFrameHeader(buf, kindResponse)
-		buf, err = s.out.Append(buf, out)
-		if err == nil {
-			err = finishFrame(buf, 0, s.cfg.maxMessage)
-		}
-		if err != nil {
+		if buf, err = s.out.Append(buf, out); err != nil {
 			log.Error("transport: encoding response", "err", err)
-			buf = appendErrorFrame(buf[:0], CodeInternal, "encode response: "+err.Error(), s.cfg.maxMessage)
+			code, err = CodeInternal, fmt.Errorf("encode response: %w", err)
+		} else if err = finishFrame(buf, 0, peerMax); err != nil {
+			code, err = CodeTooLarge, fmt.Errorf("response refused: %w", err)
 		}
+	}
+	if err != nil {
+		buf = appendErrorFrame(buf[:0], code, err.Error(), peerMax)
 	}
 	*bufp = buf
 	if _, err := st.Write(buf); err != nil {
-		log.Debug("transport: writing response", "remote", st.RemoteAddr().String(), "err", err)
+		log.Debug("transport: writing response", "err", err)
 	}
 	st.SetReadDeadline(time.Now())
 	<-watched
+}
+
+// readRequest reads and decodes a stream's request, and returns its items
+// and the time left before the caller's deadline (0 for none). A request the
+// server refuses is returned as a *RemoteError, the answer to send back; a
+// stream that ended or timed out before its request, as any other error.
+func (s *Server[In, Out]) readRequest(st *yamux.Stream, bufp *[]byte) ([]In, time.Duration, error) {
+	st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
+	defer st.SetReadDeadline(time.Time{})
+	k, payload, err := readFrame(st, s.cfg.maxMessage, *bufp)
+	*bufp = payload
+	switch {
+	case errors.Is(err, ErrMessageTooLarge):
+		return nil, 0, &RemoteError{Code: CodeTooLarge, Message: "request refused: " + err.Error()}
+	case errors.Is(err, ErrProtocol):
+		return nil, 0, &RemoteError{Code: CodeBadRequest, Message: err.Error()}
+	case err != nil:
+		return nil, 0, err
+	case k != kindRequest || len(payload) < requestPrefixSize:
+		return nil, 0, &RemoteError{Code: CodeBadRequest, Message: fmt.Sprintf(
+			"%v: expected a request, got message kind %d of %d bytes", ErrProtocol, k, len(payload))}
+	}
+	items, err := s.in.Decode(nil, payload[requestPrefixSize:])
+	if err != nil {
+		return nil, 0, &RemoteError{Code: CodeBadRequest, Message: "decode request: " + err.Error()}
+	}
+	return items, time.Duration(min(binary.LittleEndian.Uint64(payload), 1<<62)), nil
 }
 
 // process calls the backend, turning a panic or a broken contract into an

@@ -315,6 +315,12 @@ func TestResponseLargerThanClientLimit(t *testing.T) {
 	c := client(t, addr, transport.WithMaxMessageSize(1024))
 	_, err := c.Process(context.Background(), make([]int64, 1000))
 	require.ErrorIs(t, err, transport.ErrMessageTooLarge)
+	// The client announced its limit in the handshake, so the server
+	// answers with an error instead of sending what the client refuses.
+	var re *transport.RemoteError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, transport.CodeTooLarge, re.Code)
+	require.Contains(t, re.Message, "8000 bytes, the peer accepts at most 1024")
 	out, err := c.Process(context.Background(), make([]int64, 10))
 	require.NoError(t, err)
 	require.Len(t, out, 10)
