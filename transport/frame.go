@@ -60,19 +60,21 @@ func setFrameLength(buf []byte, start int) {
 // of stream before the header is io.EOF; one inside a frame is
 // io.ErrUnexpectedEOF.
 func readFrame(r io.Reader, limit int, buf []byte) (kind, []byte, error) {
-	var hdr [frameHeaderSize]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return 0, buf[:0], err
+	// The header is read into buf, whose bytes the payload then overwrites,
+	// so that reading a frame allocates nothing when buf is big enough.
+	hdr := slices.Grow(buf[:0], frameHeaderSize)[:frameHeaderSize]
+	if _, err := io.ReadFull(r, hdr); err != nil {
+		return 0, hdr[:0], err
 	}
 	k := kind(hdr[0])
 	if k < kindRequest || k > kindError {
-		return 0, buf[:0], fmt.Errorf("%w: unknown message kind %d", ErrProtocol, hdr[0])
+		return 0, hdr[:0], fmt.Errorf("%w: unknown message kind %d", ErrProtocol, hdr[0])
 	}
 	n := binary.LittleEndian.Uint32(hdr[1:])
 	if uint64(n) > uint64(limit) {
-		return k, buf[:0], fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, n, limit)
+		return k, hdr[:0], fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, n, limit)
 	}
-	buf = buf[:0]
+	buf = hdr[:0]
 	for len(buf) < int(n) {
 		step := min(int(n)-len(buf), max(readChunk, len(buf)))
 		m := len(buf)

@@ -211,7 +211,7 @@ func (s *Server[In, Out]) refuse(st *yamux.Stream, code Code, msg string, peerMa
 func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int) {
 	defer s.calls.Done()
 	defer st.Close()
-	log := s.cfg.logger.With("remote", st.RemoteAddr().String())
+	log := s.cfg.logger // attributes are built only where something is logged
 
 	bufp := getBuf()
 	defer putBuf(bufp)
@@ -220,10 +220,10 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int) {
 	if err != nil {
 		var refusal *RemoteError
 		if errors.As(err, &refusal) {
-			log.Warn("transport: request refused", "err", refusal.Message)
+			log.Warn("transport: request refused", "remote", st.RemoteAddr(), "err", refusal.Message)
 			s.refuse(st, refusal.Code, refusal.Message, peerMax)
 		} else {
-			log.Debug("transport: stream ended before its request", "err", err)
+			log.Debug("transport: stream ended before its request", "remote", st.RemoteAddr(), "err", err)
 		}
 		return
 	}
@@ -263,7 +263,7 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int) {
 	if err == nil {
 		buf = appendFrameHeader(buf, kindResponse)
 		if buf, err = s.out.Append(buf, out); err != nil {
-			log.Error("transport: encoding response", "err", err)
+			log.Error("transport: encoding response", "remote", st.RemoteAddr(), "err", err)
 			code, err = CodeInternal, fmt.Errorf("encode response: %w", err)
 		} else if err = finishFrame(buf, 0, peerMax); err != nil {
 			code, err = CodeTooLarge, fmt.Errorf("response refused: %w", err)
@@ -274,7 +274,7 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int) {
 	}
 	*bufp = buf
 	if _, err := st.Write(buf); err != nil {
-		log.Debug("transport: writing response", "err", err)
+		log.Debug("transport: writing response", "remote", st.RemoteAddr(), "err", err)
 	}
 	st.SetReadDeadline(time.Now())
 	<-watched
