@@ -24,3 +24,9 @@ type BackendFunc[In, Out any] func(ctx context.Context, items []In) ([]Out, erro
 func (f BackendFunc[In, Out]) Process(ctx context.Context, items []In) ([]Out, error) {
 	return f(ctx, items)
 }
+
+// isNil reports whether b is nil or a nil [BackendFunc].
+func isNil[In, Out any](b Backend[In, Out]) bool {
+	f, ok := b.(BackendFunc[In, Out])
+	return b == nil || ok && f == nil
+}

@@ -18,6 +18,25 @@ var (
 	// results than it was given items. It is wrapped in a [*RouteError]; the
 	// answer is discarded rather than misaligned.
 	ErrResultCount = errors.New("backend returned the wrong number of results")
+
+	// ErrUnavailable means a backend could not be reached and the request
+	// was not delivered to it: a dial failed, a connection was down, a server
+	// was shutting down and refused the call before processing it, or every
+	// replica of a [Balancer] is ejected. Such a call is safe to send again,
+	// to another replica, whatever the backend does.
+	ErrUnavailable = errors.New("backend unavailable")
+
+	// ErrInterrupted means the connection to a backend failed while a call
+	// was in flight, after the request may have reached it: the backend may
+	// or may not have processed it. A [Balancer] retries such a call only
+	// when it was built [WithIdempotent].
+	ErrInterrupted = errors.New("call interrupted")
+
+	// ErrOverloaded means a limit refused the call at once, before any work
+	// was done: a [Limiter] was full, or a server had as many calls in
+	// flight as it accepts. Nothing was processed, so another replica may
+	// take the call; it does not count against a replica's health.
+	ErrOverloaded = errors.New("overloaded")
 )
 
 // ItemError reports a failure tied to a single input item: the classifier

@@ -59,7 +59,7 @@ func NewRouter[In, Out any](classifier Classifier[In], routes map[string]Backend
 			return nil, errors.New("fanout: NewRouter: empty route name")
 		}
 		b := routes[name]
-		if f, ok := b.(BackendFunc[In, Out]); b == nil || ok && f == nil {
+		if isNil(b) {
 			return nil, fmt.Errorf("fanout: NewRouter: route %q: nil backend", name)
 		}
 		r.backends = append(r.backends, b)

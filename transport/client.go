@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,10 +10,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/yamux"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/seed-c94cd834/fanout"
 )
@@ -35,7 +37,8 @@ type Client[In, Out any] struct {
 	in   Codec[In]
 	out  Codec[Out]
 	cfg  config
-	sem  *semaphore.Weighted
+
+	inFlight atomic.Int64 // calls in flight, bounded by cfg.maxCalls
 
 	ctx    context.Context // ends with Close; bounds dials
 	cancel context.CancelFunc
@@ -61,13 +64,17 @@ func NewClient[In, Out any](addr string, in Codec[In], out Codec[Out], opts ...O
 	checkCodecName(in.Name())
 	checkCodecName(out.Name())
 	cfg := newConfig(opts)
+	if cfg.tlsConfig != nil && cfg.tlsConfig.ServerName == "" {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			cfg.tlsConfig.ServerName = host
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Client[In, Out]{
 		addr:   addr,
 		in:     in,
 		out:    out,
 		cfg:    cfg,
-		sem:    semaphore.NewWeighted(int64(cfg.maxCalls)),
 		ctx:    ctx,
 		cancel: cancel,
 	}
@@ -110,14 +117,17 @@ func (c *Client[In, Out]) Close() error {
 }
 
 // Process sends items to the server and returns its results, one per item in
-// the same order. An empty batch returns an empty result without a network
-// call. The caller's deadline travels with the request and bounds the
-// server's work; cancelling ctx abandons the call and cancels it on the
-// server.
+// the same order. The caller's deadline travels with the request and bounds
+// the server's work; cancelling ctx abandons the call and cancels it on the
+// server. An empty batch is a round trip too, which makes it a cheap probe
+// of the server (see [fanout.WithProbe]).
+//
+// An error that does not come from the server wraps [fanout.ErrUnavailable]
+// if the request was not sent (the server could not be reached, or the
+// client is waiting to redial), [fanout.ErrInterrupted] if the connection
+// failed once the request may have been sent, or [fanout.ErrOverloaded] if
+// the client already had the maximum calls in flight.
 func (c *Client[In, Out]) Process(ctx context.Context, items []In) ([]Out, error) {
-	if len(items) == 0 {
-		return []Out{}, nil
-	}
 	out, err := c.call(ctx, items)
 	if err != nil {
 		var re *RemoteError
@@ -133,10 +143,11 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In) ([]Out, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := c.sem.Acquire(ctx, 1); err != nil {
-		return nil, err
+	if c.inFlight.Add(1) > int64(c.cfg.maxCalls) {
+		c.inFlight.Add(-1)
+		return nil, fmt.Errorf("%w: %d calls already in flight on this client", fanout.ErrOverloaded, c.cfg.maxCalls)
 	}
-	defer c.sem.Release(1)
+	defer c.inFlight.Add(-1)
 
 	bufp := getBuf()
 	defer putBuf(bufp)
@@ -153,7 +164,10 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In) ([]Out, error) {
 	for attempt := 0; ; attempt++ {
 		sess, peerMax, err := c.session(ctx)
 		if err != nil {
-			return nil, err
+			if errors.Is(err, ErrClosed) || ctx.Err() != nil {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %w", fanout.ErrUnavailable, err)
 		}
 		if err := finishFrame(buf, 0, peerMax); err != nil {
 			return nil, err
@@ -166,7 +180,7 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In) ([]Out, error) {
 			if attempt == 0 {
 				continue
 			}
-			return nil, err
+			return nil, fmt.Errorf("%w: open stream: %w", fanout.ErrUnavailable, err)
 		}
 		return c.roundTrip(ctx, st, buf, len(items), bufp)
 	}
@@ -218,19 +232,29 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, req [
 }
 
 // streamErr explains a failed read or write: the caller's context ended, the
-// session died, or the stream failed.
+// session died, or the stream failed. Once a stream is open, its request may
+// have reached the server, so a failure is an interruption unless the
+// server refused the stream.
 func (c *Client[In, Out]) streamErr(ctx context.Context, st *yamux.Stream, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return ctxErr
 	}
-	if st.Session().IsClosed() {
+	switch {
+	case errors.Is(err, ErrProtocol), errors.Is(err, ErrMessageTooLarge):
+		return err
+	case errors.Is(err, yamux.ErrConnectionReset):
+		// The server's session reset the stream instead of accepting it:
+		// it was going away, or its accept backlog was full. (It resets an
+		// answered stream only if the client leaves the answer unread for
+		// the whole request timeout.)
+		return fmt.Errorf("%w: the server refused the stream: %w", fanout.ErrUnavailable, err)
+	case st.Session().IsClosed():
 		c.retire(st.Session())
-		return fmt.Errorf("connection lost: %w", err)
+		return fmt.Errorf("%w: connection lost: %w", fanout.ErrInterrupted, err)
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w: server closed the stream without an answer: %w", fanout.ErrInterrupted, err)
 	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("server closed the stream without an answer: %w", err)
-	}
-	return err
+	return fmt.Errorf("%w: %w", fanout.ErrInterrupted, err)
 }
 
 // retire forgets sess, which takes no new calls, but lets the calls already
@@ -329,6 +353,17 @@ func (c *Client[In, Out]) handshake(ctx context.Context) (*yamux.Session, int, e
 	if err != nil {
 		return nil, 0, err
 	}
+	if c.cfg.tlsConfig != nil {
+		tc := tls.Client(conn, c.cfg.tlsConfig)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+				return nil, 0, fmt.Errorf("TLS handshake: server closed the connection (does it speak TLS?): %w", err)
+			}
+			return nil, 0, fmt.Errorf("TLS handshake: %w", err)
+		}
+		conn = tc
+	}
 	// Bound the handshake by ctx, even if the server never answers.
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
@@ -348,6 +383,10 @@ func (c *Client[In, Out]) handshake(ctx context.Context) (*yamux.Session, int, e
 			return nil, 0, fmt.Errorf("handshake: no answer from server: %w", err)
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			if c.cfg.tlsConfig == nil {
+				// What a server that requires TLS does to a plaintext hello.
+				return nil, 0, fmt.Errorf("handshake: server closed the connection (does it require TLS?): %w", err)
+			}
 			return nil, 0, fmt.Errorf("handshake: server closed the connection: %w", err)
 		}
 		return nil, 0, fmt.Errorf("handshake: %w", err)

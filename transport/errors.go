@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/seed-c94cd834/fanout"
 )
 
 // Sentinel errors of the transport. Errors returned by [Client.Process] wrap
@@ -41,6 +43,7 @@ const (
 	CodeDeadline    Code = 5 // the call's deadline passed
 	CodeUnavailable Code = 6 // the server is shutting down
 	CodeInternal    Code = 7 // the backend panicked or broke its contract
+	CodeOverloaded  Code = 8 // the connection already carries as many calls as the server accepts
 )
 
 func (c Code) String() string {
@@ -59,6 +62,8 @@ func (c Code) String() string {
 		return "unavailable"
 	case CodeInternal:
 		return "internal error"
+	case CodeOverloaded:
+		return "overloaded"
 	}
 	return fmt.Sprintf("code %d", uint8(c))
 }
@@ -78,8 +83,11 @@ func (e *RemoteError) Error() string {
 }
 
 // Is makes a RemoteError match the local error its code stands for:
-// context.Canceled, context.DeadlineExceeded, [ErrMessageTooLarge] and
-// [ErrServerClosed].
+// context.Canceled, context.DeadlineExceeded, [ErrMessageTooLarge],
+// [ErrServerClosed] and [fanout.ErrUnavailable] (the server was shutting
+// down and did not process the call), and [fanout.ErrOverloaded]. An error
+// the backend itself returned ([CodeBackend]) matches none of them, so a
+// [fanout.Balancer] never retries it.
 func (e *RemoteError) Is(target error) bool {
 	switch e.Code {
 	case CodeCanceled:
@@ -89,7 +97,9 @@ func (e *RemoteError) Is(target error) bool {
 	case CodeTooLarge:
 		return target == ErrMessageTooLarge
 	case CodeUnavailable:
-		return target == ErrServerClosed
+		return target == ErrServerClosed || target == fanout.ErrUnavailable
+	case CodeOverloaded:
+		return target == fanout.ErrOverloaded
 	}
 	return false
 }

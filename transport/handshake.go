@@ -49,6 +49,13 @@ func appendHello(dst []byte, h hello) []byte {
 // readHello reads a hello. A wrong magic fails at once with ErrProtocol; a
 // different version is returned without reading further, since its layout
 // may differ.
+// The first byte of a TLS record that opens a handshake, or reports an
+// alert: what a fanout peer reads when the other side speaks TLS.
+const (
+	tlsRecordAlert     = 0x15
+	tlsRecordHandshake = 0x16
+)
+
 func readHello(r io.Reader) (hello, error) {
 	var h hello
 	var head [len(magic) + 1]byte
@@ -56,6 +63,9 @@ func readHello(r io.Reader) (hello, error) {
 		return h, err
 	}
 	if [6]byte(head[:6]) != magic {
+		if head[0] == tlsRecordHandshake || head[0] == tlsRecordAlert {
+			return h, fmt.Errorf("%w: the peer speaks TLS and this side does not", ErrProtocol)
+		}
 		return h, fmt.Errorf("%w: bad magic %q, not a fanout peer", ErrProtocol, head[:6])
 	}
 	h.version = head[6]

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,6 +30,7 @@ type config struct {
 	backoffMin       time.Duration
 	backoffMax       time.Duration
 	maxCalls         int
+	tlsConfig        *tls.Config
 	dial             func(ctx context.Context, addr string) (net.Conn, error)
 }
 
@@ -42,7 +44,7 @@ const (
 	DefaultDialTimeout      = 5 * time.Second
 	DefaultBackoffMin       = 50 * time.Millisecond
 	DefaultBackoffMax       = time.Second
-	DefaultMaxCalls         = 256
+	DefaultMaxCalls         = 1024
 )
 
 // maxMessageLimit is the largest size a frame's 4-byte length can state, or
@@ -143,16 +145,33 @@ func WithRedialBackoff(lo, hi time.Duration) Option {
 	return func(c *config) { c.backoffMin, c.backoffMax = lo, max(lo, hi) }
 }
 
-// WithMaxConcurrentCalls bounds the calls a client has in flight on its
-// connection; further calls wait for a free slot or for their context.
-// Client. Default: [DefaultMaxCalls].
+// WithMaxConcurrentCalls bounds the calls in flight on one connection. Past
+// it, a call fails at once rather than waiting: a server answers each extra
+// stream with [CodeOverloaded] without reading its request, and a client
+// refuses an extra call before sending it. Either way the error matches
+// [fanout.ErrOverloaded], and nothing was processed. Both sides (on a
+// server, per connection). Default: [DefaultMaxCalls]. Values below 1 mean 1.
 func WithMaxConcurrentCalls(n int) Option {
 	return func(c *config) { c.maxCalls = max(n, 1) }
 }
 
-// WithDialer replaces how a client opens its connection, for example to wrap
-// it in TLS or to route it through a proxy. Client. Default: TCP with
-// [net.Dialer].
+// WithTLSConfig makes the connection speak TLS under the handshake and the
+// session. On a server, cfg must hold its certificate; for mutual TLS set
+// ClientAuth to [tls.RequireAndVerifyClientCert] and ClientCAs to the CA
+// that signs the clients' certificates. A server with TLS refuses a
+// plaintext peer, and one whose certificate does not verify, and logs why.
+// On a client, cfg holds the CA to verify the server (RootCAs) and, for
+// mutual TLS, the client's certificate; ServerName defaults to the host of
+// the address dialled. The TLS handshake counts against the handshake
+// timeout (server) or the dial timeout (client). cfg is cloned and must not
+// be nil. Both sides. Default: no TLS.
+func WithTLSConfig(cfg *tls.Config) Option {
+	return func(c *config) { c.tlsConfig = cfg.Clone() }
+}
+
+// WithDialer replaces how a client opens its TCP connection, for example to
+// route it through a proxy; TLS from [WithTLSConfig], if any, runs on the
+// connection it returns. Client. Default: TCP with [net.Dialer].
 func WithDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) Option {
 	return func(c *config) { c.dial = dial }
 }

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -129,17 +130,27 @@ func (s *Server[In, Out]) track(conn net.Conn, sess *yamux.Session) bool {
 	return true
 }
 
-func (s *Server[In, Out]) serveConn(conn net.Conn) {
+func (s *Server[In, Out]) serveConn(raw net.Conn) {
 	defer s.conn.Done()
 	defer func() {
 		s.mu.Lock()
-		delete(s.conns, conn)
+		delete(s.conns, raw)
 		s.mu.Unlock()
-		conn.Close()
+		raw.Close()
 	}()
-	remote := conn.RemoteAddr().String()
+	remote := raw.RemoteAddr().String()
 	log := s.cfg.logger.With("remote", remote)
 
+	conn := raw
+	if s.cfg.tlsConfig != nil {
+		tc := tls.Server(raw, s.cfg.tlsConfig)
+		raw.SetDeadline(time.Now().Add(s.cfg.handshakeTimeout))
+		if err := tc.HandshakeContext(s.ctx); err != nil {
+			log.Warn("transport: TLS handshake failed", "err", err)
+			return
+		}
+		conn = tc
+	}
 	peerMax, err := s.handshake(conn)
 	if err != nil {
 		log.Warn("transport: handshake failed", "err", err)
@@ -151,10 +162,11 @@ func (s *Server[In, Out]) serveConn(conn net.Conn) {
 		return
 	}
 	defer sess.Close()
-	if !s.track(conn, sess) {
+	if !s.track(raw, sess) {
 		return
 	}
 	log.Debug("transport: session open")
+	var inFlight atomic.Int64 // calls on this connection
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
@@ -167,9 +179,17 @@ func (s *Server[In, Out]) serveConn(conn net.Conn) {
 			s.refuse(st, CodeUnavailable, ErrServerClosed.Error(), peerMax)
 			continue
 		}
+		if inFlight.Load() >= int64(s.cfg.maxCalls) {
+			s.mu.Unlock()
+			log.Debug("transport: call refused: overloaded", "limit", s.cfg.maxCalls)
+			s.refuse(st, CodeOverloaded, fmt.Sprintf("server overloaded: %d calls already in flight on this connection", s.cfg.maxCalls), peerMax)
+			continue
+		}
+		// Only this goroutine adds to inFlight, so the check above holds.
+		inFlight.Add(1)
 		s.calls.Add(1)
 		s.mu.Unlock()
-		go s.serveStream(st, peerMax)
+		go s.serveStream(st, peerMax, &inFlight)
 	}
 }
 
@@ -207,9 +227,11 @@ func (s *Server[In, Out]) refuse(st *yamux.Stream, code Code, msg string, peerMa
 }
 
 // serveStream answers one call. peerMax is the largest message payload the
-// client accepts: a larger answer is replaced by an error.
-func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int) {
+// client accepts: a larger answer is replaced by an error. inFlight counts
+// the connection's calls.
+func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, inFlight *atomic.Int64) {
 	defer s.calls.Done()
+	defer inFlight.Add(-1)
 	defer st.Close()
 	log := s.cfg.logger // attributes are built only where something is logged
 
@@ -308,8 +330,12 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, bufp *[]byte) ([]In, tim
 }
 
 // process calls the backend, turning a panic or a broken contract into an
-// error for this call only.
+// error for this call only. An empty batch is answered without calling the
+// backend: it is how clients probe a server.
 func (s *Server[In, Out]) process(ctx context.Context, items []In) (out []Out, code Code, err error) {
+	if len(items) == 0 {
+		return []Out{}, 0, nil
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			s.cfg.logger.Error("transport: backend panicked", "panic", r, "stack", string(debug.Stack()))

@@ -133,11 +133,22 @@ func TestRemoteErrorIsDistinguishable(t *testing.T) {
 	require.Contains(t, err.Error(), down)
 }
 
-func TestEmptyBatchMakesNoCall(t *testing.T) {
-	// No server listens here: an empty batch must not even dial.
-	out, err := client(t, freeAddr(t)).Process(context.Background(), nil)
+func TestEmptyBatchIsAProbe(t *testing.T) {
+	// An empty batch is a round trip that the server answers itself.
+	var calls atomic.Int64
+	addr := serve(t, fanout.BackendFunc[int64, int64](func(_ context.Context, in []int64) ([]int64, error) {
+		calls.Add(1)
+		return in, nil
+	}))
+	out, err := client(t, addr).Process(context.Background(), nil)
 	require.NoError(t, err)
 	require.Empty(t, out)
+	require.Zero(t, calls.Load(), "the backend must not be called for an empty batch")
+
+	// So it fails when the server is down, with an error saying the request
+	// was not delivered.
+	_, err = client(t, freeAddr(t)).Process(context.Background(), nil)
+	require.ErrorIs(t, err, fanout.ErrUnavailable)
 }
 
 func TestDeadlineReachesServer(t *testing.T) {
@@ -381,9 +392,10 @@ func TestGracefulShutdown(t *testing.T) {
 	go func() { shut <- srv.Shutdown(context.Background()) }()
 	require.ErrorIs(t, waitErr(t, served), transport.ErrServerClosed)
 
-	// New calls are refused while the call in flight finishes.
+	// New calls are refused while the call in flight finishes, with an
+	// error saying they were not delivered.
 	_, err = c.Process(context.Background(), []int64{1})
-	require.Error(t, err)
+	require.ErrorIs(t, err, fanout.ErrUnavailable)
 	select {
 	case err := <-shut:
 		t.Fatalf("Shutdown returned %v before the call in flight finished", err)
@@ -417,7 +429,76 @@ func TestShutdownGracePeriodEnds(t *testing.T) {
 	defer cancel()
 	require.ErrorIs(t, srv.Shutdown(ctx), context.DeadlineExceeded)
 	<-cancelled
-	require.Error(t, waitErr(t, errc))
+	// The call was delivered, then cut off: it may have been processed.
+	require.ErrorIs(t, waitErr(t, errc), fanout.ErrInterrupted)
+}
+
+// blocking returns a backend whose calls signal entered and wait for
+// release, and the two channels.
+func blocking() (fanout.Backend[int64, int64], chan struct{}, chan struct{}) {
+	entered, release := make(chan struct{}, 64), make(chan struct{})
+	return fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		entered <- struct{}{}
+		select {
+		case <-release:
+			return doubler(ctx, in)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}), entered, release
+}
+
+func TestServerRefusesCallsPastItsConnectionLimit(t *testing.T) {
+	b, entered, release := blocking()
+	addr := serve(t, b, transport.WithMaxConcurrentCalls(2))
+	c := client(t, addr)
+
+	errc := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := c.Process(context.Background(), []int64{1})
+			errc <- err
+		}()
+		<-entered
+	}
+	// A third call is refused at once, without reaching the backend.
+	_, err := c.Process(context.Background(), []int64{1})
+	var re *transport.RemoteError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, transport.CodeOverloaded, re.Code)
+	require.ErrorIs(t, err, fanout.ErrOverloaded)
+	require.ErrorContains(t, err, "2 calls already in flight")
+	require.Empty(t, entered)
+
+	close(release)
+	require.NoError(t, waitErr(t, errc))
+	require.NoError(t, waitErr(t, errc))
+	out, err := c.Process(context.Background(), []int64{3})
+	require.NoError(t, err)
+	require.Equal(t, []int64{6}, out)
+}
+
+func TestClientRefusesCallsPastItsLimit(t *testing.T) {
+	b, entered, release := blocking()
+	c := client(t, serve(t, b), transport.WithMaxConcurrentCalls(1))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Process(context.Background(), []int64{1})
+		errc <- err
+	}()
+	<-entered
+	_, err := c.Process(context.Background(), []int64{1})
+	require.ErrorIs(t, err, fanout.ErrOverloaded)
+	var re *transport.RemoteError
+	require.False(t, errors.As(err, &re), "the client refused it, not the server: %v", err)
+	close(release)
+	require.NoError(t, waitErr(t, errc))
+}
+
+func TestDialFailureIsUnavailable(t *testing.T) {
+	_, err := client(t, freeAddr(t)).Process(context.Background(), []int64{1})
+	require.ErrorIs(t, err, fanout.ErrUnavailable)
+	require.NotErrorIs(t, err, fanout.ErrInterrupted)
 }
 
 // waitErr receives from errc, failing the test if nothing arrives in a

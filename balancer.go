@@ -1,0 +1,338 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Balancer is a [Backend] that spreads calls over several replicas of one
+// backend, retries calls that are safe to retry on another replica, and
+// takes replicas that keep failing out of service for a while.
+//
+// Balancing: each call goes to the less loaded of two replicas picked at
+// random (power of two choices over the calls each has in flight), among
+// the replicas in service that the call has not tried yet.
+//
+// Retries: a call that fails with an error wrapping [ErrUnavailable] or
+// [ErrOverloaded] never reached the backend, so it is tried again on another
+// replica, up to [WithMaxAttempts] attempts in all. An error wrapping
+// [ErrInterrupted] is retried only if the balancer was built
+// [WithIdempotent]. Any other error, such as one the backend itself
+// returned, is never retried, and neither is a call whose context is done.
+//
+// Ejection: a replica whose calls fail with [ErrUnavailable] or
+// [ErrInterrupted] several times in a row (see [WithEjection]) is ejected:
+// it takes no calls for the ejection time, which doubles with each ejection
+// in a row up to a maximum. When the time is up, the next call that would
+// consider the replica starts a probe in the background (see [WithProbe]);
+// the replica takes traffic again only once a probe succeeds, and a failed
+// probe ejects it again for longer. When every replica is ejected, calls
+// fail at once with an error wrapping [ErrUnavailable].
+//
+// A Balancer is safe for concurrent use. [Balancer.Close] waits for probes
+// in flight; it does not close the replicas.
+type Balancer[In, Out any] struct {
+	replicas []*replica[In, Out]
+	cfg      balancerConfig[In, Out]
+
+	ctx    context.Context // cancelled by Close, ends probes
+	cancel context.CancelFunc
+	probes sync.WaitGroup
+}
+
+var _ Backend[int, int] = (*Balancer[int, int])(nil)
+
+// Replica states.
+const (
+	inService int32 = iota
+	ejected
+	probing
+)
+
+type replica[In, Out any] struct {
+	backend  Backend[In, Out]
+	inFlight atomic.Int64
+	state    atomic.Int32
+	troubled atomic.Bool // failures or ejections are not zero
+
+	mu           sync.Mutex
+	failures     int       // consecutive failures counted against health
+	ejections    int       // ejections in a row
+	ejectedUntil time.Time // when state is ejected
+	readmitted   time.Time // when the last probe succeeded
+	lastErr      error     // the error that caused the last ejection
+}
+
+type balancerConfig[In, Out any] struct {
+	idempotent   bool
+	maxAttempts  int
+	failures     int
+	baseEjection time.Duration
+	maxEjection  time.Duration
+	probeTimeout time.Duration
+	probe        func(context.Context, Backend[In, Out]) error
+}
+
+// BalancerOption configures a [Balancer]. No options means the documented
+// default of every option.
+type BalancerOption[In, Out any] func(*balancerConfig[In, Out])
+
+// WithIdempotent declares that processing the same items twice is harmless,
+// so a call interrupted after its request may have been delivered
+// ([ErrInterrupted]) is retried on another replica too.
+//
+// Default: off; only calls known not to have been delivered are retried.
+func WithIdempotent[In, Out any]() BalancerOption[In, Out] {
+	return func(c *balancerConfig[In, Out]) { c.idempotent = true }
+}
+
+// WithMaxAttempts bounds the replicas one call is tried on, the first
+// attempt included. n < 1 means 1: no retries.
+//
+// Default: 3 (never more than the number of replicas).
+func WithMaxAttempts[In, Out any](n int) BalancerOption[In, Out] {
+	return func(c *balancerConfig[In, Out]) { c.maxAttempts = max(n, 1) }
+}
+
+// WithEjection sets when a replica is ejected and for how long: after
+// failures consecutive calls failed with [ErrUnavailable] or
+// [ErrInterrupted], for base, doubling with each ejection in a row up to
+// maxTime. A replica's run of ejections ends when it serves a call
+// successfully at least base after it was readmitted. failures < 1 means 1.
+//
+// Default: 5 failures, 1s base, 30s maximum.
+func WithEjection[In, Out any](failures int, base, maxTime time.Duration) BalancerOption[In, Out] {
+	return func(c *balancerConfig[In, Out]) {
+		c.failures, c.baseEjection, c.maxEjection = max(failures, 1), base, max(base, maxTime)
+	}
+}
+
+// WithProbe sets how an ejected replica is probed before it takes traffic
+// again, and how long a probe may take. A probe that returns nil readmits
+// the replica.
+//
+// Default: a call with an empty batch, which a remote backend such as a
+// transport client answers with a round trip to its server, and 1s.
+func WithProbe[In, Out any](probe func(ctx context.Context, replica Backend[In, Out]) error, timeout time.Duration) BalancerOption[In, Out] {
+	return func(c *balancerConfig[In, Out]) { c.probe, c.probeTimeout = probe, timeout }
+}
+
+func emptyBatchProbe[In, Out any](ctx context.Context, b Backend[In, Out]) error {
+	_, err := b.Process(ctx, nil)
+	return err
+}
+
+// NewBalancer returns a balancer over replicas. It fails if there are no
+// replicas or one of them is nil.
+func NewBalancer[In, Out any](replicas []Backend[In, Out], opts ...BalancerOption[In, Out]) (*Balancer[In, Out], error) {
+	if len(replicas) == 0 {
+		return nil, errors.New("fanout: NewBalancer: no replicas")
+	}
+	cfg := balancerConfig[In, Out]{
+		maxAttempts:  3,
+		failures:     5,
+		baseEjection: time.Second,
+		maxEjection:  30 * time.Second,
+		probeTimeout: time.Second,
+		probe:        emptyBatchProbe[In, Out],
+	}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	b := &Balancer[In, Out]{cfg: cfg}
+	for i, r := range replicas {
+		if isNil(r) {
+			return nil, fmt.Errorf("fanout: NewBalancer: replica %d is nil", i)
+		}
+		b.replicas = append(b.replicas, &replica[In, Out]{backend: r})
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	return b, nil
+}
+
+// Process implements [Backend]: it calls one replica, and others in turn if
+// the call fails in a way that is safe to retry.
+func (b *Balancer[In, Out]) Process(ctx context.Context, items []In) ([]Out, error) {
+	var tried []bool // allocated on the first failure only
+	var lastErr error
+	attempts := min(b.cfg.maxAttempts, len(b.replicas))
+	for attempt := 0; attempt < attempts; attempt++ {
+		r, i := b.pick(tried)
+		if r == nil {
+			break
+		}
+		r.inFlight.Add(1)
+		out, err := r.backend.Process(ctx, items)
+		r.inFlight.Add(-1)
+		if err == nil {
+			r.succeeded(&b.cfg)
+			return out, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrInterrupted) {
+			r.failed(err, &b.cfg)
+		}
+		if !b.retryable(err) {
+			return nil, err
+		}
+		lastErr = err
+		if tried == nil {
+			tried = make([]bool, len(b.replicas))
+		}
+		tried[i] = true
+	}
+	switch {
+	case lastErr == nil:
+		return nil, b.allEjected()
+	case attempts > 1 && len(tried) > 0:
+		return nil, fmt.Errorf("fanout: call failed on every replica tried: %w", lastErr)
+	}
+	return nil, lastErr
+}
+
+func (b *Balancer[In, Out]) retryable(err error) bool {
+	if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOverloaded) {
+		return true
+	}
+	return b.cfg.idempotent && errors.Is(err, ErrInterrupted)
+}
+
+// allEjected is the error of a call that found no replica in service.
+func (b *Balancer[In, Out]) allEjected() error {
+	var last error
+	for _, r := range b.replicas {
+		r.mu.Lock()
+		if r.lastErr != nil {
+			last = r.lastErr
+		}
+		r.mu.Unlock()
+	}
+	if last == nil {
+		return fmt.Errorf("fanout: %w: all %d replicas are ejected", ErrUnavailable, len(b.replicas))
+	}
+	return fmt.Errorf("fanout: %w: all %d replicas are ejected; last failure: %v", ErrUnavailable, len(b.replicas), last)
+}
+
+// pick returns the less loaded of two replicas in service chosen at random,
+// skipping those already tried, or nil if there is none.
+func (b *Balancer[In, Out]) pick(tried []bool) (*replica[In, Out], int) {
+	n := len(b.replicas)
+	if n == 1 {
+		return b.next(0, tried)
+	}
+	i := rand.IntN(n)
+	j := rand.IntN(n - 1)
+	if j >= i {
+		j++
+	}
+	a, ai := b.next(i, tried)
+	if a == nil {
+		return nil, -1
+	}
+	c, ci := b.next(j, tried)
+	if c != nil && c.inFlight.Load() < a.inFlight.Load() {
+		return c, ci
+	}
+	return a, ai
+}
+
+// next returns the first replica in service from index i on, wrapping
+// around. It starts the probe of an ejected replica whose time is up.
+func (b *Balancer[In, Out]) next(i int, tried []bool) (*replica[In, Out], int) {
+	n := len(b.replicas)
+	for k := range n {
+		idx := (i + k) % n
+		if tried != nil && tried[idx] {
+			continue
+		}
+		r := b.replicas[idx]
+		switch r.state.Load() {
+		case inService:
+			return r, idx
+		case ejected:
+			b.maybeProbe(r)
+		}
+	}
+	return nil, -1
+}
+
+// maybeProbe starts a probe of r if its ejection time is up and no probe is
+// running.
+func (b *Balancer[In, Out]) maybeProbe(r *replica[In, Out]) {
+	r.mu.Lock()
+	due := time.Now().After(r.ejectedUntil)
+	r.mu.Unlock()
+	if !due || b.ctx.Err() != nil || !r.state.CompareAndSwap(ejected, probing) {
+		return
+	}
+	b.probes.Add(1)
+	go func() {
+		defer b.probes.Done()
+		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.probeTimeout)
+		err := b.cfg.probe(ctx, r.backend)
+		cancel()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if err != nil {
+			r.lastErr = err
+			r.ejectLocked(&b.cfg)
+			return
+		}
+		r.failures = 0
+		r.readmitted = time.Now()
+		r.state.Store(inService)
+	}()
+}
+
+func (r *replica[In, Out]) succeeded(cfg *balancerConfig[In, Out]) {
+	if !r.troubled.Load() {
+		return // the common case takes no lock
+	}
+	r.mu.Lock()
+	r.failures = 0
+	if r.ejections > 0 && time.Since(r.readmitted) >= cfg.baseEjection {
+		r.ejections = 0
+	}
+	r.troubled.Store(r.ejections > 0)
+	r.mu.Unlock()
+}
+
+func (r *replica[In, Out]) failed(err error, cfg *balancerConfig[In, Out]) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failures++
+	r.troubled.Store(true)
+	r.lastErr = err
+	if r.failures >= cfg.failures && r.state.Load() == inService {
+		r.ejectLocked(cfg)
+	}
+}
+
+// ejectLocked takes r out of service for a time that doubles with each
+// ejection in a row.
+func (r *replica[In, Out]) ejectLocked(cfg *balancerConfig[In, Out]) {
+	d := cfg.baseEjection << min(r.ejections, 30)
+	if d > cfg.maxEjection || d <= 0 {
+		d = cfg.maxEjection
+	}
+	r.ejections++
+	r.failures = 0
+	r.ejectedUntil = time.Now().Add(d)
+	r.state.Store(ejected)
+}
+
+// Close stops probes and waits for those in flight. It does not close the
+// replicas. Calls after Close still work, but ejected replicas are no longer
+// probed. Close is idempotent and always returns nil.
+func (b *Balancer[In, Out]) Close() error {
+	b.cancel()
+	b.probes.Wait()
+	return nil
+}
