@@ -257,26 +257,38 @@ func TestBalancerProbesBeforeReadmitting(t *testing.T) {
 	rs, bs := stubs(2)
 	rs[0].fail(unreachable)
 	const base = 20 * time.Millisecond
-	b := newBalancer(t, bs, fanout.WithEjection[int64, int64](1, base, time.Hour))
+	var mu sync.Mutex
+	var answered []time.Time // when replica 0 answered a call or a probe
+	b := newBalancer(t, bs,
+		fanout.WithEjection[int64, int64](1, base, time.Hour),
+		fanout.WithProbe(func(ctx context.Context, r fanout.Backend[int64, int64]) error {
+			_, err := r.Process(ctx, nil)
+			mu.Lock()
+			answered = append(answered, time.Now())
+			mu.Unlock()
+			return err
+		}, time.Second))
 	call := func() {
 		_, err := b.Process(context.Background(), []int64{1})
 		require.NoError(t, err)
 	}
 
-	call() // ejects replica 0 (or goes to replica 1)
+	var ejected time.Time // no later than the ejection
 	for rs[0].calls.Load() == 0 {
+		ejected = time.Now()
 		call()
 	}
-	ejectedAt := time.Now()
 	// Calls after the ejection time start a probe, which fails while the
 	// replica is down: it is ejected again, for twice as long.
-	require.Eventually(t, func() bool { call(); return rs[0].probes.Load() >= 1 }, 10*time.Second, time.Millisecond)
-	firstProbe := time.Since(ejectedAt)
 	require.Eventually(t, func() bool { call(); return rs[0].probes.Load() >= 2 }, 10*time.Second, time.Millisecond)
-	secondProbe := time.Since(ejectedAt)
 	require.EqualValues(t, 1, rs[0].calls.Load(), "no call reaches an ejected replica, only probes")
-	require.GreaterOrEqual(t, firstProbe, base)
-	require.GreaterOrEqual(t, secondProbe, firstProbe+2*base, "the second ejection lasts twice the first")
+	mu.Lock()
+	first, second := answered[0], answered[1]
+	mu.Unlock()
+	// A probe answers after it started, which is no earlier than the end of
+	// the ejection; a failed probe ejects again from the moment it answered.
+	require.GreaterOrEqual(t, first.Sub(ejected), base, "probed before the ejection time was up")
+	require.GreaterOrEqual(t, second.Sub(first), 2*base, "the second ejection lasts twice the first")
 
 	// Once it is back, a probe succeeds and calls reach it again.
 	rs[0].fail(nil)
