@@ -34,6 +34,19 @@
 // concurrent use by any number of goroutines, provided its classifier and
 // backends are. Process never keeps or modifies the caller's slice.
 //
+// # Replicas, limits and failures
+//
+// A [Balancer] spreads calls over several replicas of a backend (power of
+// two choices over calls in flight), retries a call that failed without
+// reaching its replica ([ErrUnavailable], [ErrOverloaded]) on another one,
+// and ejects replicas that keep failing until a probe shows they are back.
+// A [Limiter] bounds the calls in flight to a backend and refuses extra ones
+// at once with [ErrOverloaded]. Both are Backends: a route of a middle layer
+// is typically a Limiter around a Balancer around transport clients. The
+// sentinels [ErrUnavailable], [ErrInterrupted] and [ErrOverloaded] say
+// whether a failed call may safely be sent again; an error the backend
+// itself returned is never retried.
+//
 // Cost: a call allocates a fixed number of slices sized to the batch and one
 // goroutine per route that received items; nothing is allocated per item. A
 // batch whose items all belong to one route is passed to that route's backend

@@ -32,7 +32,10 @@
 // on serving. Each side learns the other's limit in the handshake: a client
 // refuses locally to send a request larger than the server's, and a server
 // answers with [CodeTooLarge] rather than send results larger than the
-// client's.
+// client's. Calls in flight are bounded per connection
+// ([WithMaxConcurrentCalls], 1024 by default): past the bound a server
+// answers at once with [CodeOverloaded] without reading the request, and a
+// client refuses the call before sending it. Nothing queues without bound.
 //
 // Deadlines and cancellation: the caller's deadline travels with the request
 // as time remaining and becomes the deadline of the backend's context on the
@@ -49,6 +52,20 @@
 // also match context.Canceled, context.DeadlineExceeded,
 // [ErrMessageTooLarge] and [ErrServerClosed] with [errors.Is]. Client errors
 // name the server's address.
+//
+// Whether a failed call may be sent again: a client's error wraps
+// [fanout.ErrUnavailable] when the request was not delivered (the dial or
+// the TLS or fanout handshake failed, the client is waiting to redial, the
+// server was shutting down or reset the stream unread), [fanout.ErrOverloaded]
+// when a limit refused it, and [fanout.ErrInterrupted] when the connection
+// failed after the request may have been delivered. A [fanout.Balancer]
+// retries the first two on another replica. An empty batch is a round trip
+// that the server answers without calling its backend: a probe.
+//
+// Security: [WithTLSConfig] runs every connection over TLS, with mutual
+// authentication when the server requires client certificates. A server
+// with TLS refuses a plaintext peer and a peer whose certificate its CA did
+// not sign, and logs why; the client's error says what failed.
 //
 // Reconnection: a client connects on its first call and redials after its
 // session dies, waiting with capped exponential backoff between failed
