@@ -156,7 +156,7 @@ func (s *Server[In, Out]) serveConn(raw net.Conn) {
 		log.Warn("transport: handshake failed", "err", err)
 		return
 	}
-	sess, err := yamux.Server(conn, s.cfg.yamuxConfig())
+	sess, err := yamux.Server(newCoalescer(conn, s.cfg.writeTimeout), s.cfg.yamuxConfig())
 	if err != nil {
 		log.Error("transport: starting session", "err", err)
 		return
@@ -405,10 +405,10 @@ func (s *Server[In, Out]) Close() error {
 		l.Close()
 	}
 	for conn, sess := range s.conns {
+		conn.Close() // first, so that nothing waits to write to it
 		if sess != nil {
 			sess.Close()
 		}
-		conn.Close()
 	}
 	s.mu.Unlock()
 	s.cancel()

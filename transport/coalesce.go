@@ -1,0 +1,153 @@
+package transport
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+	"time"
+)
+
+// coalescer sits between a yamux session and its connection and turns
+// yamux's many small writes into few large ones.
+//
+// yamux's send loop writes every frame as two writes, its 12-byte header and
+// then its body, one frame at a time, and waits for each write to finish.
+// The coalescer keeps a data frame's header until its body arrives, so the
+// two leave in one write, and it writes on a goroutine of its own: while one
+// write is in the kernel, the frames that follow (other streams' requests,
+// answers, acknowledgements, window updates) gather in a buffer and leave
+// together in the next. Under load this packs many frames into each system
+// call; a lone frame leaves as soon as the writer goroutine runs.
+//
+// Writes return once the bytes are buffered. A write error (including the
+// write timeout, which bounds every flush) is kept and returned by every
+// later Write, and closes the connection so that yamux's reader sees it too.
+// The buffer is bounded: Write blocks while maxPending bytes wait.
+type coalescer struct {
+	net.Conn
+	writeTimeout time.Duration
+
+	mu      sync.Mutex
+	space   sync.Cond // signalled when the buffer drains
+	pending []byte    // bytes to write next
+	spare   []byte    // the buffer being written, reused when done
+	err     error     // the first write error
+	closed  bool      // Close was called: Write fails
+	wake    chan struct{}
+	done    chan struct{} // closed when the writer goroutine returns
+}
+
+// maxPending bounds the bytes a coalescer buffers: a little more than
+// yamux's largest frame body (its default stream window), so one frame
+// always fits.
+const maxPending = 512 << 10
+
+// closeTimeout bounds how long Close spends writing what is buffered.
+const closeTimeout = time.Second
+
+// yamux frame header layout (see yamux's spec.md).
+const (
+	yamuxHeaderSize = 12
+	yamuxTypeData   = 0
+)
+
+func newCoalescer(conn net.Conn, writeTimeout time.Duration) *coalescer {
+	c := &coalescer{
+		Conn:         conn,
+		writeTimeout: writeTimeout,
+		wake:         make(chan struct{}, 1),
+		done:         make(chan struct{}),
+	}
+	c.space.L = &c.mu
+	go c.writeLoop()
+	return c
+}
+
+// Write buffers p for the writer goroutine.
+func (c *coalescer) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.err == nil && !c.closed && len(c.pending) > 0 && len(c.pending)+len(p) > maxPending {
+		c.space.Wait()
+	}
+	switch {
+	case c.err != nil:
+		return 0, c.err
+	case c.closed:
+		return 0, net.ErrClosed
+	}
+	c.pending = append(c.pending, p...)
+	if isDataHeader(p) {
+		return len(p), nil // its body is yamux's very next write
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default: // the writer is already due to run
+	}
+	return len(p), nil
+}
+
+// isDataHeader reports whether p is exactly the header of a yamux data frame
+// that has a body.
+func isDataHeader(p []byte) bool {
+	return len(p) == yamuxHeaderSize && p[1] == yamuxTypeData && binary.BigEndian.Uint32(p[8:]) > 0
+}
+
+func (c *coalescer) writeLoop() {
+	defer close(c.done)
+	for {
+		_, open := <-c.wake
+		if !c.flush() || !open {
+			return
+		}
+	}
+}
+
+// flush writes until the buffer is empty, and reports false after a write
+// error.
+func (c *coalescer) flush() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.pending) > 0 && c.err == nil {
+		buf := c.pending
+		c.pending = c.spare[:0]
+		timeout := c.writeTimeout
+		if c.closed {
+			timeout = min(timeout, closeTimeout)
+		}
+		c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+		c.mu.Unlock()
+
+		_, err := c.Conn.Write(buf)
+
+		c.mu.Lock()
+		c.spare = buf[:0]
+		if err != nil {
+			c.err = err
+			c.Conn.Close() // so that yamux's reader stops too
+		}
+		c.space.Broadcast()
+	}
+	return c.err == nil
+}
+
+// Close writes what is buffered, so that an answer queued just before a
+// session closes is not lost, for at most closeTimeout; then it closes the
+// connection and stops the writer goroutine.
+func (c *coalescer) Close() error {
+	c.mu.Lock()
+	first := !c.closed
+	if first {
+		c.closed = true
+		close(c.wake) // the writer drains the buffer, then returns
+		c.Conn.SetWriteDeadline(time.Now().Add(closeTimeout))
+	}
+	c.space.Broadcast()
+	c.mu.Unlock()
+	<-c.done
+	err := c.Conn.Close()
+	if !first {
+		return nil
+	}
+	return err
+}
