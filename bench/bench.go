@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// Names of the systems, as the report shows them.
+const (
+	fanoutName = "fanout"
+	rawName    = "raw TCP"
+	grpcName   = "gRPC"
+)
+
+// config is what a benchmark run needs.
+type config struct {
+	reps     int
+	duration time.Duration // of each workload
+	root     string        // directory of the fanout module, whose examples are measured
+	roleExe  string        // program that serves the raw TCP and gRPC roles (runRole)
+	log      io.Writer     // progress and problems
+}
+
+// measurement is the figures of one system in one repetition.
+type measurement struct {
+	system string
+	rep    int // from 0
+	figures
+}
+
+// results are the measurements of a benchmark run, in the order they ran.
+type results struct {
+	reps     int
+	duration time.Duration
+	started  time.Time
+	runs     []measurement
+}
+
+// benchmark builds the example programs and measures the three systems
+// cfg.reps times, alternating their order: fanout, raw TCP, gRPC in even
+// repetitions and the reverse in odd ones.
+func benchmark(ctx context.Context, cfg config) (*results, error) {
+	res := &results{reps: cfg.reps, duration: cfg.duration, started: time.Now()}
+	if _, err := os.Stat(filepath.Join(cfg.root, "examples", "middle")); err != nil {
+		return res, fmt.Errorf("-root %s is not the fanout repository: %w", cfg.root, err)
+	}
+	bin, err := os.MkdirTemp("", "fanout-bench-")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(bin)
+	fmt.Fprintf(cfg.log, "building the example programs of %s\n", cfg.root)
+	if err := buildExamples(cfg.root, bin); err != nil {
+		return res, fmt.Errorf("build the example programs: %w", err)
+	}
+
+	systems := newSystems(bin, cfg.roleExe)
+	in := newInputs()
+	for rep := range cfg.reps {
+		order := slices.Clone(systems)
+		if rep%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, sys := range order {
+			fmt.Fprintf(cfg.log, "repetition %d of %d: %s ...\n", rep+1, cfg.reps, sys.name)
+			f, err := measure(ctx, sys, in, cfg.duration, cfg.log)
+			if err != nil {
+				return res, fmt.Errorf("%s, repetition %d: %w", sys.name, rep+1, err)
+			}
+			fmt.Fprintf(cfg.log, "  p50 %v  p99 %v  %.0f requests/s  %v CPU/request  %.0f numbers/s  middle peak %d MiB  %d wrong  %d errors\n",
+				f.P50, f.P99, f.RequestsPerSec, f.CPUPerRequest, f.NumbersPerSec, f.PeakRSS>>20, f.Wrong, f.Errors)
+			res.runs = append(res.runs, measurement{system: sys.name, rep: rep, figures: f})
+		}
+	}
+	return res, nil
+}
+
+// newSystems returns the systems under test, in their order in even
+// repetitions: fanout's example programs, built into bin, then the raw TCP
+// and gRPC servers, which exe serves as roles.
+func newSystems(bin, exe string) []system {
+	return []system{
+		fanoutSystem(bin),
+		roleSystem(rawName, "raw", exe, connectRaw),
+		roleSystem(grpcName, "grpc", exe, connectGRPC),
+	}
+}
+
+// of returns the measurements of system, by repetition.
+func (r *results) of(system string) []figures {
+	out := make([]figures, r.reps)
+	for _, m := range r.runs {
+		if m.system == system {
+			out[m.rep] = m.figures
+		}
+	}
+	return out
+}
+
+// problems returns the wrong answers and failed calls of all runs.
+func (r *results) problems() (wrong, errors int64) {
+	for _, m := range r.runs {
+		wrong += m.Wrong
+		errors += m.Errors
+	}
+	return wrong, errors
+}

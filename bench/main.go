@@ -1,0 +1,100 @@
+// Command bench measures the fanout example system against the same
+// scatter-gather over raw TCP (the floor) and over gRPC, each as separate
+// processes on loopback: a middle layer and backends x, y and z.
+//
+// Usage, from this directory:
+//
+//	go run . [-reps N] [-duration D] [-out DIR] [-root DIR] [-quick]
+//
+// It prints a markdown report to standard output and writes it, with a
+// chart, to DIR/latest.md and DIR/latest.png; progress goes to standard
+// error. The exit status is 1 if anything failed or any answer was wrong,
+// 2 for bad usage. See README.md for what is measured and how.
+//
+// The program also serves the raw TCP and gRPC servers: the benchmark runs
+// it again as "bench role KIND ROLE ..." for each of them (see runRole).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "role" {
+		os.Exit(runRole(os.Args[2:]))
+	}
+	os.Exit(run())
+}
+
+func run() int {
+	cfg := config{log: os.Stderr}
+	var out string
+	var quick bool
+	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	fs.IntVar(&cfg.reps, "reps", 3, "repetitions of the whole benchmark")
+	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "duration of each workload")
+	fs.StringVar(&out, "out", "results", "`directory` to write latest.md and latest.png to")
+	fs.StringVar(&cfg.root, "root", "..", "`directory` of the fanout repository, whose example programs are measured")
+	fs.BoolVar(&quick, "quick", false, "a smoke test: 1 repetition of 200ms per workload")
+	fs.Parse(os.Args[1:])
+	if quick {
+		cfg.reps, cfg.duration = 1, 200*time.Millisecond
+	}
+	if fs.NArg() > 0 || cfg.reps < 1 || cfg.duration <= 0 {
+		fmt.Fprintln(os.Stderr, "bench: takes flags only; -reps must be at least 1 and -duration positive")
+		fs.Usage()
+		return 2
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 1
+	}
+	cfg.roleExe = exe
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := benchmark(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: FAILED: %v\n", err)
+		return 1
+	}
+	report := res.markdown(strings.Join(append([]string{"cd bench && go run ."}, os.Args[1:]...), " "))
+	fmt.Print(report)
+	if err := save(out, res, report); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 1
+	}
+	if wrong, errs := res.problems(); wrong > 0 || errs > 0 {
+		fmt.Fprintf(os.Stderr, "bench: FAILED: %d wrong answers, %d failed calls\n", wrong, errs)
+		return 1
+	}
+	return 0
+}
+
+// save writes the report and the chart to dir.
+func save(dir string, res *results, report string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "latest.md"), []byte(report), 0o644); err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(dir, "latest.png"))
+	if err != nil {
+		return err
+	}
+	if err := res.chart(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
