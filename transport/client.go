@@ -150,7 +150,12 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In) ([]Out, error) {
 	defer c.inFlight.Add(-1)
 
 	bufp := getBuf()
-	defer putBuf(bufp)
+	owned := true // until roundTrip takes the buffer
+	defer func() {
+		if owned {
+			putBuf(bufp)
+		}
+	}()
 	buf := appendFrameHeader((*bufp)[:0], kindRequest)
 	buf = append(buf, make([]byte, requestPrefixSize)...)
 	buf, err := c.in.Append(buf, items)
@@ -182,12 +187,20 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In) ([]Out, error) {
 			}
 			return nil, fmt.Errorf("%w: open stream: %w", fanout.ErrUnavailable, err)
 		}
-		return c.roundTrip(ctx, st, buf, len(items), bufp)
+		owned = false
+		return c.roundTrip(ctx, st, bufp, len(items))
 	}
 }
 
-// roundTrip sends the request on st and reads the answer.
-func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, req []byte, n int, bufp *[]byte) ([]Out, error) {
+// roundTrip sends the request in *reqp on st and reads the answer. It owns
+// reqp and returns it to the pool once the request is written.
+//
+// The request is written on a goroutine of its own while this one reads the
+// answer, so that neither the caller's deadline nor a refusal waits for a
+// write that cannot finish: yamux blocks a write while the stream's window
+// is full (a server that refuses a large request does not read it) or its
+// send queue is full (a stalled connection), up to the write timeout.
+func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp *[]byte, n int) ([]Out, error) {
 	// Cancelling ctx unblocks the read and half-closes the stream, which the
 	// server takes as the signal to cancel the call.
 	stop := context.AfterFunc(ctx, func() {
@@ -195,21 +208,54 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, req [
 		st.Close()
 	})
 	defer stop()
-	defer st.Close()
+	ok := false
+	defer func() {
+		if ok {
+			st.Close()
+		} else {
+			// Closing queues a frame, which can wait as long as the write
+			// timeout on a stalled connection: never make the caller wait.
+			go st.Close()
+		}
+	}()
 
+	req := *reqp
 	var timeout uint64
 	if d, ok := ctx.Deadline(); ok {
 		timeout = uint64(max(time.Until(d), 1))
 	}
 	binary.LittleEndian.PutUint64(req[frameHeaderSize:], timeout)
 	st.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
-	if _, err := st.Write(req); err != nil {
+	written := make(chan error, 1)
+	go func() {
+		_, err := st.Write(req)
+		putBuf(reqp)
+		written <- err
+		if err != nil {
+			st.SetReadDeadline(time.Now()) // no answer is coming
+		}
+	}()
+
+	respp := getBuf()
+	defer putBuf(respp)
+	k, payload, err := readFrame(st, c.cfg.maxMessage, (*respp)[:0])
+	*respp = payload
+	if err != nil {
+		select {
+		case werr := <-written:
+			if werr != nil {
+				err = werr // the cause: the read only stopped because of it
+			}
+		default:
+		}
 		return nil, c.streamErr(ctx, st, err)
 	}
-	k, payload, err := readFrame(st, c.cfg.maxMessage, (*bufp)[:0])
-	*bufp = payload
-	if err != nil {
-		return nil, c.streamErr(ctx, st, err)
+	if k == kindResponse {
+		// The server read the whole request before it answered, so the
+		// write has finished.
+		if err := <-written; err != nil {
+			return nil, c.streamErr(ctx, st, err)
+		}
 	}
 	switch k {
 	case kindResponse:
@@ -220,11 +266,16 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, req [
 		if len(out) != n {
 			return nil, fmt.Errorf("%w: %d results for %d items", ErrProtocol, len(out), n)
 		}
+		ok = true
 		return out, nil
 	case kindError:
 		code, msg, err := parseError(payload)
 		if err != nil {
 			return nil, err
+		}
+		if code == CodeUnavailable {
+			// The server is shutting down: calls go to a new connection.
+			c.retire(st.Session())
 		}
 		return nil, &RemoteError{Addr: c.addr, Code: code, Message: msg}
 	}
@@ -233,8 +284,9 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, req [
 
 // streamErr explains a failed read or write: the caller's context ended, the
 // session died, or the stream failed. Once a stream is open, its request may
-// have reached the server, so a failure is an interruption unless the
-// server refused the stream.
+// have reached the server, so a failure is an interruption. (That includes
+// a stream reset: yamux resets a stream it refuses, but also one whose
+// answer was left unread for the whole request timeout.)
 func (c *Client[In, Out]) streamErr(ctx context.Context, st *yamux.Stream, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return ctxErr
@@ -242,12 +294,6 @@ func (c *Client[In, Out]) streamErr(ctx context.Context, st *yamux.Stream, err e
 	switch {
 	case errors.Is(err, ErrProtocol), errors.Is(err, ErrMessageTooLarge):
 		return err
-	case errors.Is(err, yamux.ErrConnectionReset):
-		// The server's session reset the stream instead of accepting it:
-		// it was going away, or its accept backlog was full. (It resets an
-		// answered stream only if the client leaves the answer unread for
-		// the whole request timeout.)
-		return fmt.Errorf("%w: the server refused the stream: %w", fanout.ErrUnavailable, err)
 	case st.Session().IsClosed():
 		c.retire(st.Session())
 		return fmt.Errorf("%w: connection lost: %w", fanout.ErrInterrupted, err)

@@ -22,7 +22,13 @@ import (
 // Writes return once the bytes are buffered. A write error (including the
 // write timeout, which bounds every flush) is kept and returned by every
 // later Write, and closes the connection so that yamux's reader sees it too.
-// The buffer is bounded: Write blocks while maxPending bytes wait.
+//
+// The buffer is bounded (Write blocks while maxPending bytes wait), but
+// large: yamux's send loop must not block on a slow or stalled connection,
+// because every stream's open, write and close waits in its queue, and those
+// waits ignore the caller's context (they end only at the write timeout).
+// What a stalled connection can buffer is bounded anyway by the streams'
+// flow-control windows: each stream has at most its window (256 KiB) unacknowledged.
 type coalescer struct {
 	net.Conn
 	writeTimeout time.Duration
@@ -37,10 +43,9 @@ type coalescer struct {
 	done    chan struct{} // closed when the writer goroutine returns
 }
 
-// maxPending bounds the bytes a coalescer buffers: a little more than
-// yamux's largest frame body (its default stream window), so one frame
-// always fits.
-const maxPending = 512 << 10
+// maxPending bounds the bytes a coalescer buffers: 256 streams' full
+// windows.
+const maxPending = 64 << 20
 
 // closeTimeout bounds how long Close spends writing what is buffered.
 const closeTimeout = time.Second

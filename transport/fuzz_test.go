@@ -2,15 +2,23 @@ package transport
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
 	"math"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"testing/iotest"
+	"time"
+	"unicode/utf8"
 
+	"github.com/hashicorp/yamux"
 	"github.com/stretchr/testify/require"
+
+	"github.com/seed-c94cd834/fanout"
 )
 
 // fuzzLimit is the frame size limit of the seeds; the fuzzer varies it.
@@ -282,4 +290,524 @@ func fuzzJSONRoundTrip[T any](t *testing.T, data []byte) {
 	if len(out) > 0 {
 		require.Equal(t, out, again)
 	}
+}
+
+func FuzzErrorFrame(f *testing.F) {
+	f.Add(uint8(CodeBackend), "backend failed", uint32(fuzzLimit))
+	f.Add(uint8(CodeTooLarge), strings.Repeat("x", 2*fuzzLimit), uint32(fuzzLimit)) // cut to fit
+	f.Add(uint8(CodeInternal), "aé€😀", uint32(4))                                   // cut inside a character
+	f.Add(uint8(0), "", uint32(1))
+	f.Add(uint8(255), "\xff\xfe", uint32(0))
+
+	f.Fuzz(func(t *testing.T, code uint8, msg string, limit32 uint32) {
+		limit := int(limit32%(1<<16)) + 1 // room for the code at least
+		frame := appendErrorFrame(nil, Code(code), msg, limit)
+
+		// The frame always fits the limit it was cut for, and reads back.
+		k, payload, err := readFrame(bytes.NewReader(frame), limit, nil)
+		require.NoError(t, err)
+		require.Equal(t, kindError, k)
+		require.Equal(t, frame[frameHeaderSize:], payload)
+
+		got, text, err := parseError(payload)
+		require.NoError(t, err)
+		require.Equal(t, Code(code), got)
+		// The message is kept whole if it fits, else cut to fit; a valid
+		// UTF-8 message is cut by less than a character, and never in the
+		// middle of one.
+		require.True(t, strings.HasPrefix(msg, text))
+		if len(msg) < limit {
+			require.Equal(t, msg, text)
+		} else {
+			require.LessOrEqual(t, len(text), limit-1)
+			if utf8.ValidString(msg) {
+				require.True(t, utf8.ValidString(text))
+				require.Greater(t, len(text), limit-1-utf8.UTFMax)
+			}
+		}
+
+		// Whatever the code, the client's error says what the server said
+		// and is never taken for a connection failure.
+		re := &RemoteError{Addr: "fuzz", Code: got, Message: text}
+		require.Contains(t, re.Error(), text)
+		require.NotEmpty(t, got.String())
+		require.False(t, errors.Is(re, fanout.ErrInterrupted))
+		if got == CodeBackend {
+			for _, target := range []error{context.Canceled, context.DeadlineExceeded, ErrMessageTooLarge,
+				ErrServerClosed, fanout.ErrUnavailable, fanout.ErrOverloaded} {
+				require.False(t, errors.Is(re, target), "a backend's own error matches %v", target)
+			}
+		}
+	})
+}
+
+// fuzzConn is an in-memory connection for the handshakes: it reads r and
+// keeps what is written. Once r is exhausted, a blocking conn waits for
+// Close before it reports the end of the stream, as an open connection
+// would.
+type fuzzConn struct {
+	r        io.Reader
+	blocking bool
+	closed   chan struct{}
+	once     sync.Once
+
+	mu sync.Mutex
+	w  bytes.Buffer
+}
+
+func newFuzzConn(data []byte, blocking bool) *fuzzConn {
+	return &fuzzConn{r: bytes.NewReader(data), blocking: blocking, closed: make(chan struct{})}
+}
+
+func (c *fuzzConn) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err == io.EOF && c.blocking {
+		<-c.closed
+	}
+	return n, err
+}
+
+func (c *fuzzConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.w.Write(p)
+}
+
+func (c *fuzzConn) written() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return bytes.Clone(c.w.Bytes())
+}
+
+func (c *fuzzConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return nil
+}
+
+func (c *fuzzConn) LocalAddr() net.Addr              { return fuzzAddr{} }
+func (c *fuzzConn) RemoteAddr() net.Addr             { return fuzzAddr{} }
+func (c *fuzzConn) SetDeadline(time.Time) error      { return nil }
+func (c *fuzzConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *fuzzConn) SetWriteDeadline(time.Time) error { return nil }
+
+type fuzzAddr struct{}
+
+func (fuzzAddr) Network() string { return "fuzz" }
+func (fuzzAddr) String() string  { return "fuzz" }
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+// fuzzHandshakeSeeds returns hellos and non-hellos a peer may open with.
+func fuzzHandshakeSeeds() [][]byte {
+	var seeds [][]byte
+	for _, h := range fuzzHellos() {
+		seeds = append(seeds, appendHello(nil, h))
+	}
+	good := appendHello(nil, fuzzHellos()[0])
+	return append(seeds,
+		good[:len(good)-1], // truncated
+		append(appendHello(nil, hello{version: 2}), 0xff, 0xff), // another version
+		append([]byte("fanouX"), good[len(magic):]...),          // bad magic
+		[]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00},        // a TLS ClientHello
+		[]byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28},        // a TLS alert
+		nil,
+	)
+}
+
+func FuzzServerHandshake(f *testing.F) {
+	srv := NewServer[int64, int64](nil, Int64(), Int64(), WithLogger(nil), WithMaxMessageSize(fuzzLimit))
+	for _, s := range fuzzHandshakeSeeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		want, wantErr := readHello(bytes.NewReader(data))
+		conn := newFuzzConn(data, false)
+		peerMax, err := srv.handshake(conn)
+		out := conn.written()
+
+		if wantErr != nil {
+			// No hello (not this protocol, or cut short): no answer.
+			require.Error(t, err)
+			require.ErrorIs(t, err, ErrProtocol)
+			require.Empty(t, out, "answered a peer that sent no hello")
+			return
+		}
+		// A hello of any version is answered with the server's own hello
+		// and a status, in the layout of version 1.
+		h, status, msg, rerr := readReply(bytes.NewReader(out))
+		require.NoError(t, rerr)
+		require.Equal(t, srv.hello, h)
+		require.Equal(t, appendReply(nil, h, status, msg), out, "trailing bytes after the reply")
+		if reason := checkHello(srv.hello, want); reason != "" {
+			require.ErrorIs(t, err, ErrHandshake)
+			require.EqualValues(t, statusRefused, status)
+			require.Equal(t, reason, msg)
+			return
+		}
+		require.NoError(t, err)
+		require.EqualValues(t, statusOK, status)
+		require.Empty(t, msg)
+		require.Equal(t, int(min(want.maxMessage, maxMessageLimit)), peerMax)
+	})
+}
+
+func FuzzClientHandshake(f *testing.F) {
+	server := hello{version: protocolVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: fuzzLimit}
+	mine := hello{version: protocolVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: DefaultMaxMessageSize}
+	f.Add(appendReply(nil, server, statusOK, ""))
+	f.Add(appendReply(nil, server, statusRefused, checkHello(server, hello{version: protocolVersion})))
+	f.Add(appendReply(nil, hello{version: protocolVersion, reqCodec: "json", respCodec: "int64le"}, statusOK, ""))
+	f.Add(append(appendReply(nil, server, statusOK, ""), 0, 0, 0, 0)) // yamux frames follow
+	for _, s := range fuzzHandshakeSeeds() {
+		f.Add(s)
+	}
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cr := &countingReader{r: bytes.NewReader(data)}
+		theirs, status, msg, wantErr := readReply(cr)
+		if wantErr == nil {
+			// The connection stays open after the reply, with nothing
+			// more to read: yamux itself is not under test.
+			data = data[:cr.n]
+		}
+		conn := newFuzzConn(data, wantErr == nil)
+		var dialled bool
+		dial := func(ctx context.Context, addr string) (net.Conn, error) {
+			if dialled {
+				return nil, errors.New("dialled twice")
+			}
+			dialled = true
+			return conn, nil
+		}
+		c, err := Dial(context.Background(), "fuzz", Int64(), Int64(), WithLogger(nil), WithDialer(dial))
+		if err == nil {
+			require.NoError(t, c.Close())
+		}
+		conn.Close()
+		// The client always speaks first, with its hello.
+		hi := appendHello(nil, mine)
+		require.Equal(t, hi, conn.written()[:len(hi)])
+
+		switch {
+		case wantErr != nil:
+			require.Error(t, err)
+			if errors.Is(wantErr, ErrProtocol) || errors.Is(wantErr, ErrHandshake) {
+				require.True(t, errors.Is(err, ErrProtocol) || errors.Is(err, ErrHandshake), "%v", err)
+			}
+		case status != statusOK:
+			require.ErrorIs(t, err, ErrHandshake)
+			require.Contains(t, err.Error(), msg)
+		case checkHello(theirs, mine) != "":
+			require.ErrorIs(t, err, ErrHandshake)
+		default:
+			require.NoError(t, err)
+		}
+	})
+}
+
+// fuzzGuard bounds the waits of the end-to-end fuzz targets: a hang guard.
+const fuzzGuard = 10 * time.Second
+
+// fuzzCall is what the backend of FuzzServerRequest was called with.
+type fuzzCall struct {
+	items       []int64
+	at          time.Time
+	deadline    time.Time
+	hasDeadline bool
+}
+
+// FuzzServerRequest sends arbitrary bytes on a stream to a real server, over
+// real yamux on loopback TCP, and checks its answer against what PROTOCOL.md
+// says the bytes mean: a well-formed request is answered with its results
+// and its timeout prefix becomes the backend's deadline; anything else is
+// refused with the right code, or ends the stream without an answer if it
+// is cut short.
+func FuzzServerRequest(f *testing.F) {
+	calls := make(chan fuzzCall, 1)
+	backend := fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		d, ok := ctx.Deadline()
+		calls <- fuzzCall{items: in, at: time.Now(), deadline: d, hasDeadline: ok}
+		out := make([]int64, len(in))
+		for i, n := range in {
+			out[i] = 2 * n
+		}
+		return out, nil
+	})
+	srv := NewServer[int64, int64](backend, Int64(), Int64(), WithLogger(nil), WithMaxMessageSize(fuzzLimit))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(f, err)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	conn, err := net.Dial("tcp", l.Addr().String())
+	require.NoError(f, err)
+	_, err = conn.Write(appendHello(nil, hello{version: protocolVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: 1 << 20}))
+	require.NoError(f, err)
+	_, status, msg, err := readReply(conn)
+	require.NoError(f, err)
+	require.EqualValues(f, statusOK, status, msg)
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	sess, err := yamux.Client(conn, cfg)
+	require.NoError(f, err)
+	f.Cleanup(func() {
+		sess.Close()
+		srv.Close()
+		<-served
+	})
+
+	items, err := Int64().Append(nil, []int64{1, -2, math.MaxInt64 / 2})
+	require.NoError(f, err)
+	for _, timeout := range []uint64{0, 1, uint64(time.Minute), 1 << 62, math.MaxUint64} {
+		f.Add(fuzzFrame(f, kindRequest, append(binary.LittleEndian.AppendUint64(nil, timeout), items...)))
+	}
+	request := fuzzFrame(f, kindRequest, append(make([]byte, requestPrefixSize), items...))
+	f.Add(request[:len(request)-1])                                   // cut short
+	f.Add(append(append([]byte{}, request...), 0))                    // a byte after the request
+	f.Add(fuzzFrame(f, kindRequest, make([]byte, requestPrefixSize))) // no items
+	f.Add(fuzzFrame(f, kindRequest, make([]byte, requestPrefixSize+3)))
+	f.Add(fuzzFrame(f, kindRequest, make([]byte, requestPrefixSize-1)))
+	f.Add(fuzzFrame(f, kindResponse, items))
+	f.Add([]byte{byte(kindRequest), 0x01, 0x04, 0x00, 0x00}) // limit + 1
+	f.Add([]byte{9, 0, 0, 0, 0})
+	f.Add([]byte{})
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		// Within one stream window, so the write never waits for a server
+		// that stopped reading.
+		data = data[:min(len(data), 64<<10)]
+
+		// What the bytes mean.
+		const (
+			noAnswer = iota
+			refused
+			answered
+		)
+		outcome, code := answered, Code(0)
+		var n int
+		switch {
+		case len(data) < frameHeaderSize:
+			outcome = noAnswer
+		case data[0] < byte(kindRequest) || data[0] > byte(kindError):
+			outcome, code = refused, CodeBadRequest
+		case uint64(binary.LittleEndian.Uint32(data[1:])) > fuzzLimit:
+			outcome, code = refused, CodeTooLarge
+		case frameHeaderSize+int(binary.LittleEndian.Uint32(data[1:])) > len(data):
+			outcome = noAnswer
+		default:
+			n = int(binary.LittleEndian.Uint32(data[1:]))
+			if data[0] != byte(kindRequest) || n < requestPrefixSize || (n-requestPrefixSize)%8 != 0 {
+				outcome, code = refused, CodeBadRequest
+			}
+		}
+
+		st, err := sess.OpenStream()
+		require.NoError(t, err)
+		defer st.Close()
+		st.SetDeadline(time.Now().Add(fuzzGuard))
+		start := time.Now()
+		_, err = st.Write(data)
+		require.NoError(t, err)
+		if outcome == noAnswer {
+			st.Close() // the end of the stream cuts the request short
+		}
+		k, payload, err := readFrame(st, 1<<20, nil)
+
+		var call *fuzzCall
+		select {
+		case c := <-calls:
+			call = &c
+		default:
+		}
+		switch outcome {
+		case noAnswer:
+			require.ErrorIs(t, err, io.EOF, "an answer to a request cut short")
+			require.Nil(t, call)
+			return
+		case refused:
+			require.NoError(t, err)
+			require.Equal(t, kindError, k)
+			got, msg, err := parseError(payload)
+			require.NoError(t, err)
+			require.Equal(t, code, got, msg)
+			require.Nil(t, call, "the backend was called for a refused request")
+		case answered:
+			require.NoError(t, err)
+			want, err := Int64().Decode(nil, data[frameHeaderSize+requestPrefixSize:frameHeaderSize+n])
+			require.NoError(t, err)
+			if len(want) == 0 {
+				// An empty batch is a probe the server answers itself.
+				require.Nil(t, call, "the backend was called for an empty batch")
+			} else {
+				require.NotNil(t, call, "the backend was not called for a well-formed request")
+				require.Equal(t, want, call.items)
+				// The prefix is the time left before the caller's
+				// deadline, 0 for none, counted from when the server read
+				// the request.
+				prefix := binary.LittleEndian.Uint64(data[frameHeaderSize:])
+				if prefix == 0 {
+					require.False(t, call.hasDeadline)
+				} else {
+					d := time.Duration(min(prefix, 1<<62))
+					require.True(t, call.hasDeadline)
+					require.False(t, call.deadline.Before(start.Add(d)), "deadline %v before the request", call.deadline)
+					require.False(t, call.deadline.After(call.at.Add(d)), "deadline %v after the call started plus %v", call.deadline, d)
+				}
+			}
+			if k == kindError && len(data) > frameHeaderSize+n {
+				// A byte after the request means the client gave up.
+				got, msg, err := parseError(payload)
+				require.NoError(t, err)
+				require.Equal(t, CodeCanceled, got, msg)
+				break
+			}
+			require.Equal(t, kindResponse, k)
+			out, err := Int64().Decode(nil, payload)
+			require.NoError(t, err)
+			require.Equal(t, len(want), len(out))
+			for i := range want {
+				require.Equal(t, 2*want[i], out[i])
+			}
+		}
+		// One answer, then the end of the stream.
+		_, _, err = readFrame(st, 1<<20, nil)
+		require.ErrorIs(t, err, io.EOF)
+	})
+}
+
+// FuzzClientResponse answers a real client's call, over real yamux on
+// loopback TCP, with arbitrary bytes and checks that the client makes of
+// them what PROTOCOL.md says: the results of a well-formed response with one
+// result per item, the server's error from an error message, and an error,
+// never a wrong or misaligned answer, for anything else.
+func FuzzClientResponse(f *testing.F) {
+	answers := make(chan []byte, 1)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(f, err)
+	var wg sync.WaitGroup
+	var sess *yamux.Session
+	ready := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		// A raw server: the handshake by hand, then every stream answered
+		// with the next fuzz input after its request.
+		defer wg.Done()
+		defer close(ready)
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		if _, err := readHello(conn); err != nil {
+			conn.Close()
+			return
+		}
+		conn.Write(appendReply(nil, hello{version: protocolVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: 1 << 20}, statusOK, ""))
+		cfg := yamux.DefaultConfig()
+		cfg.LogOutput = io.Discard
+		if sess, err = yamux.Server(conn, cfg); err != nil {
+			conn.Close()
+		}
+	}()
+	const limit = 1024
+	c := NewClient(l.Addr().String(), Int64(), Int64(), WithLogger(nil), WithMaxMessageSize(limit))
+	f.Cleanup(func() {
+		c.Close()
+		l.Close()
+		wg.Wait()
+		if sess != nil {
+			sess.Close()
+		}
+	})
+	items := []int64{1, -2, 3}
+	done := make(chan struct{})
+	f.Cleanup(func() { close(done) })
+	serve := func() {
+		defer wg.Done()
+		<-ready
+		if sess == nil {
+			return
+		}
+		for {
+			st, err := sess.AcceptStream()
+			if err != nil {
+				return
+			}
+			readFrame(st, 1<<20, nil)
+			select {
+			case data := <-answers:
+				st.Write(data)
+			case <-done:
+			}
+			st.Close()
+		}
+	}
+	wg.Add(1)
+	go serve()
+
+	results, err := Int64().Append(nil, []int64{2, -4, 6})
+	require.NoError(f, err)
+	f.Add(fuzzFrame(f, kindResponse, results))
+	f.Add(fuzzFrame(f, kindResponse, results[:16]))       // too few results
+	f.Add(fuzzFrame(f, kindResponse, append(results, 0))) // not whole items
+	f.Add(fuzzFrame(f, kindResponse, append(results, results[:8]...)))
+	f.Add(appendErrorFrame(nil, CodeBackend, "backend failed", limit))
+	f.Add(appendErrorFrame(nil, CodeOverloaded, "", limit))
+	f.Add([]byte{byte(kindError), 0, 0, 0, 0})
+	f.Add(fuzzFrame(f, kindRequest, results))
+	f.Add([]byte{byte(kindResponse), 0x01, 0x04, 0x00, 0x00}) // limit + 1
+	f.Add(fuzzFrame(f, kindResponse, results)[:10])
+	f.Add([]byte{})
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		data = data[:min(len(data), 64<<10)] // within one stream window
+		answers <- data
+		ctx, cancel := context.WithTimeout(context.Background(), fuzzGuard)
+		defer cancel()
+		out, err := c.Process(ctx, items)
+		require.NoError(t, ctx.Err(), "the call did not end")
+
+		var n uint64
+		if len(data) >= frameHeaderSize {
+			n = uint64(binary.LittleEndian.Uint32(data[1:]))
+		}
+		var re *RemoteError
+		switch {
+		case len(data) < frameHeaderSize:
+			require.ErrorIs(t, err, fanout.ErrInterrupted)
+		case data[0] < byte(kindRequest) || data[0] > byte(kindError):
+			require.ErrorIs(t, err, ErrProtocol)
+		case n > limit:
+			require.ErrorIs(t, err, ErrMessageTooLarge)
+			require.False(t, errors.As(err, &re))
+		case frameHeaderSize+n > uint64(len(data)):
+			require.ErrorIs(t, err, fanout.ErrInterrupted)
+		case data[0] == byte(kindRequest):
+			require.ErrorIs(t, err, ErrProtocol)
+		case data[0] == byte(kindError) && n == 0:
+			require.ErrorIs(t, err, ErrProtocol)
+		case data[0] == byte(kindError):
+			require.ErrorAs(t, err, &re)
+			require.Equal(t, Code(data[frameHeaderSize]), re.Code)
+			require.Equal(t, string(data[frameHeaderSize+1:frameHeaderSize+n]), re.Message)
+			require.Equal(t, c.Addr(), re.Addr)
+		case n != 8*uint64(len(items)):
+			require.ErrorIs(t, err, ErrProtocol)
+		default:
+			require.NoError(t, err)
+			want, err := Int64().Decode(nil, data[frameHeaderSize:frameHeaderSize+n])
+			require.NoError(t, err)
+			require.Equal(t, want, out)
+			return
+		}
+		require.Nil(t, out)
+	})
 }

@@ -182,6 +182,10 @@ func (c *config) yamuxConfig() *yamux.Config {
 	yc.ConnectionWriteTimeout = c.writeTimeout
 	yc.StreamOpenTimeout = c.handshakeTimeout
 	yc.StreamCloseTimeout = c.requestTimeout
+	// A client opens at most maxCalls streams at once; with as many
+	// unacknowledged streams allowed, OpenStream (which takes no context)
+	// never blocks.
+	yc.AcceptBacklog = max(c.maxCalls, yc.AcceptBacklog)
 	yc.LogOutput = nil
 	yc.Logger = yamuxLogger{c.logger}
 	return yc

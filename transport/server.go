@@ -356,28 +356,22 @@ func (s *Server[In, Out]) process(ctx context.Context, items []In) (out []Out, c
 	return nil, CodeBackend, err
 }
 
-// Shutdown stops the server gracefully: it closes the listeners, tells every
-// client to open no new calls (yamux go-away), waits for the calls in flight
-// to finish, then closes every connection. If ctx ends first, Shutdown
-// closes everything at once, cancelling the calls still running, and returns
-// ctx's error. Calls that arrive during the shutdown are refused with
-// [CodeUnavailable]. Shutdown and Close may be called more than once.
+// Shutdown stops the server gracefully: it closes the listeners, waits for
+// the calls in flight to finish, then closes every connection. If ctx ends
+// first, Shutdown closes everything at once, cancelling the calls still
+// running, and returns ctx's error. Calls that arrive during the shutdown
+// are refused with [CodeUnavailable], which tells their client that they
+// were not processed and that it should use a new connection. (Shutdown
+// does not send yamux's go-away: yamux resets the streams that race it,
+// and a reset cannot tell the client whether its call was processed.)
+// Shutdown and Close may be called more than once.
 func (s *Server[In, Out]) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutdown = true
 	for l := range s.listeners {
 		l.Close()
 	}
-	var sessions []*yamux.Session
-	for _, sess := range s.conns {
-		if sess != nil {
-			sessions = append(sessions, sess)
-		}
-	}
 	s.mu.Unlock()
-	for _, sess := range sessions {
-		sess.GoAway()
-	}
 
 	done := make(chan struct{})
 	go func() {
