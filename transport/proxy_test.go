@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"strings"
@@ -46,24 +45,6 @@ var pxDouble = fanout.BackendFunc[int64, int64](func(ctx context.Context, in []i
 	}
 	return out, nil
 })
-
-// pxSyncBuffer is a concurrency-safe log sink.
-type pxSyncBuffer struct {
-	mu sync.Mutex
-	sb strings.Builder
-}
-
-func (b *pxSyncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.sb.Write(p)
-}
-
-func (b *pxSyncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.sb.String()
-}
 
 // pxQuiet discards the transport's logs.
 var pxQuiet = transport.WithLogger(nil)
@@ -352,9 +333,9 @@ func TestProxyLatency(t *testing.T) {
 }
 
 func TestProxyBlackHole(t *testing.T) {
-	var logs pxSyncBuffer
+	var logs logBuffer
 	env := proxied(t, pxDouble, nil, []transport.Option{
-		transport.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))),
+		logs.option(),
 		// Keepalive declares the session dead after an interval plus a
 		// ping timeout (the write timeout) without an answer. The write
 		// timeout also bounds how long a call can be stuck behind the
