@@ -32,7 +32,9 @@ import (
 // consider the replica starts a probe in the background (see [WithProbe]);
 // the replica takes traffic again only once a probe succeeds, and a failed
 // probe ejects it again for longer. When every replica is ejected, calls
-// fail at once with an error wrapping [ErrUnavailable].
+// fail at once with an error wrapping [ErrUnavailable], and each such call
+// starts a probe of every ejected replica not being probed, whatever its
+// ejection time, so that the first replica back is readmitted at once.
 //
 // A Balancer is safe for concurrent use. [Balancer.Close] waits for probes
 // in flight; it does not close the replicas.
@@ -190,6 +192,12 @@ func (b *Balancer[In, Out]) Process(ctx context.Context, items []In) ([]Out, err
 	}
 	switch {
 	case lastErr == nil:
+		// With no replica in service, probe every ejected one now rather
+		// than when its time is up: a replica that is back should not wait
+		// out an ejection that was doubled while the others were down too.
+		for _, r := range b.replicas {
+			b.maybeProbe(r, true)
+		}
 		return nil, b.allEjected()
 	case attempts > 1 && len(tried) > 0:
 		return nil, fmt.Errorf("fanout: call failed on every replica tried: %w", lastErr)
@@ -215,9 +223,17 @@ func (b *Balancer[In, Out]) allEjected() error {
 		r.mu.Unlock()
 	}
 	if last == nil {
-		return fmt.Errorf("fanout: %w: all %d replicas are ejected", ErrUnavailable, len(b.replicas))
+		return fmt.Errorf("fanout: %w: %s ejected", ErrUnavailable, every(len(b.replicas)))
 	}
-	return fmt.Errorf("fanout: %w: all %d replicas are ejected; last failure: %v", ErrUnavailable, len(b.replicas), last)
+	return fmt.Errorf("fanout: %w: %s ejected; last failure: %v", ErrUnavailable, every(len(b.replicas)), last)
+}
+
+// every spells "the only replica is", "all 3 replicas are".
+func every(n int) string {
+	if n == 1 {
+		return "the only replica is"
+	}
+	return fmt.Sprintf("all %d replicas are", n)
 }
 
 // pick returns the less loaded of two replicas in service chosen at random,
@@ -257,17 +273,17 @@ func (b *Balancer[In, Out]) next(i int, tried []bool) (*replica[In, Out], int) {
 		case inService:
 			return r, idx
 		case ejected:
-			b.maybeProbe(r)
+			b.maybeProbe(r, false)
 		}
 	}
 	return nil, -1
 }
 
-// maybeProbe starts a probe of r if its ejection time is up and no probe is
-// running.
-func (b *Balancer[In, Out]) maybeProbe(r *replica[In, Out]) {
+// maybeProbe starts a probe of r if it is ejected, no probe is running, and
+// its ejection time is up or now is true.
+func (b *Balancer[In, Out]) maybeProbe(r *replica[In, Out], now bool) {
 	r.mu.Lock()
-	due := time.Now().After(r.ejectedUntil)
+	due := now || time.Now().After(r.ejectedUntil)
 	r.mu.Unlock()
 	if !due || b.ctx.Err() != nil || !r.state.CompareAndSwap(ejected, probing) {
 		return

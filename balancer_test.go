@@ -340,7 +340,7 @@ func TestBalancerCloseEndsProbes(t *testing.T) {
 	b.Process(context.Background(), []int64{1})
 	time.Sleep(2 * time.Millisecond)
 	_, err = b.Process(context.Background(), []int64{1})
-	require.ErrorContains(t, err, "all 1 replicas are ejected")
+	require.ErrorContains(t, err, "the only replica is ejected")
 	waitFor(t, probing, "the probe")
 	require.NoError(t, b.Close())
 	require.NoError(t, b.Close())
@@ -390,4 +390,21 @@ func TestLimiterConformance(t *testing.T) {
 
 func echo() fanout.Backend[int64, int64] {
 	return fanout.BackendFunc[int64, int64](func(_ context.Context, in []int64) ([]int64, error) { return in, nil })
+}
+
+func TestBalancerProbesAtOnceWhenEveryReplicaIsEjected(t *testing.T) {
+	rs, bs := stubs(1)
+	rs[0].fail(unreachable)
+	b := newBalancer(t, bs, fanout.WithEjection[int64, int64](1, time.Hour, time.Hour))
+	_, err := b.Process(context.Background(), []int64{1})
+	require.ErrorIs(t, err, fanout.ErrUnavailable)
+
+	// The replica comes back long before its hour is up: the calls that
+	// find no replica in service probe it, and it is readmitted.
+	rs[0].fail(nil)
+	require.Eventually(t, func() bool {
+		_, err := b.Process(context.Background(), []int64{1})
+		return err == nil
+	}, 10*time.Second, time.Millisecond)
+	require.Positive(t, rs[0].probes.Load())
 }

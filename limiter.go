@@ -39,7 +39,7 @@ func NewLimiter[In, Out any](b Backend[In, Out], maxInFlight int) (*Limiter[In, 
 func (l *Limiter[In, Out]) Process(ctx context.Context, items []In) ([]Out, error) {
 	if l.inFlight.Add(1) > l.max {
 		l.inFlight.Add(-1)
-		return nil, fmt.Errorf("fanout: %w: %d calls already in flight", ErrOverloaded, l.max)
+		return nil, fmt.Errorf("fanout: %w: %s already in flight", ErrOverloaded, count(int(l.max), "call"))
 	}
 	defer l.inFlight.Add(-1)
 	return l.backend.Process(ctx, items)

@@ -46,9 +46,6 @@ func appendHello(dst []byte, h hello) []byte {
 	return binary.LittleEndian.AppendUint32(dst, h.maxMessage)
 }
 
-// readHello reads a hello. A wrong magic fails at once with ErrProtocol; a
-// different version is returned without reading further, since its layout
-// may differ.
 // The first byte of a TLS record that opens a handshake, or reports an
 // alert: what a fanout peer reads when the other side speaks TLS.
 const (
@@ -56,6 +53,9 @@ const (
 	tlsRecordHandshake = 0x16
 )
 
+// readHello reads a hello. A wrong magic fails at once with ErrProtocol; a
+// different version is returned without reading further, since its layout
+// may differ.
 func readHello(r io.Reader) (hello, error) {
 	var h hello
 	var head [len(magic) + 1]byte

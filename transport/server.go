@@ -381,6 +381,19 @@ func (s *Server[In, Out]) Shutdown(ctx context.Context) error {
 	var err error
 	select {
 	case <-done:
+		// Close the sessions before their connections: closing one flushes
+		// what its coalescer still holds, the answers of the last calls.
+		s.mu.Lock()
+		var sessions []*yamux.Session
+		for _, sess := range s.conns {
+			if sess != nil {
+				sessions = append(sessions, sess)
+			}
+		}
+		s.mu.Unlock()
+		for _, sess := range sessions {
+			sess.Close()
+		}
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
