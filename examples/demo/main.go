@@ -5,23 +5,29 @@
 //
 // Usage:
 //
-//	demo [-json] [number ...]
+//	demo [-json] [-partial] [-timeout D] [number ...]
 //
 // Flags:
 //
-//	-json  print one JSON array of {"input", "output", "backend"} objects
+//	-json       print one JSON array of {"input", "output", "backend"} objects
+//	-partial    when numbers fail, print each in its place, with its backend
+//	            and error, go on, and exit with status 1 at the end
+//	-timeout D  how long each call may take (default 10s; 0 for no limit)
 //
 // Input, output and exit status are those of client: numbers come from the
 // arguments if there are any (negative ones included), else from standard
 // input, prompting on a terminal; each number is answered with a line such
 // as "-3 -> 9 (backend x)". Exit status 0 on success, 1 when processing
-// failed, 2 for bad usage or a token that is not an int64.
+// failed, 2 for bad usage or a token that is not an int64, 130 when
+// interrupted (SIGINT, Ctrl-C).
 package main
 
 import (
+	"context"
 	"flag"
 	"log/slog"
 	"os"
+	"os/signal"
 
 	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/examples/internal/cli"
@@ -31,9 +37,17 @@ import (
 )
 
 func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	context.AfterFunc(ctx, stop) // a second SIGINT kills
+
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	cmd := cli.New("demo", fs)
-	os.Exit(cmd.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, start))
+	return cmd.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, start)
 }
 
 // start starts the system and returns a client of its middle layer.

@@ -8,6 +8,7 @@
 // Usage:
 //
 //	loadgen [-addr ADDR] [-batch N] [-concurrency C] [-duration D] [-timeout D] [-json]
+//	  [-tls-cert FILE -tls-key FILE -tls-ca FILE]
 //
 // Flags:
 //
@@ -18,11 +19,15 @@
 //	                 at the end are waited for. SIGINT or SIGTERM ends the run early.
 //	-timeout D       a call that takes longer fails (default 10s)
 //	-json            print the summary as one JSON object
+//	-tls-cert FILE   with -tls-key and -tls-ca: speak mutual TLS, presenting this
+//	-tls-key FILE    certificate and key, and trusting only a middle layer whose
+//	-tls-ca FILE     certificate the CA in -tls-ca signed (the three go together)
 //
 // The JSON summary has requests (calls answered), numbers (numbers
-// answered), errors (calls that failed), wrong (answers that did not match
-// the table), seconds, requests_per_sec, numbers_per_sec, and the latency
-// of the answered calls in microseconds: p50_us, p90_us, p99_us, max_us.
+// answered), errors (calls that failed, as a whole or for some of their
+// numbers), wrong (answers that did not match the table), seconds,
+// requests_per_sec, numbers_per_sec, and the latency of the answered calls
+// in microseconds: p50_us, p90_us, p99_us, max_us.
 // Percentiles come from a histogram whose buckets are within 0.8% of the
 // value they report.
 //
@@ -47,6 +52,7 @@ import (
 	"time"
 
 	"github.com/seed-c94cd834/fanout/examples/internal/node"
+	"github.com/seed-c94cd834/fanout/examples/internal/tlsflags"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
 	"github.com/seed-c94cd834/fanout/transport"
 )
@@ -73,10 +79,15 @@ func run() int {
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to send new calls")
 	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "a call that takes longer fails")
 	fs.BoolVar(&cfg.json, "json", false, "print the summary as one JSON object")
+	var tlsFlags tlsflags.Flags
+	tlsFlags.Register(fs)
 	node.ParseFlags(fs, os.Args[1:])
 	if cfg.batch < 1 || cfg.concurrency < 1 || cfg.duration <= 0 || cfg.timeout <= 0 {
-		fmt.Fprintln(os.Stderr, "loadgen: -batch and -concurrency must be at least 1, -duration and -timeout positive")
-		return 2
+		node.Usage(fs, "-batch and -concurrency must be at least 1, -duration and -timeout positive")
+	}
+	tlsConfig, err := tlsFlags.Config()
+	if err != nil {
+		node.Usage(fs, "%v", err)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -84,9 +95,12 @@ func run() int {
 	context.AfterFunc(ctx, stop) // a second signal kills
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	opts := []transport.Option{transport.WithLogger(log), transport.WithMaxConcurrentCalls(cfg.concurrency)}
+	if tlsConfig != nil {
+		opts = append(opts, transport.WithTLSConfig(tlsConfig))
+	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.timeout)
-	c, err := transport.Dial(dctx, cfg.addr, transport.Int64(), xyz.ResultCodec(),
-		transport.WithLogger(log), transport.WithMaxConcurrentCalls(cfg.concurrency))
+	c, err := transport.Dial(dctx, cfg.addr, transport.Int64(), xyz.ResultCodec(), opts...)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
@@ -170,6 +184,9 @@ func send(ctx context.Context, c *transport.Client[int64, xyz.Result], cfg confi
 		out, err := c.Process(cctx, batch)
 		elapsed := time.Since(start)
 		cancel()
+		if err == nil {
+			err = failure(batch, out)
+		}
 		if err != nil {
 			t.errors.Add(1)
 			t.problem("%v", err)
@@ -186,6 +203,17 @@ func send(ctx context.Context, c *transport.Client[int64, xyz.Result], cfg confi
 			}
 		}
 	}
+}
+
+// failure returns an error naming the first number of batch that the
+// middle layer answered as failed, or nil if none was.
+func failure(batch []int64, out []xyz.Result) error {
+	for i, r := range out {
+		if r.Failed() {
+			return fmt.Errorf("%d failed on backend %s: %s", batch[i], r.Backend, r.Err)
+		}
+	}
+	return nil
 }
 
 // Ranges of the numbers sent, chosen so that no result overflows.

@@ -4,24 +4,55 @@
 // all backends at once, and answers each number with its result and the
 // name of the backend that computed it, in the order of the batch.
 //
-// A backend may have several replicas; the middle layer spreads its calls
-// over them in turn. It connects to a backend on the first call that needs
-// it and reconnects after losing it. It logs one line, "middle ready" with
-// the address it bound, when it is ready to serve.
+// A backend may have several replicas. Each call of a route goes to the
+// less busy of two of its replicas picked at random; a call that could not
+// reach its replica, or was cut off by a replica that died, is sent to
+// another (x, y and z compute pure functions, so a repeat is harmless). A
+// replica that fails 5 calls in a row is ejected for 1s, doubling with
+// each ejection in a row up to 30s, and takes calls again once a probe (an
+// empty call) succeeds. When every replica of a route is ejected, its calls
+// fail at once. The middle layer connects to a replica on the first call
+// that needs it and reconnects after losing it.
+//
+// A backend that fails does not fail the whole batch: the numbers of the
+// other backends are answered, and each number of the failed one is
+// answered with the backend's name and its error (codec "xyz.result/2").
+// The client decides what to do with them: by default it stops with an
+// error naming the number and the backend; with -partial it prints them in
+// place.
+//
+// It logs one line, "middle ready" with the address it bound, when it is
+// ready to serve.
 //
 // Usage:
 //
 //	middle [-listen ADDR] [-x ADDRS] [-y ADDRS] [-z ADDRS] [-grace D]
+//	  [-max-inflight N] [-max-calls N] [-log-level LEVEL]
+//	  [-tls-cert FILE -tls-key FILE -tls-ca FILE]
 //
 // Flags:
 //
-//	-listen ADDR  address to listen on (default 127.0.0.1:7000; port 0 picks a free one)
-//	-x ADDRS      address of the x backend, or a comma-separated list of
-//	              addresses of its replicas (default 127.0.0.1:7001)
-//	-y ADDRS      the same for y (default 127.0.0.1:7002)
-//	-z ADDRS      the same for z (default 127.0.0.1:7003)
-//	-grace D      on SIGINT or SIGTERM, how long to let calls in flight finish
-//	              before closing (default 5s); the program then exits with status 0
+//	-listen ADDR      address to listen on (default 127.0.0.1:7000; port 0 picks a free one)
+//	-x ADDRS          address of the x backend, or a comma-separated list of
+//	                  addresses of its replicas (default 127.0.0.1:7001)
+//	-y ADDRS          the same for y (default 127.0.0.1:7002)
+//	-z ADDRS          the same for z (default 127.0.0.1:7003)
+//	-grace D          on SIGINT or SIGTERM, how long to let calls in flight finish
+//	                  before closing (default 5s); the program then exits with status 0
+//	-max-inflight N   calls in flight per route, over all its replicas (default
+//	                  1024); past it, the route's numbers fail at once with an
+//	                  error that says "overloaded"
+//	-max-calls N      calls in flight per connection (default 1024): from one
+//	                  client, more are refused at once as overloaded; to one
+//	                  backend replica, more fail at once (and go to another replica)
+//	-log-level LEVEL  least important level logged: DEBUG, INFO, WARN or ERROR (default INFO)
+//	-tls-cert FILE    with -tls-key and -tls-ca: speak mutual TLS, with this
+//	-tls-key FILE     certificate and key both to serve clients and to call x,
+//	-tls-ca FILE      y and z, trusting only peers whose certificate the CA in
+//	                  -tls-ca signed (the three go together; see examples/README.md)
+//
+// Exit status: 0 after a shutdown, 1 if it could not listen or serve, 2 for
+// bad usage.
 package main
 
 import (
@@ -32,7 +63,6 @@ import (
 
 	"github.com/seed-c94cd834/fanout/examples/internal/node"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
-	"github.com/seed-c94cd834/fanout/transport"
 )
 
 func main() {
@@ -43,7 +73,7 @@ func run() int {
 	fs := flag.NewFlagSet("middle", flag.ExitOnError)
 	var f node.Flags
 	f.Register(fs, "127.0.0.1:7000")
-	replicas := map[string][]string{}
+	cfg := node.MiddleConfig{Replicas: map[string][]string{}}
 	for i, route := range xyz.Routes() {
 		fs.Func(route, fmt.Sprintf("`addresses` of the %s backend's replicas, comma-separated (default 127.0.0.1:%d)", route, 7001+i), func(s string) error {
 			addrs := strings.Split(s, ",")
@@ -53,15 +83,19 @@ func run() int {
 					return fmt.Errorf("empty address in %q", s)
 				}
 			}
-			replicas[route] = addrs
+			cfg.Replicas[route] = addrs
 			return nil
 		})
-		replicas[route] = []string{fmt.Sprintf("127.0.0.1:%d", 7001+i)}
+		cfg.Replicas[route] = []string{fmt.Sprintf("127.0.0.1:%d", 7001+i)}
 	}
-	node.ParseFlags(fs, os.Args[1:])
+	fs.IntVar(&cfg.MaxInFlight, "max-inflight", node.DefaultMaxInFlight,
+		"calls in flight per route, over all its replicas; past it, the route's numbers fail at once as overloaded")
+	log, opts := f.Parse(fs, os.Args[1:])
+	if cfg.MaxInFlight < 1 {
+		node.Usage(fs, "-max-inflight must be at least 1")
+	}
 
-	log := node.NewLogger()
-	m, err := node.NewMiddle(replicas, transport.WithLogger(log))
+	m, err := node.NewMiddle(cfg, opts...)
 	if err != nil {
 		log.Error("middle failed", "err", err)
 		return 1

@@ -6,13 +6,28 @@
 //
 // Usage:
 //
-//	y [-listen ADDR] [-grace D]
+//	y [-listen ADDR] [-grace D] [-delay D] [-max-calls N] [-log-level LEVEL]
+//	  [-tls-cert FILE -tls-key FILE -tls-ca FILE]
 //
 // Flags:
 //
-//	-listen ADDR  address to listen on (default 127.0.0.1:7002; port 0 picks a free one)
-//	-grace D      on SIGINT or SIGTERM, how long to let calls in flight finish
-//	              before closing (default 5s); the program then exits with status 0
+//	-listen ADDR       address to listen on (default 127.0.0.1:7002; port 0 picks a free one)
+//	-grace D           on SIGINT or SIGTERM, how long to let calls in flight finish
+//	                   before closing (default 5s); the program then exits with status 0
+//	-delay D           wait D in each call before processing it, as a slow backend
+//	                   would (default 0). A call cancelled or past its deadline
+//	                   during the wait ends at once, and is logged:
+//	                   level=INFO msg="call cancelled" numbers=1 err="context canceled" waited=1.2s
+//	                   (the start of each wait is logged at DEBUG level: msg="call delayed")
+//	-max-calls N       calls in flight per connection (default 1024); more are
+//	                   refused at once as overloaded
+//	-log-level LEVEL   least important level logged: DEBUG, INFO, WARN or ERROR (default INFO)
+//	-tls-cert FILE     with -tls-key and -tls-ca: serve mutual TLS with this certificate,
+//	-tls-key FILE      its key, and only to clients whose certificate the CA in
+//	-tls-ca FILE       -tls-ca signed (the three go together; see examples/README.md)
+//
+// Exit status: 0 after a shutdown, 1 if it could not listen or serve, 2 for
+// bad usage.
 package main
 
 import (

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
@@ -15,46 +17,70 @@ import (
 
 // Exit statuses.
 const (
-	exitOK     = 0
-	exitFailed = 1 // processing failed
-	exitUsage  = 2 // bad usage or input
+	exitOK          = 0
+	exitFailed      = 1   // processing failed
+	exitUsage       = 2   // bad usage or input
+	exitInterrupted = 130 // the context given to Main ended: SIGINT, as a shell reports it
 )
 
+// DefaultTimeout is the default of -timeout: how long one call may take.
+const DefaultTimeout = 10 * time.Second
+
 // Connect returns the backend a [Command] sends its numbers to, and a
-// function that releases it once the command is done.
+// function that releases it once the command is done. An error that is a
+// [*UsageError], such as a bad flag value, makes the program exit with
+// status 2; any other, with status 1.
 type Connect func() (b fanout.Backend[int64, xyz.Result], release func(), err error)
 
 // Command is a client program: its flags, input rules and output format.
 type Command struct {
-	name  string
-	flags *flag.FlagSet
-	json  bool
+	name    string
+	flags   *flag.FlagSet
+	json    bool
+	partial bool
+	timeout time.Duration
 }
 
-// New returns the command of the program called name. It adds -json to fs;
-// the program defines its other flags (such as -addr) on fs itself, and
-// their values are set once [Command.Main] has parsed the arguments.
+// New returns the command of the program called name. It adds -json,
+// -partial and -timeout to fs; the program defines its other flags (such as
+// -addr) on fs itself, and their values are set once [Command.Main] has
+// parsed the arguments.
 func New(name string, fs *flag.FlagSet) *Command {
 	c := &Command{name: name, flags: fs}
 	fs.BoolVar(&c.json, "json", false, "print one JSON array of {input, output, backend} objects")
+	fs.BoolVar(&c.partial, "partial", false,
+		"when numbers fail, print them in their place, with their backend and error, and go on; exit 1 at the end")
+	fs.DurationVar(&c.timeout, "timeout", DefaultTimeout,
+		"how long each call may take; a job from standard input makes a call per 65536 numbers (0: no limit)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: %s [flags] [number ...]\n\nNumbers come from the arguments if there are any, else from standard input.\n\nFlags:\n", name)
+		fmt.Fprintf(fs.Output(), `usage: %s [flags] [number ...]
+
+Prints each number's result and the backend that computed it, in input order.
+Numbers come from the arguments if there are any, else from standard input:
+a prompt on a terminal, else one job, sent in calls of up to 65536 numbers.
+
+Exit status: 0 on success; 1 when processing failed; 2 for bad usage or a
+token that is not an int64; 130 when interrupted (SIGINT, Ctrl-C).
+
+Flags:
+`, name)
 		fs.PrintDefaults()
 	}
 	return c
 }
 
 // Main parses args, connects, processes the numbers and prints the
-// answers, reading stdin if args hold no numbers. It returns the exit
-// status; see the package documentation.
-func (c *Command) Main(args []string, stdin io.Reader, stdout, stderr io.Writer, connect Connect) int {
+// answers, reading stdin if args hold no numbers. When ctx ends (the program
+// got SIGINT), the calls in flight are cancelled and Main returns 130. It
+// returns the exit status; see the package documentation.
+func (c *Command) Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, connect Connect) int {
 	c.flags.SetOutput(stderr)
 	numbers, err := c.parse(args)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
 	if err != nil {
-		var ue *usageError
+		var ue *UsageError
 		if errors.As(err, &ue) {
 			fmt.Fprintf(stderr, "%s: %v\n", c.name, err)
 		} // else the flag set has printed the problem
@@ -63,18 +89,21 @@ func (c *Command) Main(args []string, stdin io.Reader, stdout, stderr io.Writer,
 
 	b, release, err := connect()
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", c.name, err)
-		return exitFailed
+		return c.report(err, stderr)
 	}
 	defer release()
 
 	switch {
 	case numbers != nil:
-		err = c.run(b, chunks(numbers), stdout)
+		err = c.run(ctx, b, chunks(numbers), stdout)
 	case isTerminal(stdin):
-		c.interactive(b, stdin, stdout, stderr)
+		err = c.interactive(ctx, b, stdin, stdout, stderr)
 	default:
-		err = c.run(b, scan(stdin), stdout)
+		err = c.run(ctx, b, scan(stdin), stdout)
+	}
+	if err != nil && ctx.Err() != nil {
+		fmt.Fprintf(stderr, "%s: interrupted\n", c.name)
+		return exitInterrupted
 	}
 	return c.report(err, stderr)
 }
@@ -85,7 +114,7 @@ func (c *Command) report(err error, stderr io.Writer) int {
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "%s: %v\n", c.name, err)
-	var ue *usageError
+	var ue *UsageError
 	if errors.As(err, &ue) {
 		return exitUsage
 	}
@@ -115,6 +144,9 @@ func (c *Command) parse(args []string) ([]int64, error) {
 	}
 	if err := c.flags.Parse(flagArgs); err != nil {
 		return nil, err
+	}
+	if c.timeout < 0 {
+		return nil, &UsageError{fmt.Errorf("-timeout %v is negative", c.timeout)}
 	}
 	if len(tokens) == 0 {
 		return nil, nil
@@ -153,10 +185,12 @@ func (c *Command) takesValue(a string) bool {
 	return true
 }
 
-// usageError is bad usage or input: the program exits with status 2.
-type usageError struct{ msg string }
+// UsageError is bad usage or input: the program exits with status 2.
+type UsageError struct{ Err error }
 
-func (e *usageError) Error() string { return e.msg }
+func (e *UsageError) Error() string { return e.Err.Error() }
+
+func (e *UsageError) Unwrap() error { return e.Err }
 
 // parseNumber parses a decimal int64 or returns a usageError naming tok.
 func parseNumber(tok string) (int64, error) {
@@ -169,9 +203,9 @@ func parseNumber(tok string) (int64, error) {
 		tok = tok[:maxShown] + "..."
 	}
 	if errors.Is(err, strconv.ErrRange) {
-		return 0, &usageError{fmt.Sprintf("%q is not an int64 (out of range)", tok)}
+		return 0, &UsageError{fmt.Errorf("%q is not an int64 (out of range)", tok)}
 	}
-	return 0, &usageError{fmt.Sprintf("%q is not an int64", tok)}
+	return 0, &UsageError{fmt.Errorf("%q is not an int64", tok)}
 }
 
 // isTerminal reports whether r is a terminal (a character device).

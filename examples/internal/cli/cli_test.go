@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -21,7 +23,9 @@ import (
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
 )
 
-// local is the example system in memory: a router over the tagged backends.
+// local is the example system in memory: a router over the tagged
+// backends that reports a failed route in its numbers' answers, as the
+// middle layer does.
 func local(t testing.TB) fanout.Backend[int64, xyz.Result] {
 	routes := map[string]fanout.Backend[int64, xyz.Result]{}
 	for _, route := range xyz.Routes() {
@@ -29,9 +33,19 @@ func local(t testing.TB) fanout.Backend[int64, xyz.Result] {
 		require.NoError(t, err)
 		routes[route] = xyz.Tag(route, b)
 	}
-	r, err := fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes)
+	r, err := fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes, fanout.WithPartialResults())
 	require.NoError(t, err)
-	return r
+	return xyz.PerItem(r)
+}
+
+// blocking is a backend whose calls wait for their context to end. started
+// gets a value when a call starts.
+func blocking(started chan<- struct{}) fanout.Backend[int64, xyz.Result] {
+	return fanout.BackendFunc[int64, xyz.Result](func(ctx context.Context, _ []int64) ([]xyz.Result, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
 }
 
 // command returns a client command with an -addr flag, as the client
@@ -49,9 +63,14 @@ type result struct {
 
 func runMain(t *testing.T, b fanout.Backend[int64, xyz.Result], stdin string, args ...string) result {
 	t.Helper()
+	return runMainContext(t, context.Background(), b, stdin, args...)
+}
+
+func runMainContext(t *testing.T, ctx context.Context, b fanout.Backend[int64, xyz.Result], stdin string, args ...string) result {
+	t.Helper()
 	cmd, _ := command()
 	var stdout, stderr bytes.Buffer
-	code := cmd.Main(args, strings.NewReader(stdin), &stdout, &stderr, func() (fanout.Backend[int64, xyz.Result], func(), error) {
+	code := cmd.Main(ctx, args, strings.NewReader(stdin), &stdout, &stderr, func() (fanout.Backend[int64, xyz.Result], func(), error) {
 		return b, func() {}, nil
 	})
 	return result{code, stdout.String(), stderr.String()}
@@ -70,12 +89,17 @@ func textLines(t testing.TB, numbers ...int64) string {
 
 func TestParse(t *testing.T) {
 	tests := []struct {
-		args     []string
-		want     []int64
-		wantAddr string
-		wantJSON bool
-		wantErr  string // empty: no error
+		args        []string
+		want        []int64
+		wantAddr    string
+		wantJSON    bool
+		wantPartial bool
+		wantTimeout time.Duration // 0: the default
+		wantErr     string        // empty: no error
 	}{
+		{args: []string{"-partial", "-timeout", "2s", "7"}, want: []int64{7}, wantPartial: true, wantTimeout: 2 * time.Second},
+		{args: []string{"-timeout=0", "-1"}, want: []int64{-1}},
+		{args: []string{"-timeout", "-1s"}, wantErr: "-timeout -1s is negative"},
 		{args: nil, want: nil},
 		{args: []string{"1", "2"}, want: []int64{1, 2}},
 		{args: []string{"-3", "4"}, want: []int64{-3, 4}},
@@ -111,6 +135,12 @@ func TestParse(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, tt.want, got)
 			require.Equal(t, tt.wantJSON, cmd.json)
+			require.Equal(t, tt.wantPartial, cmd.partial)
+			if tt.wantTimeout != 0 {
+				require.Equal(t, tt.wantTimeout, cmd.timeout)
+			} else if !slices.Contains(tt.args, "-timeout=0") {
+				require.Equal(t, DefaultTimeout, cmd.timeout)
+			}
 			if tt.wantAddr != "" {
 				require.Equal(t, tt.wantAddr, *addr)
 			}
@@ -215,22 +245,136 @@ func TestMainProcessingFails(t *testing.T) {
 	r := runMain(t, local(t), "", "1", "-3037000500", "2")
 	require.Equal(t, 1, r.code)
 	require.Empty(t, r.stdout)
-	require.Contains(t, r.stderr, `route "x"`)
-	require.Contains(t, r.stderr, "x: -3037000500 squared overflows int64")
+	require.Equal(t, "client: -3037000500 failed on backend x: x: -3037000500 squared overflows int64\n", r.stderr)
 
-	r = runMain(t, local(t), "4\n9223372036854775807\n", "-json")
+	r = runMain(t, local(t), "4\n9223372036854775807\n-1\n-3037000500\n", "-json")
 	require.Equal(t, 1, r.code)
-	require.Contains(t, r.stderr, "z: 3*9223372036854775807+1 overflows int64")
+	require.Empty(t, r.stdout)
+	require.Equal(t, "client: 9223372036854775807 failed on backend z: z: 3*9223372036854775807+1 overflows int64 (3 of the 4 numbers of its call failed)\n", r.stderr)
+
+	// A backend that fails a call as a whole.
+	r = runMain(t, fanout.BackendFunc[int64, xyz.Result](func(context.Context, []int64) ([]xyz.Result, error) {
+		return nil, errors.New("middle layer down")
+	}), "", "1", "-partial")
+	require.Equal(t, 1, r.code)
+	require.Equal(t, "client: middle layer down\n", r.stderr)
+}
+
+func TestMainPartial(t *testing.T) {
+	overflow := "x: -3037000500 squared overflows int64"
+	r := runMain(t, local(t), "", "-partial", "-3", "4", "-3037000500", "7")
+	require.Equal(t, 1, r.code)
+	require.Equal(t, "-3 -> failed (backend x): "+overflow+"\n"+
+		"4 -> 2 (backend y)\n"+
+		"-3037000500 -> failed (backend x): "+overflow+"\n"+
+		"7 -> 22 (backend z)\n", r.stdout)
+	require.Equal(t, "client: 2 of 4 numbers failed\n", r.stderr)
+
+	r = runMain(t, local(t), "-3\n4\n-3037000500\n7\n", "-partial", "-json")
+	require.Equal(t, 1, r.code)
+	require.Equal(t, `[
+  {"input": -3, "backend": "x", "error": "`+overflow+`"},
+  {"input": 4, "output": 2, "backend": "y"},
+  {"input": -3037000500, "backend": "x", "error": "`+overflow+`"},
+  {"input": 7, "output": 22, "backend": "z"}
+]
+`, r.stdout)
+	require.Equal(t, "client: 2 of 4 numbers failed\n", r.stderr)
+
+	// An error text is a JSON string, quotes and all.
+	odd := fanout.BackendFunc[int64, xyz.Result](func(_ context.Context, items []int64) ([]xyz.Result, error) {
+		return []xyz.Result{{Backend: "z", Err: `"<quoted>"` + "\n"}}, nil
+	})
+	r = runMain(t, odd, "", "-partial", "-json", "1")
+	require.Equal(t, 1, r.code)
+	require.Equal(t, "[\n  {\"input\": 1, \"backend\": \"z\", \"error\": \"\\\"<quoted>\\\"\\n\"}\n]\n", r.stdout)
+
+	r = runMain(t, local(t), "", "-partial", "-3", "4")
+	require.Equal(t, 0, r.code, "nothing failed")
+	require.Equal(t, textLines(t, -3, 4), r.stdout)
+	require.Empty(t, r.stderr)
+}
+
+func TestMainTimeout(t *testing.T) {
+	started := make(chan struct{}, inFlight)
+	start := time.Now()
+	r := runMain(t, blocking(started), "", "-timeout", "50ms", "1", "2")
+	require.Equal(t, 1, r.code)
+	require.GreaterOrEqual(t, time.Since(start), 50*time.Millisecond)
+	require.Equal(t, "client: no answer within 50ms (-timeout): context deadline exceeded\n", r.stderr)
+	require.Empty(t, r.stdout)
+
+	// The middle layer has the call's deadline too, and may report it first.
+	remote := fanout.BackendFunc[int64, xyz.Result](func(context.Context, []int64) ([]xyz.Result, error) {
+		return nil, fmt.Errorf("remote middle: %w", context.DeadlineExceeded)
+	})
+	r = runMain(t, remote, "", "1")
+	require.Equal(t, 1, r.code)
+	require.Equal(t, "client: no answer within 10s (-timeout): remote middle: context deadline exceeded\n", r.stderr)
+}
+
+func TestMainInterrupted(t *testing.T) {
+	// A call in flight is cancelled.
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{}, inFlight)
+	go func() {
+		<-started
+		cancel()
+	}()
+	r := runMainContext(t, ctx, blocking(started), "", "-json", "1")
+	require.Equal(t, 130, r.code)
+	require.Equal(t, "client: interrupted\n", r.stderr)
+	require.Empty(t, r.stdout)
+
+	// So is a job waiting for standard input.
+	ctx, cancel = context.WithCancel(context.Background())
+	stdin, w := io.Pipe()
+	defer w.Close()
+	go func() {
+		fmt.Fprintln(w, "1 2")
+		time.Sleep(10 * time.Millisecond)
+		cancel()
+	}()
+	cmd, _ := command()
+	var stdout, stderr bytes.Buffer
+	code := cmd.Main(ctx, nil, stdin, &stdout, &stderr, func() (fanout.Backend[int64, xyz.Result], func(), error) {
+		return local(t), func() {}, nil
+	})
+	require.Equal(t, 130, code)
+	require.Equal(t, "client: interrupted\n", stderr.String())
+
+	// And so is a prompt waiting for a line.
+	ctx, cancel = context.WithCancel(context.Background())
+	stdin, w = io.Pipe()
+	defer w.Close()
+	go func() {
+		fmt.Fprintln(w, "-3")
+		time.Sleep(10 * time.Millisecond)
+		cancel()
+	}()
+	cmd, _ = command()
+	stdout.Reset()
+	err := cmd.interactive(ctx, local(t), stdin, &stdout, &stderr)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, "> "+textLines(t, -3)+"> \n", stdout.String())
 }
 
 func TestMainConnectFails(t *testing.T) {
-	cmd, _ := command()
-	var stdout, stderr bytes.Buffer
-	code := cmd.Main([]string{"1"}, strings.NewReader(""), &stdout, &stderr, func() (fanout.Backend[int64, xyz.Result], func(), error) {
-		return nil, nil, errors.New("no system")
-	})
-	require.Equal(t, 1, code)
-	require.Equal(t, "client: no system\n", stderr.String())
+	for _, tt := range []struct {
+		err      error
+		wantCode int
+	}{
+		{errors.New("no system"), 1},
+		{&UsageError{errors.New("no system")}, 2},
+	} {
+		cmd, _ := command()
+		var stdout, stderr bytes.Buffer
+		code := cmd.Main(context.Background(), []string{"1"}, strings.NewReader(""), &stdout, &stderr, func() (fanout.Backend[int64, xyz.Result], func(), error) {
+			return nil, nil, tt.err
+		})
+		require.Equal(t, tt.wantCode, code)
+		require.Equal(t, "client: no system\n", stderr.String())
+	}
 }
 
 func TestRunRefusesMisalignedAnswers(t *testing.T) {
@@ -244,8 +388,8 @@ func TestRunRefusesMisalignedAnswers(t *testing.T) {
 }
 
 // TestRunOverlapsCalls checks that a job has several calls in flight, never
-// more than inFlight, and still prints in input order: the first call
-// answers only after the others have started.
+// more than inFlight, and still prints in input order: the first calls
+// answer only once inFlight of them have started, in whatever order.
 func TestRunOverlapsCalls(t *testing.T) {
 	var active, peak, started atomic.Int32
 	allStarted := make(chan struct{})
@@ -259,9 +403,7 @@ func TestRunOverlapsCalls(t *testing.T) {
 		if started.Add(1) == inFlight {
 			once.Do(func() { close(allStarted) })
 		}
-		if items[0] == 0 {
-			<-allStarted
-		}
+		<-allStarted
 		return inner.Process(ctx, items)
 	})
 
@@ -271,7 +413,7 @@ func TestRunOverlapsCalls(t *testing.T) {
 	}
 	cmd, _ := command()
 	var out bytes.Buffer
-	require.NoError(t, cmd.run(b, chunks(numbers), &out))
+	require.NoError(t, cmd.run(context.Background(), b, chunks(numbers), &out))
 	require.Equal(t, int32(inFlight), peak.Load())
 	require.Equal(t, textLines(t, numbers...), out.String())
 }
@@ -280,16 +422,25 @@ func TestInteractive(t *testing.T) {
 	cmd, _ := command()
 	var stdout, stderr bytes.Buffer
 	in := "1 2 -3\n\n  abc 4\n-3037000500\n7\n  quit  \n8\n"
-	cmd.interactive(local(t), strings.NewReader(in), &stdout, &stderr)
+	require.NoError(t, cmd.interactive(context.Background(), local(t), strings.NewReader(in), &stdout, &stderr))
 	require.Equal(t, "> "+textLines(t, 1, 2, -3)+"> > > > "+textLines(t, 7)+"> ", stdout.String())
 	require.Equal(t, "client: \"abc\" is not an int64\n"+
-		"client: fanout: route \"x\" (1 item: 0): x: -3037000500 squared overflows int64\n", stderr.String())
+		"client: -3037000500 failed on backend x: x: -3037000500 squared overflows int64\n", stderr.String())
 
 	cmd, _ = command()
 	cmd.json = true
 	stdout.Reset()
-	cmd.interactive(local(t), strings.NewReader("-3\n5"), &stdout, &stderr)
+	require.NoError(t, cmd.interactive(context.Background(), local(t), strings.NewReader("-3\n5"), &stdout, &stderr))
 	require.Equal(t, "> [\n  {\"input\": -3, \"output\": 9, \"backend\": \"x\"}\n]\n> [\n  {\"input\": 5, \"output\": 16, \"backend\": \"z\"}\n]\n> \n", stdout.String())
+
+	cmd, _ = command()
+	cmd.partial = true
+	stdout.Reset()
+	stderr.Reset()
+	require.NoError(t, cmd.interactive(context.Background(), local(t), strings.NewReader("4 -3037000500\n5\n"), &stdout, &stderr))
+	require.Equal(t, "> 4 -> 2 (backend y)\n-3037000500 -> failed (backend x): x: -3037000500 squared overflows int64\n> "+
+		textLines(t, 5)+"> \n", stdout.String())
+	require.Equal(t, "client: 1 of 2 numbers failed\n", stderr.String())
 }
 
 func BenchmarkJob(b *testing.B) {
@@ -303,7 +454,7 @@ func BenchmarkJob(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(input)))
 	for b.Loop() {
-		if err := cmd.run(be, scan(strings.NewReader(input)), io.Discard); err != nil {
+		if err := cmd.run(context.Background(), be, scan(strings.NewReader(input)), io.Discard); err != nil {
 			b.Fatal(err)
 		}
 	}

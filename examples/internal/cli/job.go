@@ -59,7 +59,7 @@ func scan(r io.Reader) source {
 		}
 		switch err := sc.Err(); {
 		case errors.Is(err, bufio.ErrTooLong):
-			return chunk, &usageError{"standard input holds a token too long to be an int64"}
+			return chunk, &UsageError{errors.New("standard input holds a token too long to be an int64")}
 		case err != nil:
 			return chunk, fmt.Errorf("reading standard input: %w", err)
 		}
@@ -75,16 +75,19 @@ type call struct {
 	done    chan struct{} // closed when results and err are set
 }
 
-// run sends the chunks of next to b, with up to inFlight calls at once, and
-// prints the answers of each chunk as soon as it and every chunk before it
-// are answered. It returns the first error: a call's (nothing after that
-// chunk is printed), or next's (after the answers to the numbers before it).
+// run sends the chunks of next to b, with up to inFlight calls at once, each
+// within the command's timeout, and prints the answers of each chunk as
+// soon as it and every chunk before it are answered. It returns the first
+// error: a call's, or, without -partial, that of a chunk with a failed
+// answer (nothing of that chunk or after it is printed); next's (after the
+// answers to the numbers before it); or, with -partial, one that counts the
+// failed answers, once they are all printed.
 //
-// After a call's error, run returns at once and cancels the calls still in
-// flight; a read of next that is blocked at that moment is abandoned, which
-// is harmless in a program about to exit.
-func (c *Command) run(b fanout.Backend[int64, xyz.Result], next source, stdout io.Writer) error {
-	ctx, cancel := context.WithCancel(context.Background())
+// After a call's error, or when ctx is done, run returns at once and
+// cancels the calls still in flight; a read of next that is blocked at that
+// moment is abandoned, which is harmless in a program about to exit.
+func (c *Command) run(ctx context.Context, b fanout.Backend[int64, xyz.Result], next source, stdout io.Writer) error {
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
 	calls := make(chan *call, inFlight-1) // with the one being printed: inFlight
@@ -100,13 +103,7 @@ func (c *Command) run(b fanout.Backend[int64, xyz.Result], next source, stdout i
 				case <-ctx.Done():
 					return
 				}
-				go func() {
-					cl.results, cl.err = b.Process(ctx, cl.numbers)
-					if cl.err == nil && len(cl.results) != len(cl.numbers) {
-						cl.err = fmt.Errorf("%w: %d results for %d numbers", fanout.ErrResultCount, len(cl.results), len(cl.numbers))
-					}
-					close(cl.done)
-				}()
+				go c.call(ctx, b, cl)
 			}
 			if err != nil {
 				readErr = err
@@ -116,10 +113,28 @@ func (c *Command) run(b fanout.Backend[int64, xyz.Result], next source, stdout i
 	}()
 
 	p := newPrinter(stdout, c.json)
-	for cl := range calls {
-		<-cl.done
+	for {
+		var cl *call
+		select {
+		case cl = <-calls:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if cl == nil { // calls is closed: every chunk is printed
+			break
+		}
+		select {
+		case <-cl.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		if cl.err != nil {
 			return cl.err
+		}
+		if !c.partial {
+			if err := failure(cl.numbers, cl.results); err != nil {
+				return err
+			}
 		}
 		if err := p.print(cl.numbers, cl.results); err != nil {
 			return err
@@ -128,22 +143,100 @@ func (c *Command) run(b fanout.Backend[int64, xyz.Result], next source, stdout i
 	if !errors.Is(readErr, io.EOF) {
 		return readErr
 	}
-	return p.end()
+	if err := p.end(); err != nil {
+		return err
+	}
+	if p.failed > 0 {
+		return fmt.Errorf("%d of %d numbers failed", p.failed, p.printed)
+	}
+	return nil
+}
+
+// call processes the numbers of cl with b, within the command's timeout,
+// and closes cl.done.
+func (c *Command) call(ctx context.Context, b fanout.Backend[int64, xyz.Result], cl *call) {
+	defer close(cl.done)
+	if c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	cl.results, cl.err = b.Process(ctx, cl.numbers)
+	switch {
+	case cl.err == nil && len(cl.results) != len(cl.numbers):
+		cl.err = fmt.Errorf("%w: %d results for %d numbers", fanout.ErrResultCount, len(cl.results), len(cl.numbers))
+	case c.timeout > 0 && errors.Is(cl.err, context.DeadlineExceeded):
+		// The deadline passed here, or at the middle layer first: it has the
+		// same deadline, and its timer may fire before this one.
+		cl.err = fmt.Errorf("no answer within %v (-timeout): %w", c.timeout, cl.err)
+	}
+}
+
+// failure returns an error naming the first failed answer among the results
+// of a call, and how many failed, or nil if none did.
+func failure(numbers []int64, results []xyz.Result) error {
+	first, failed := -1, 0
+	for i, r := range results {
+		if r.Failed() {
+			if first < 0 {
+				first = i
+			}
+			failed++
+		}
+	}
+	if failed == 0 {
+		return nil
+	}
+	r := results[first]
+	err := fmt.Errorf("%d failed on backend %s: %s", numbers[first], r.Backend, r.Err)
+	if failed > 1 {
+		err = fmt.Errorf("%w (%d of the %d numbers of its call failed)", err, failed, len(numbers))
+	}
+	return err
 }
 
 // interactive reads requests from in, one per line, until "quit" or the end
-// of in, printing the answers to each or the error that stopped it.
-func (c *Command) interactive(b fanout.Backend[int64, xyz.Result], in io.Reader, stdout, stderr io.Writer) {
-	sc := bufio.NewScanner(in)
+// of in, printing the answers to each or the error that stopped it. It
+// returns ctx's error if ctx ends first, and nil otherwise.
+func (c *Command) interactive(ctx context.Context, b fanout.Backend[int64, xyz.Result], in io.Reader, stdout, stderr io.Writer) error {
+	// Lines are read on a goroutine of their own, so that the prompt can
+	// give up waiting for one when ctx ends; a read blocked at that moment
+	// is abandoned, which is harmless in a program about to exit.
+	lines := make(chan string)
+	var readErr error // set before lines is closed
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(in)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-ctx.Done():
+				return
+			}
+		}
+		readErr = sc.Err()
+	}()
+
 	for {
 		fmt.Fprint(stdout, "> ")
-		if !sc.Scan() {
+		var line string
+		var ok bool
+		select {
+		case line, ok = <-lines:
+		case <-ctx.Done():
 			fmt.Fprintln(stdout) // end the prompt's line
-			break
+			return ctx.Err()
 		}
-		line := strings.TrimSpace(sc.Text())
+		if !ok {
+			fmt.Fprintln(stdout) // end the prompt's line
+			if readErr != nil {
+				fmt.Fprintf(stderr, "%s: reading standard input: %v\n", c.name, readErr)
+			}
+			return nil
+		}
+		line = strings.TrimSpace(line)
 		if line == "quit" {
-			return
+			return nil
 		}
 		if line == "" {
 			continue
@@ -158,11 +251,11 @@ func (c *Command) interactive(b fanout.Backend[int64, xyz.Result], in io.Reader,
 			numbers = append(numbers, n)
 		}
 		if err == nil {
-			err = c.run(b, chunks(numbers), stdout)
+			err = c.run(ctx, b, chunks(numbers), stdout)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		c.report(err, stderr)
-	}
-	if err := sc.Err(); err != nil {
-		fmt.Fprintf(stderr, "%s: reading standard input: %v\n", c.name, err)
 	}
 }

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/seed-c94cd834/fanout"
-	"github.com/seed-c94cd834/fanout/examples/internal/balance"
+	"github.com/seed-c94cd834/fanout/examples/internal/tlsflags"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
 	"github.com/seed-c94cd834/fanout/transport"
 )
@@ -26,23 +26,92 @@ type Server interface {
 	Close() error
 }
 
-// NewBackend returns a server for the backend of route "x", "y" or "z",
-// speaking int64 both ways.
-func NewBackend(route string, opts ...transport.Option) (*transport.Server[int64, int64], error) {
-	b, err := xyz.Backend(route)
+// BackendConfig describes a backend server.
+type BackendConfig struct {
+	Route string        // "x", "y" or "z"
+	Delay time.Duration // how long each call waits before it is processed; 0 for no wait
+	Log   *slog.Logger  // where delayed calls are logged (see [NewBackend]); nil for nowhere
+}
+
+// NewBackend returns a server for the backend of cfg.Route, speaking int64
+// both ways.
+//
+// With a Delay, each call waits that long before it is processed, as a slow
+// backend would; a call cancelled or past its deadline during the wait
+// fails at once with its context's error. The start of each wait is logged
+// at Debug level (msg="call delayed"), and a call that ends during it at
+// Info level (msg="call cancelled", with the error and the time waited), so
+// that a test can see that a call, and its cancellation, reached the
+// backend.
+func NewBackend(cfg BackendConfig, opts ...transport.Option) (*transport.Server[int64, int64], error) {
+	b, err := xyz.Backend(cfg.Route)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Delay > 0 {
+		log := cfg.Log
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		b = delay(b, cfg.Delay, log)
 	}
 	return transport.NewServer(b, transport.Int64(), transport.Int64(), opts...), nil
 }
 
+// delay returns a backend that waits d before passing each call to b; see
+// [NewBackend].
+func delay(b fanout.Backend[int64, int64], d time.Duration, log *slog.Logger) fanout.Backend[int64, int64] {
+	return fanout.BackendFunc[int64, int64](func(ctx context.Context, items []int64) ([]int64, error) {
+		log.Debug("call delayed", "numbers", len(items), "delay", d)
+		start := time.Now()
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return b.Process(ctx, items)
+		case <-ctx.Done():
+			log.Info("call cancelled", "numbers", len(items), "err", ctx.Err(), "waited", time.Since(start).Round(time.Millisecond))
+			return nil, ctx.Err()
+		}
+	})
+}
+
+// DefaultMaxInFlight is the default bound on the calls a middle layer has in
+// flight per route. It is far above what the example load needs (loadgen's
+// 64 callers by default), and no more than a transport connection carries
+// by default ([transport.DefaultMaxCalls]), so that a flood of calls is
+// refused by the middle layer, naming the route, before it reaches a
+// backend.
+const DefaultMaxInFlight = 1024
+
+// MiddleConfig describes a middle layer.
+type MiddleConfig struct {
+	// Replicas maps each route of [xyz.Routes] to the addresses of its
+	// backend's replicas, one or more.
+	Replicas map[string][]string
+
+	// MaxInFlight bounds the calls in flight per route; a call past it fails
+	// at once with an error wrapping [fanout.ErrOverloaded]. 0 means
+	// [DefaultMaxInFlight].
+	MaxInFlight int
+}
+
 // Middle is the middle layer: a [fanout.Router] that classifies numbers with
 // [xyz.Classify] and sends each route's numbers to the replicas of its
-// backend in turn, served over the transport with int64 requests and
-// [xyz.Result] answers.
+// backend, served over the transport with int64 requests and [xyz.Result]
+// answers.
+//
+// Each route is a [fanout.Balancer] over clients of its replicas, built
+// [fanout.WithIdempotent] (x, y and z are pure functions, so a call cut off
+// by a replica that died is safe to send to another), behind a
+// [fanout.Limiter] of MaxInFlight calls. The router is built
+// [fanout.WithPartialResults] and wrapped in [xyz.PerItem]: a route that
+// fails does not fail the call, its numbers are answered with the route's
+// error, and the client decides what a failure means.
 type Middle struct {
-	server  *transport.Server[int64, xyz.Result]
-	clients []*transport.Client[int64, int64]
+	server    *transport.Server[int64, xyz.Result]
+	balancers []*fanout.Balancer[int64, int64]
+	clients   []*transport.Client[int64, int64]
 }
 
 var (
@@ -50,60 +119,73 @@ var (
 	_ Server = (*transport.Server[int64, int64])(nil)
 )
 
-// NewMiddle returns a middle layer whose routes call the backends at the
-// given addresses: replicas maps each route of [xyz.Routes] to one or more
-// addresses. It does not connect: each client connects on its first call.
-// opts apply to the server and to the clients.
-func NewMiddle(replicas map[string][]string, opts ...transport.Option) (*Middle, error) {
+// NewMiddle returns the middle layer cfg describes. It does not connect:
+// each client connects on its first call. opts apply to the server and to
+// the clients.
+func NewMiddle(cfg MiddleConfig, opts ...transport.Option) (*Middle, error) {
+	maxInFlight := cfg.MaxInFlight
+	if maxInFlight == 0 {
+		maxInFlight = DefaultMaxInFlight
+	}
 	m := &Middle{}
 	routes := make(map[string]fanout.Backend[int64, xyz.Result])
 	for _, route := range xyz.Routes() {
-		var backends []fanout.Backend[int64, int64]
-		for _, addr := range replicas[route] {
+		var replicas []fanout.Backend[int64, int64]
+		for _, addr := range cfg.Replicas[route] {
 			c := transport.NewClient(addr, transport.Int64(), transport.Int64(), opts...)
 			m.clients = append(m.clients, c)
-			backends = append(backends, c)
+			replicas = append(replicas, c)
 		}
-		rr, err := balance.NewRoundRobin(backends...)
+		b, err := fanout.NewBalancer(replicas, fanout.WithIdempotent[int64, int64]())
 		if err != nil {
-			m.closeClients()
+			m.close()
 			return nil, fmt.Errorf("node: route %s: %w", route, err)
 		}
-		routes[route] = xyz.Tag(route, rr)
+		m.balancers = append(m.balancers, b)
+		l, err := fanout.NewLimiter(b, maxInFlight)
+		if err != nil {
+			m.close()
+			return nil, fmt.Errorf("node: route %s: %w", route, err)
+		}
+		routes[route] = xyz.Tag(route, l)
 	}
-	if len(replicas) != len(routes) {
-		m.closeClients()
-		return nil, fmt.Errorf("node: replicas given for %d routes, want exactly %v", len(replicas), xyz.Routes())
+	if len(cfg.Replicas) != len(routes) {
+		m.close()
+		return nil, fmt.Errorf("node: replicas given for %d routes, want exactly %v", len(cfg.Replicas), xyz.Routes())
 	}
-	router, err := fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes)
+	router, err := fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes, fanout.WithPartialResults())
 	if err != nil {
-		m.closeClients()
+		m.close()
 		return nil, err
 	}
-	m.server = transport.NewServer(router, transport.Int64(), xyz.ResultCodec(), opts...)
+	m.server = transport.NewServer(xyz.PerItem(router), transport.Int64(), xyz.ResultCodec(), opts...)
 	return m, nil
 }
 
 // Serve serves the middle layer on l; see [transport.Server.Serve].
 func (m *Middle) Serve(l net.Listener) error { return m.server.Serve(l) }
 
-// Shutdown stops the middle layer gracefully, then closes its clients; see
-// [transport.Server.Shutdown].
+// Shutdown stops the middle layer gracefully, then stops its balancers'
+// probes and closes its clients; see [transport.Server.Shutdown].
 func (m *Middle) Shutdown(ctx context.Context) error {
 	err := m.server.Shutdown(ctx)
-	m.closeClients()
+	m.close()
 	return err
 }
 
-// Close stops the middle layer at once and closes its clients. It is
-// idempotent.
+// Close stops the middle layer at once, then its balancers' probes, and
+// closes its clients. It is idempotent.
 func (m *Middle) Close() error {
 	err := m.server.Close()
-	m.closeClients()
+	m.close()
 	return err
 }
 
-func (m *Middle) closeClients() {
+// close stops the balancers' probes and closes the clients.
+func (m *Middle) close() {
+	for _, b := range m.balancers {
+		b.Close()
+	}
 	for _, c := range m.clients {
 		c.Close()
 	}
@@ -144,20 +226,50 @@ func Run(ctx context.Context, log *slog.Logger, name string, srv Server, addr st
 
 // Flags are the command-line flags every server program has.
 type Flags struct {
-	Listen string        // -listen: address to listen on
-	Grace  time.Duration // -grace: how long a shutdown waits for calls in flight
+	Listen   string         // -listen: address to listen on
+	Grace    time.Duration  // -grace: how long a shutdown waits for calls in flight
+	MaxCalls int            // -max-calls: calls in flight per connection
+	LogLevel slog.Level     // -log-level: the least important level logged
+	TLS      tlsflags.Flags // -tls-cert, -tls-key, -tls-ca: mutual TLS
 }
 
-// Register defines -listen, with defaultListen as its default, and -grace on
-// fs, storing their values in f.
+// Register defines -listen, with defaultListen as its default, -grace,
+// -max-calls, -log-level and the TLS flags on fs, storing their values in f.
 func (f *Flags) Register(fs *flag.FlagSet, defaultListen string) {
 	fs.StringVar(&f.Listen, "listen", defaultListen, "`address` to listen on (port 0 picks a free port)")
 	fs.DurationVar(&f.Grace, "grace", 5*time.Second, "on SIGINT or SIGTERM, how long to let calls in flight finish")
+	fs.IntVar(&f.MaxCalls, "max-calls", transport.DefaultMaxCalls,
+		"calls in flight per connection; past it, a call fails at once as overloaded")
+	fs.TextVar(&f.LogLevel, "log-level", slog.LevelInfo, "least important `level` logged: DEBUG, INFO, WARN or ERROR")
+	f.TLS.Register(fs)
 }
 
-// NewLogger returns the logger of the programs: text to standard error.
-func NewLogger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, nil))
+// Parse parses args with fs, which must use [flag.ExitOnError], for a
+// program that takes flags only (see [ParseFlags]). It returns the
+// program's logger, at -log-level, and the transport options the flags call
+// for: that logger, -max-calls and TLS. Bad usage, such as a -max-calls
+// below 1 or a TLS flag without the others, exits with status 2.
+func (f *Flags) Parse(fs *flag.FlagSet, args []string) (*slog.Logger, []transport.Option) {
+	ParseFlags(fs, args)
+	if f.MaxCalls < 1 {
+		Usage(fs, "-max-calls must be at least 1")
+	}
+	tlsConfig, err := f.TLS.Config()
+	if err != nil {
+		Usage(fs, "%v", err)
+	}
+	log := NewLogger(f.LogLevel)
+	opts := []transport.Option{transport.WithLogger(log), transport.WithMaxConcurrentCalls(f.MaxCalls)}
+	if tlsConfig != nil {
+		opts = append(opts, transport.WithTLSConfig(tlsConfig))
+	}
+	return log, opts
+}
+
+// NewLogger returns the logger of the programs: text to standard error, of
+// level and above.
+func NewLogger(level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
 // Main runs srv as the program called name: [Run] until SIGINT or SIGTERM.
@@ -174,16 +286,20 @@ func Main(log *slog.Logger, name string, srv Server, f Flags) int {
 }
 
 // BackendMain is the main function of the programs x, y and z: it parses
-// args (-listen, with defaultListen as its default, and -grace) and serves
-// the backend of route until SIGINT or SIGTERM. It returns the exit status
-// as [Main] does, or exits with status 2 for bad usage.
+// args (the [Flags], with defaultListen as the default of -listen, and
+// -delay) and serves the backend of route until SIGINT or SIGTERM. It
+// returns the exit status as [Main] does, or exits with status 2 for bad
+// usage.
 func BackendMain(route, defaultListen string, args []string) int {
 	fs := flag.NewFlagSet(route, flag.ExitOnError)
 	var f Flags
 	f.Register(fs, defaultListen)
-	ParseFlags(fs, args)
-	log := NewLogger()
-	srv, err := NewBackend(route, transport.WithLogger(log))
+	delay := fs.Duration("delay", 0, "how long each call waits before it is processed, as a slow backend would")
+	log, opts := f.Parse(fs, args)
+	if *delay < 0 {
+		Usage(fs, "-delay must not be negative")
+	}
+	srv, err := NewBackend(BackendConfig{Route: route, Delay: *delay, Log: log}, opts...)
 	if err != nil {
 		log.Error(route+" failed", "err", err)
 		return 1
@@ -197,8 +313,14 @@ func BackendMain(route, defaultListen string, args []string) int {
 func ParseFlags(fs *flag.FlagSet, args []string) {
 	fs.Parse(args) // with ExitOnError, a bad flag exits
 	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
-		fs.Usage()
-		os.Exit(2)
+		Usage(fs, "unexpected argument %q", fs.Arg(0))
 	}
+}
+
+// Usage reports bad usage of the program of fs, as fs does for a bad flag:
+// it prints the problem and the usage, then exits with status 2.
+func Usage(fs *flag.FlagSet, format string, args ...any) {
+	fmt.Fprintf(fs.Output(), "%s: %s\n", fs.Name(), fmt.Sprintf(format, args...))
+	fs.Usage()
+	os.Exit(2)
 }

@@ -38,11 +38,12 @@ func TestSystem(t *testing.T) {
 		require.Equal(t, want, got[i], "input %d", n)
 	}
 
-	_, err = c.Process(context.Background(), []int64{1, -3037000500})
-	var remote *transport.RemoteError
-	require.ErrorAs(t, err, &remote)
-	require.Contains(t, remote.Message, `route "x"`)
-	require.Contains(t, remote.Message, "x: -3037000500 squared overflows int64")
+	// A failed route is reported in the answers to its numbers.
+	got, err = c.Process(context.Background(), []int64{1, -3037000500})
+	require.NoError(t, err)
+	require.Equal(t, xyz.Result{Value: 4, Backend: "z"}, got[0])
+	require.Equal(t, "x", got[1].Backend)
+	require.Regexp(t, `^remote 127\.0\.0\.1:\d+: x: -3037000500 squared overflows int64$`, got[1].Err)
 }
 
 // serve serves srv on a free loopback port until the test ends.
@@ -62,48 +63,140 @@ func serve(t *testing.T, srv node.Server) string {
 }
 
 func backend(t *testing.T, route string) string {
-	srv, err := node.NewBackend(route, quiet)
+	srv, err := node.NewBackend(node.BackendConfig{Route: route}, quiet)
 	require.NoError(t, err)
 	return serve(t, srv)
 }
 
-func TestMiddleTakesTurnsAmongReplicas(t *testing.T) {
-	down, err := net.Listen("tcp", "127.0.0.1:0") // a replica that is gone
+// goneAddr returns the address of a server that is gone.
+func goneAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	downAddr := down.Addr().String()
-	require.NoError(t, down.Close())
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
 
-	m, err := node.NewMiddle(map[string][]string{
-		"x": {backend(t, "x")},
-		"y": {backend(t, "y"), downAddr},
-		"z": {backend(t, "z")},
-	}, quiet)
+// middle serves a middle layer over replicas and returns a client of it.
+func middle(t *testing.T, cfg node.MiddleConfig) *transport.Client[int64, xyz.Result] {
+	m, err := node.NewMiddle(cfg, quiet)
 	require.NoError(t, err)
 	c := transport.NewClient(serve(t, m), transport.Int64(), xyz.ResultCodec(), quiet)
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
 
-	for i := range 4 {
+func TestMiddleRetriesOnAnotherReplica(t *testing.T) {
+	down := goneAddr(t)
+	c := middle(t, node.MiddleConfig{Replicas: map[string][]string{
+		"x": {backend(t, "x")},
+		"y": {down, backend(t, "y"), down},
+		"z": {backend(t, "z")},
+	}})
+	for i := range 20 {
 		got, err := c.Process(context.Background(), []int64{-2, 10})
-		if i%2 == 0 {
-			require.NoError(t, err, "call %d goes to the live replica", i)
-			require.Equal(t, []xyz.Result{{Value: 4, Backend: "x"}, {Value: 5, Backend: "y"}}, got)
-		} else {
-			require.ErrorContains(t, err, downAddr, "call %d goes to the replica that is gone", i)
-			require.ErrorContains(t, err, `route "y"`)
-		}
+		require.NoError(t, err)
+		require.Equal(t, []xyz.Result{{Value: 4, Backend: "x"}, {Value: 5, Backend: "y"}}, got, "call %d", i)
 	}
 }
 
+func TestMiddleReportsRouteDown(t *testing.T) {
+	c := middle(t, node.MiddleConfig{Replicas: map[string][]string{
+		"x": {backend(t, "x")},
+		"y": {backend(t, "y")},
+		"z": {goneAddr(t), goneAddr(t)},
+	}})
+	// The replicas are tried, then ejected: either way each call fails
+	// promptly, and names the route and the numbers it could not process.
+	for range 10 {
+		got, err := c.Process(context.Background(), []int64{-2, 1, 3})
+		require.NoError(t, err)
+		require.Equal(t, xyz.Result{Value: 4, Backend: "x"}, got[0])
+		for _, r := range got[1:] {
+			require.Equal(t, "z", r.Backend)
+			require.Contains(t, r.Err, "z could not process numbers 1, 3: ")
+			require.Contains(t, r.Err, "backend unavailable")
+		}
+	}
+	got, err := c.Process(context.Background(), []int64{5})
+	require.NoError(t, err)
+	require.Contains(t, got[0].Err, "all 2 replicas are ejected")
+}
+
+func TestMiddleBoundsCallsPerRoute(t *testing.T) {
+	var logs syncBuffer
+	slow, err := node.NewBackend(node.BackendConfig{Route: "x", Delay: time.Minute,
+		Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}, quiet)
+	require.NoError(t, err)
+	c := middle(t, node.MiddleConfig{MaxInFlight: 1, Replicas: map[string][]string{
+		"x": {serve(t, slow)},
+		"y": {backend(t, "y")},
+		"z": {backend(t, "z")},
+	}})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := c.Process(ctx, []int64{-1})
+		first <- err
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `msg="call delayed"`) },
+		10*time.Second, 5*time.Millisecond, "the first call reaches x")
+
+	got, err := c.Process(context.Background(), []int64{-2, 2})
+	require.NoError(t, err)
+	require.Equal(t, "x", got[0].Backend)
+	require.Contains(t, got[0].Err, "x could not process -2: fanout: overloaded")
+	require.Equal(t, xyz.Result{Value: 1, Backend: "y"}, got[1], "other routes have their own bound")
+
+	cancel()
+	require.ErrorIs(t, <-first, context.Canceled)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `msg="call cancelled"`) },
+		10*time.Second, 5*time.Millisecond, "the cancellation reaches x")
+}
+
+func TestBackendDelay(t *testing.T) {
+	var logs syncBuffer
+	const delay = 500 * time.Millisecond
+	srv, err := node.NewBackend(node.BackendConfig{Route: "z", Delay: delay,
+		Log: slog.New(slog.NewTextHandler(&logs, nil))}, quiet)
+	require.NoError(t, err)
+	c := transport.NewClient(serve(t, srv), transport.Int64(), transport.Int64(), quiet)
+	defer c.Close()
+
+	start := time.Now()
+	got, err := c.Process(context.Background(), []int64{1, 3})
+	require.NoError(t, err)
+	require.Equal(t, []int64{4, 10}, got)
+	require.GreaterOrEqual(t, time.Since(start), delay)
+	require.Empty(t, logs.String(), "the wait is logged at Debug level only")
+
+	// The deadline travels to the backend, which gives up waiting. The
+	// server's copy of the deadline runs from the request's arrival, so the
+	// client usually gives up first, which the server sees as a
+	// cancellation: either error ends the wait.
+	ctx, cancel := context.WithTimeout(context.Background(), delay/2)
+	defer cancel()
+	_, err = c.Process(ctx, []int64{1})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Eventually(t, func() bool {
+		return strings.Contains(logs.String(), `level=INFO msg="call cancelled" numbers=1 err="context `)
+	}, 10*time.Second, 5*time.Millisecond)
+}
+
 func TestNewMiddleNeedsEveryRoute(t *testing.T) {
-	_, err := node.NewMiddle(map[string][]string{"x": {"a:1"}, "y": {"b:1"}}, quiet)
+	_, err := node.NewMiddle(node.MiddleConfig{Replicas: map[string][]string{"x": {"a:1"}, "y": {"b:1"}}}, quiet)
 	require.ErrorContains(t, err, "route z")
 
-	_, err = node.NewMiddle(map[string][]string{"x": {"a:1"}, "y": {"b:1"}, "z": {"c:1"}, "w": {"d:1"}}, quiet)
+	_, err = node.NewMiddle(node.MiddleConfig{Replicas: map[string][]string{"x": {"a:1"}, "y": {"b:1"}, "z": {"c:1"}, "w": {"d:1"}}}, quiet)
 	require.ErrorContains(t, err, "replicas given for 4 routes")
+
+	_, err = node.NewMiddle(node.MiddleConfig{Replicas: map[string][]string{"x": {"a:1"}, "y": {"b:1"}, "z": {"c:1"}}, MaxInFlight: -1}, quiet)
+	require.ErrorContains(t, err, "route x")
 }
 
 func TestNewBackendUnknownRoute(t *testing.T) {
-	_, err := node.NewBackend("w")
+	_, err := node.NewBackend(node.BackendConfig{Route: "w"})
 	require.Error(t, err)
 }
 
@@ -129,7 +222,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	var logs syncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	srv, err := node.NewBackend("z", quiet)
+	srv, err := node.NewBackend(node.BackendConfig{Route: "z"}, quiet)
 	require.NoError(t, err)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -159,7 +252,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 }
 
 func TestRunFailsToListen(t *testing.T) {
-	srv, err := node.NewBackend("x", quiet)
+	srv, err := node.NewBackend(node.BackendConfig{Route: "x"}, quiet)
 	require.NoError(t, err)
 	err = node.Run(context.Background(), slog.New(slog.DiscardHandler), "x", srv, "127.0.0.1:-1", time.Second)
 	var opErr *net.OpError

@@ -24,7 +24,7 @@ func StartSystem(opts ...transport.Option) (*System, error) {
 	s := &System{}
 	replicas := make(map[string][]string)
 	for _, route := range xyz.Routes() {
-		srv, err := NewBackend(route, opts...)
+		srv, err := NewBackend(BackendConfig{Route: route}, opts...)
 		if err != nil {
 			s.Close()
 			return nil, err
@@ -36,7 +36,7 @@ func StartSystem(opts ...transport.Option) (*System, error) {
 		}
 		replicas[route] = []string{addr}
 	}
-	m, err := NewMiddle(replicas, opts...)
+	m, err := NewMiddle(MiddleConfig{Replicas: replicas}, opts...)
 	if err != nil {
 		s.Close()
 		return nil, err

@@ -8,7 +8,8 @@
 //
 // [Classify] chooses the route, [X], [Y] and [Z] compute the answers,
 // [Backend] serves a route as a [fanout.Backend], [Tag] labels a route's
-// answers with the route's name, [ResultCodec] carries labelled answers over
+// answers with the route's name, [PerItem] turns the failure of a route into
+// failed answers to its numbers, [ResultCodec] carries labelled answers over
 // the wire, and [Expected] states the right answer for any number, so a
 // caller can check what it got.
 //

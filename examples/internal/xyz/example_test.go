@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
 )
 
@@ -29,7 +30,47 @@ func ExampleTag() {
 		panic(err)
 	}
 	out, err := xyz.Tag("z", z).Process(context.Background(), []int64{1, 5})
-	fmt.Println(out, err)
+	if err != nil {
+		panic(err)
+	}
+	for _, r := range out {
+		fmt.Printf("%d (backend %s)\n", r.Value, r.Backend)
+	}
 	// Output:
-	// [{4 z} {16 z}] <nil>
+	// 4 (backend z)
+	// 16 (backend z)
+}
+
+func ExamplePerItem() {
+	routes := map[string]fanout.Backend[int64, xyz.Result]{}
+	for _, route := range xyz.Routes() {
+		b, err := xyz.Backend(route)
+		if err != nil {
+			panic(err)
+		}
+		routes[route] = xyz.Tag(route, b)
+	}
+	r, err := fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes, fanout.WithPartialResults())
+	if err != nil {
+		panic(err)
+	}
+
+	// The x route fails on -3037000500, so neither of its numbers is
+	// processed; y and z answer theirs.
+	out, err := xyz.PerItem(r).Process(context.Background(), []int64{-3, 4, -3037000500, 7})
+	if err != nil {
+		panic(err)
+	}
+	for _, res := range out {
+		if res.Failed() {
+			fmt.Printf("failed (backend %s): %s\n", res.Backend, res.Err)
+			continue
+		}
+		fmt.Printf("%d (backend %s)\n", res.Value, res.Backend)
+	}
+	// Output:
+	// failed (backend x): x: -3037000500 squared overflows int64
+	// 2 (backend y)
+	// failed (backend x): x: -3037000500 squared overflows int64
+	// 22 (backend z)
 }

@@ -1,6 +1,7 @@
 package xyz
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -12,12 +13,21 @@ import (
 	"github.com/seed-c94cd834/fanout/transport"
 )
 
-// Result is an answer of the middle layer: a route's result and the name of
-// the route whose backend computed it.
+// Result is an answer of the middle layer to one number: the result and
+// the name of the route whose backend computed it, or, if that backend
+// failed, the route's name and the failure.
 type Result struct {
 	Value   int64
 	Backend string
+
+	// Err is empty if the number was processed. Otherwise it is the text of
+	// the error that kept the route in Backend from processing it, and Value
+	// is meaningless; see [PerItem].
+	Err string
 }
+
+// Failed reports whether the number was not processed: r.Err is not empty.
+func (r Result) Failed() bool { return r.Err != "" }
 
 // Tag returns a backend that passes batches to b and labels each of its
 // answers with route, so that the answers of a router over tagged backends
@@ -67,16 +77,63 @@ func describe(items []int64) string {
 	return string(b)
 }
 
-// ResultCodec returns the binary codec of [Result], named "xyz.result/1".
+// PerItem returns a backend that passes batches to r, a router over tagged
+// routes built with [fanout.WithPartialResults], and reports the failure of
+// a route in the answers to its numbers rather than as the call's error:
+// each of them has the route in Backend and the text of the route's error in
+// Err, and the answers of the routes that succeeded are returned beside
+// them. PerItem returns an error only when the call failed as a whole: r
+// failed in another way, or ctx ended, in which case the error is ctx's, so
+// that a server reports the call as cancelled or past its deadline.
+func PerItem(r fanout.Backend[int64, Result]) fanout.Backend[int64, Result] {
+	return fanout.BackendFunc[int64, Result](func(ctx context.Context, items []int64) ([]Result, error) {
+		out, err := r.Process(ctx, items)
+		var pe *fanout.PartialError
+		if !errors.As(err, &pe) {
+			return out, err
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if out == nil { // every route failed
+			out = make([]Result, len(items))
+		}
+		for _, re := range pe.Failed {
+			msg := re.Err.Error()
+			if msg == "" { // an empty Err would read as success
+				msg = "failed without a reason"
+			}
+			for _, i := range re.Indices {
+				out[i] = Result{Backend: re.Route, Err: msg}
+			}
+		}
+		return out, nil
+	})
+}
+
+// ResultCodec returns the binary codec of [Result], named "xyz.result/2".
 // Each result is encoded as
 //
 //	value    int64, 8 bytes little-endian
 //	length   uint8, length of the backend name in bytes
 //	backend  length bytes
+//	error    uint8: 0 if the number was processed; k from 1 to 255 if it
+//	         failed with the k-th distinct error text of the message
 //
-// and a batch is the concatenation of its results. A backend name longer
-// than 255 bytes cannot be encoded. Decode checks every length before it
-// allocates, and gives results that share a backend name the same string.
+// and, when k is one more than the number of error texts met so far in the
+// message, that new text follows:
+//
+//	textlen  uint16 little-endian, at least 1
+//	text     textlen bytes
+//
+// A batch is the concatenation of its results, so a failure shared by many
+// numbers, such as a route that is down, carries its text once. Texts are
+// numbered in order of first use and are all different, so every batch has
+// exactly one encoding. A backend name longer than 255 bytes, an error text
+// longer than 65535 bytes, or more than 255 distinct error texts in one
+// batch cannot be encoded. Decode checks every length before it allocates,
+// and gives the results that share a backend name, or an error text, the
+// same string.
 func ResultCodec() transport.Codec[Result] {
 	return resultCodec{}
 }
@@ -86,48 +143,125 @@ type resultCodec struct{}
 const (
 	resultHeader  = 8 + 1 // value and name length
 	maxBackendLen = 255
+	maxErrTexts   = 255
+	maxErrLen     = 0xFFFF
 )
 
-func (resultCodec) Name() string { return "xyz.result/1" }
+func (resultCodec) Name() string { return "xyz.result/2" }
 
 func (resultCodec) Append(dst []byte, items []Result) ([]byte, error) {
+	var texts []string // distinct error texts, in order of first use
 	size := 0
 	for i := range items {
-		if n := len(items[i].Backend); n > maxBackendLen {
+		r := &items[i]
+		if n := len(r.Backend); n > maxBackendLen {
 			return dst, fmt.Errorf("xyz: result %d: backend name of %d bytes is longer than %d", i, n, maxBackendLen)
 		}
-		size += resultHeader + len(items[i].Backend)
+		size += resultHeader + len(r.Backend) + 1
+		if r.Err == "" || slices.Contains(texts, r.Err) {
+			continue
+		}
+		if n := len(r.Err); n > maxErrLen {
+			return dst, fmt.Errorf("xyz: result %d: error text of %d bytes is longer than %d", i, n, maxErrLen)
+		}
+		if len(texts) == maxErrTexts {
+			return dst, fmt.Errorf("xyz: result %d: more than %d distinct error texts in one batch", i, maxErrTexts)
+		}
+		texts = append(texts, r.Err)
+		size += 2 + len(r.Err)
 	}
 	dst = slices.Grow(dst, size)
+	known := 0 // texts written so far
 	for i := range items {
-		dst = binary.LittleEndian.AppendUint64(dst, uint64(items[i].Value))
-		dst = append(dst, byte(len(items[i].Backend)))
-		dst = append(dst, items[i].Backend...)
+		r := &items[i]
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Value))
+		dst = append(dst, byte(len(r.Backend)))
+		dst = append(dst, r.Backend...)
+		if r.Err == "" {
+			dst = append(dst, 0)
+			continue
+		}
+		k := slices.Index(texts[:known], r.Err)
+		if k < 0 {
+			k = known // first use: texts are numbered in this order
+			known++
+			dst = append(dst, byte(k+1))
+			dst = binary.LittleEndian.AppendUint16(dst, uint16(len(r.Err)))
+			dst = append(dst, r.Err...)
+			continue
+		}
+		dst = append(dst, byte(k+1))
 	}
 	return dst, nil
 }
 
+// span locates a string in a message being decoded.
+type span struct{ start, end int }
+
 func (resultCodec) Decode(dst []Result, data []byte) ([]Result, error) {
 	// Validate and count first, so that a malformed message allocates nothing.
+	var texts [maxErrTexts]span
+	known := 0
 	count := 0
 	for off := 0; off < len(data); count++ {
 		if left := len(data) - off; left < resultHeader {
-			return dst, fmt.Errorf("xyz: result %d: truncated: %d bytes left, a result takes at least %d", count, left, resultHeader)
+			return dst, fmt.Errorf("xyz: result %d: truncated: %d bytes left, a result takes at least %d", count, left, resultHeader+1)
 		}
 		n := int(data[off+8])
 		off += resultHeader
-		if left := len(data) - off; left < n {
-			return dst, fmt.Errorf("xyz: result %d: backend name of %d bytes, only %d bytes left", count, n, left)
+		if left := len(data) - off; left < n+1 {
+			return dst, fmt.Errorf("xyz: result %d: backend name of %d bytes and error mark, only %d bytes left", count, n, left)
 		}
 		off += n
+		k := int(data[off])
+		off++
+		switch {
+		case k <= known:
+			continue // processed (0), or a text already met
+		case k > known+1:
+			return dst, fmt.Errorf("xyz: result %d: error text %d, only %d met so far", count, k, known)
+		}
+		if left := len(data) - off; left < 2 {
+			return dst, fmt.Errorf("xyz: result %d: truncated error text length", count)
+		}
+		n = int(binary.LittleEndian.Uint16(data[off:]))
+		off += 2
+		switch left := len(data) - off; {
+		case n == 0:
+			return dst, fmt.Errorf("xyz: result %d: empty error text", count)
+		case left < n:
+			return dst, fmt.Errorf("xyz: result %d: error text of %d bytes, only %d bytes left", count, n, left)
+		}
+		text := data[off : off+n]
+		for _, s := range texts[:known] {
+			if bytes.Equal(data[s.start:s.end], text) {
+				return dst, fmt.Errorf("xyz: result %d: error text repeated instead of referred to", count)
+			}
+		}
+		texts[known] = span{off, off + n}
+		known++
+		off += n
 	}
+
 	dst = slices.Grow(dst, count)
 	var names interner
+	var errs [maxErrTexts]string
+	known = 0
 	for off := 0; off < len(data); {
-		value := int64(binary.LittleEndian.Uint64(data[off:]))
+		r := Result{Value: int64(binary.LittleEndian.Uint64(data[off:]))}
 		end := off + resultHeader + int(data[off+8])
-		dst = append(dst, Result{Value: value, Backend: names.string(data[off+resultHeader : end])})
-		off = end
+		r.Backend = names.string(data[off+resultHeader : end])
+		k := int(data[end])
+		off = end + 1
+		if k > known { // a new text follows: its place was checked above
+			errs[known] = string(data[texts[known].start:texts[known].end])
+			known++
+			off = texts[k-1].end
+		}
+		if k > 0 {
+			r.Err = errs[k-1]
+		}
+		dst = append(dst, r)
 	}
 	return dst, nil
 }

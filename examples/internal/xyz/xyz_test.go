@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -218,4 +219,57 @@ func BenchmarkBackend(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestPerItem(t *testing.T) {
+	down := errors.New("connection refused")
+	routes := map[string]fanout.Backend[int64, xyz.Result]{}
+	for _, route := range xyz.Routes() {
+		b, err := xyz.Backend(route)
+		require.NoError(t, err)
+		routes[route] = xyz.Tag(route, b)
+	}
+	routes["z"] = xyz.Tag("z", fanout.BackendFunc[int64, int64](func(context.Context, []int64) ([]int64, error) { return nil, down }))
+	r, err := fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes, fanout.WithPartialResults())
+	require.NoError(t, err)
+	b := xyz.PerItem(r)
+	ctx := context.Background()
+
+	got, err := b.Process(ctx, []int64{-2, 1, 4, 3})
+	require.NoError(t, err)
+	zErr := "z could not process numbers 1, 3: connection refused"
+	require.Equal(t, []xyz.Result{{Value: 4, Backend: "x"}, {Backend: "z", Err: zErr}, {Value: 2, Backend: "y"}, {Backend: "z", Err: zErr}}, got)
+	require.False(t, got[0].Failed())
+	require.True(t, got[1].Failed())
+
+	got, err = b.Process(ctx, []int64{5, -3037000500})
+	require.NoError(t, err, "every route failed: still one answer per number")
+	require.Equal(t, []xyz.Result{
+		{Backend: "z", Err: "z could not process 5: connection refused"},
+		{Backend: "x", Err: "x: -3037000500 squared overflows int64"},
+	}, got)
+
+	got, err = b.Process(ctx, []int64{})
+	require.NoError(t, err)
+	require.Empty(t, got)
+
+	// A call whose deadline passes while a route is at work fails as a
+	// whole, with the deadline's error, even though another route answered.
+	routes["z"] = xyz.Tag("z", fanout.BackendFunc[int64, int64](func(ctx context.Context, _ []int64) ([]int64, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}))
+	r, err = fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes, fanout.WithPartialResults())
+	require.NoError(t, err)
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	_, err = xyz.PerItem(r).Process(short, []int64{-1, 1})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.NotErrorAs(t, err, new(*fanout.PartialError))
+
+	// An error that is not a partial failure is the call's.
+	_, err = xyz.PerItem(fanout.BackendFunc[int64, xyz.Result](func(context.Context, []int64) ([]xyz.Result, error) {
+		return nil, down
+	})).Process(ctx, []int64{1})
+	require.ErrorIs(t, err, down)
 }

@@ -1,0 +1,210 @@
+// End-to-end tests of slow, overloaded, failing and stopping backends: real
+// processes, as in e2e_test.go. Times are asserted only with generous
+// margins: they tell a prompt failure from a hang, never measure speed.
+package examples_test
+
+import (
+	"encoding/json"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// skipShort skips a test that runs the programs under go test -short.
+func skipShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test: builds and runs the programs")
+	}
+}
+
+// startReplicas starts n replicas of backend route, with args, on free
+// loopback ports.
+func startReplicas(t *testing.T, route string, n int, args ...string) []*server {
+	var replicas []*server
+	for range n {
+		replicas = append(replicas, startServer(t, route, append([]string{"-listen", "127.0.0.1:0"}, args...)...))
+	}
+	return replicas
+}
+
+// startMiddle starts a middle layer, with args, in front of the replicas of
+// x, y and z given.
+func startMiddle(t *testing.T, x, y, z []*server, args ...string) *server {
+	return startServer(t, "middle", append([]string{"-listen", "127.0.0.1:0",
+		"-x", addrs(x), "-y", addrs(y), "-z", addrs(z)}, args...)...)
+}
+
+// addrs returns the addresses of servers, comma-separated.
+func addrs(servers []*server) string {
+	var a []string
+	for _, s := range servers {
+		a = append(a, s.addr)
+	}
+	return strings.Join(a, ",")
+}
+
+// TestSlowBackend runs a system whose x backend takes 10s to answer, behind
+// a middle layer that lets one call at a time into each route.
+func TestSlowBackend(t *testing.T) {
+	skipShort(t)
+	const (
+		delayed   = `msg="call delayed"`
+		cancelled = `msg="call cancelled"`
+	)
+	x := startServer(t, "x", "-listen", "127.0.0.1:0", "-delay", "10s", "-log-level", "debug")
+	y, z := startReplicas(t, "y", 1), startReplicas(t, "z", 1)
+	addr := startMiddle(t, []*server{x}, y, z, "-max-inflight", "1").addr
+
+	t.Run("timeout", func(t *testing.T) {
+		start := time.Now()
+		out := runProgram(t, "", "client", "-addr", addr, "-timeout", "1s", "-3")
+		require.Equal(t, 1, out.code)
+		require.Less(t, time.Since(start), 8*time.Second, "the call ends at its deadline, not the backend's answer")
+		require.Contains(t, out.stderr, "client: no answer within 1s (-timeout): ")
+		require.Contains(t, out.stderr, "deadline exceeded")
+		require.Empty(t, out.stdout)
+		x.waitLog(t, cancelled, 1, 5*time.Second) // the deadline reached x
+	})
+
+	t.Run("overloaded", func(t *testing.T) {
+		first := startProgram(t, "", "client", "-addr", addr, "-3")
+		x.waitLog(t, delayed, 2, 10*time.Second)
+
+		// x has its one call in flight: its numbers fail at once, y's and
+		// z's are answered.
+		start := time.Now()
+		out := runProgram(t, "", "client", "-addr", addr, "-5", "4")
+		require.Equal(t, 1, out.code)
+		require.Less(t, time.Since(start), 5*time.Second)
+		require.Contains(t, out.stderr, "client: -5 failed on backend x: x could not process -5: ")
+		require.Contains(t, out.stderr, "overloaded")
+		require.Empty(t, out.stdout)
+
+		out = runProgram(t, "", "client", "-addr", addr, "-partial", "-json", "-5", "4")
+		require.Equal(t, 1, out.code)
+		var got []map[string]any
+		require.NoError(t, json.Unmarshal([]byte(out.stdout), &got), out.stdout)
+		require.Len(t, got, 2)
+		require.Equal(t, "x", got[0]["backend"])
+		require.Contains(t, got[0]["error"], "overloaded")
+		require.Equal(t, map[string]any{"input": 4.0, "output": 2.0, "backend": "y"}, got[1])
+
+		// Ctrl-C: the client gives up, and so does x, long before its 10s.
+		require.NoError(t, first.cmd.Process.Signal(syscall.SIGINT))
+		sent := time.Now()
+		out = first.wait(t)
+		require.Equal(t, 130, out.code, out.stderr)
+		require.Equal(t, "client: interrupted\n", out.stderr)
+		require.Empty(t, out.stdout)
+		x.waitLog(t, cancelled, 2, 5*time.Second)
+		require.Less(t, time.Since(sent), 5*time.Second)
+		require.Contains(t, x.log(), `err="context canceled"`)
+	})
+}
+
+// TestMaxCalls bounds the calls in flight per connection: on a backend,
+// whose extra calls the middle layer reports as its route's failures, and
+// on the middle layer, whose extra calls the client reports.
+func TestMaxCalls(t *testing.T) {
+	skipShort(t)
+	const delayed = `msg="call delayed"`
+	x := startServer(t, "x", "-listen", "127.0.0.1:0", "-max-calls", "1", "-delay", "10s", "-log-level", "debug")
+	y, z := startReplicas(t, "y", 1), startReplicas(t, "z", 1)
+
+	t.Run("backend", func(t *testing.T) {
+		addr := startMiddle(t, []*server{x}, y, z).addr
+		first := startProgram(t, "", "client", "-addr", addr, "-3")
+		x.waitLog(t, delayed, 1, 10*time.Second)
+
+		out := runProgram(t, "", "client", "-addr", addr, "-partial", "-5", "4")
+		require.Equal(t, 1, out.code)
+		require.Contains(t, out.stdout, "-5 -> failed (backend x): x could not process -5: ")
+		require.Contains(t, out.stdout, "server overloaded: 1 calls already in flight on this connection")
+		require.Contains(t, out.stdout, "4 -> 2 (backend y)\n")
+
+		require.NoError(t, first.cmd.Process.Signal(syscall.SIGINT))
+		require.Equal(t, 130, first.wait(t).code)
+	})
+
+	t.Run("middle", func(t *testing.T) {
+		// loadgen's four callers share one connection; the first call holds
+		// the only slot, x holding it up, and the others are refused.
+		addr := startMiddle(t, []*server{x}, y, z, "-max-calls", "1").addr
+		out := runProgram(t, "", "loadgen", "-addr", addr, "-concurrency", "4", "-duration", "500ms", "-timeout", "2s")
+		require.Equal(t, 1, out.code)
+		require.Contains(t, out.stderr, "loadgen: first problem: remote "+addr+": server overloaded: 1 calls already in flight on this connection")
+	})
+}
+
+// TestShutdownLetsCallsFinish stops a backend with SIGTERM while it is
+// processing a call: the call is answered, then the backend exits with
+// status 0.
+func TestShutdownLetsCallsFinish(t *testing.T) {
+	skipShort(t)
+	x := startServer(t, "x", "-listen", "127.0.0.1:0", "-delay", "1s", "-grace", "5s", "-log-level", "debug")
+	addr := startMiddle(t, []*server{x}, startReplicas(t, "y", 1), startReplicas(t, "z", 1)).addr
+
+	client := startProgram(t, "", "client", "-addr", addr, "-3", "4")
+	x.waitLog(t, `msg="call delayed"`, 1, 10*time.Second)
+	require.NoError(t, x.cmd.Process.Signal(syscall.SIGTERM))
+
+	out := client.wait(t)
+	require.Equal(t, 0, out.code, out.stderr)
+	require.Equal(t, textOutput(t, -3, 4), out.stdout)
+	require.Equal(t, 0, x.wait(t))
+	require.Contains(t, x.log(), `msg="x stopped"`)
+	require.NotContains(t, x.log(), "grace period over")
+}
+
+// TestFailover runs x as two replicas and kills them one after the other
+// while the system is under load.
+func TestFailover(t *testing.T) {
+	skipShort(t)
+	xs := startReplicas(t, "x", 2)
+	addr := startMiddle(t, xs, startReplicas(t, "y", 1), startReplicas(t, "z", 1)).addr
+
+	t.Run("one replica killed", func(t *testing.T) {
+		// Calls in flight on the killed replica, and calls that would have
+		// gone to it, go to the other: loadgen sees no error.
+		load := startProgram(t, "", "loadgen", "-addr", addr, "-duration", "3s", "-concurrency", "8", "-json")
+		time.Sleep(time.Second)
+		xs[0].kill(t)
+		out := load.wait(t)
+		require.Equal(t, 0, out.code, out.stderr)
+		var s struct{ Requests, Errors, Wrong int64 }
+		require.NoError(t, json.Unmarshal([]byte(out.stdout), &s), out.stdout)
+		require.Positive(t, s.Requests)
+		require.Zero(t, s.Errors, out.stderr)
+		require.Zero(t, s.Wrong)
+
+		for range 10 {
+			out := runProgram(t, "", "client", "-addr", addr, "-3", "4", "-7", "7")
+			require.Equal(t, 0, out.code, out.stderr)
+			require.Equal(t, textOutput(t, -3, 4, -7, 7), out.stdout)
+		}
+	})
+
+	t.Run("every replica killed", func(t *testing.T) {
+		// Each call fails promptly, naming the route, first after trying
+		// both replicas, then because both are ejected.
+		xs[1].kill(t)
+		for range 12 {
+			start := time.Now()
+			out := runProgram(t, "", "client", "-addr", addr, "-3", "4")
+			require.Equal(t, 1, out.code)
+			require.Less(t, time.Since(start), 5*time.Second)
+			require.Contains(t, out.stderr, "client: -3 failed on backend x: x could not process -3: ")
+			require.Contains(t, out.stderr, "unavailable")
+			require.Empty(t, out.stdout)
+		}
+		out := runProgram(t, "", "client", "-addr", addr, "-3")
+		require.Contains(t, out.stderr, "all 2 replicas are ejected")
+
+		out = runProgram(t, "", "client", "-addr", addr, "4", "7")
+		require.Equal(t, 0, out.code, "the other routes still answer: %s", out.stderr)
+		require.Equal(t, textOutput(t, 4, 7), out.stdout)
+	})
+}
