@@ -162,6 +162,7 @@ func NewBalancer[In, Out any](replicas []Backend[In, Out], opts ...BalancerOptio
 func (b *Balancer[In, Out]) Process(ctx context.Context, items []In) ([]Out, error) {
 	var tried []bool // allocated on the first failure only
 	var lastErr error
+	failures := 0
 	attempts := min(b.cfg.maxAttempts, len(b.replicas))
 	for attempt := 0; attempt < attempts; attempt++ {
 		r, i := b.pick(tried)
@@ -185,6 +186,7 @@ func (b *Balancer[In, Out]) Process(ctx context.Context, items []In) ([]Out, err
 			return nil, err
 		}
 		lastErr = err
+		failures++
 		if tried == nil {
 			tried = make([]bool, len(b.replicas))
 		}
@@ -199,8 +201,8 @@ func (b *Balancer[In, Out]) Process(ctx context.Context, items []In) ([]Out, err
 			b.maybeProbe(r, true)
 		}
 		return nil, b.allEjected()
-	case attempts > 1 && len(tried) > 0:
-		return nil, fmt.Errorf("fanout: call failed on every replica tried: %w", lastErr)
+	case failures > 1:
+		return nil, fmt.Errorf("fanout: call failed on every replica tried (%d): %w", failures, lastErr)
 	}
 	return nil, lastErr
 }

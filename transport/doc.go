@@ -56,9 +56,9 @@
 // Whether a failed call may be sent again: a client's error wraps
 // [fanout.ErrUnavailable] when the request was not delivered (the dial or
 // the TLS or fanout handshake failed, the client is waiting to redial, the
-// server was shutting down or reset the stream unread), [fanout.ErrOverloaded]
-// when a limit refused it, and [fanout.ErrInterrupted] when the connection
-// failed after the request may have been delivered. A [fanout.Balancer]
+// server was shutting down), [fanout.ErrOverloaded] when a limit refused it,
+// and [fanout.ErrInterrupted] when the connection failed, or the stream was
+// reset, after the request may have been delivered. A [fanout.Balancer]
 // retries the first two on another replica. An empty batch is a round trip
 // that the server answers without calling its backend: a probe.
 //
