@@ -122,7 +122,7 @@ func TestMaxCalls(t *testing.T) {
 		out := runProgram(t, "", "client", "-addr", addr, "-partial", "-5", "4")
 		require.Equal(t, 1, out.code)
 		require.Contains(t, out.stdout, "-5 -> failed (backend x): x could not process -5: ")
-		require.Contains(t, out.stdout, "server overloaded: 1 calls already in flight on this connection")
+		require.Contains(t, out.stdout, "server overloaded: stream limit of 1 reached on this connection")
 		require.Contains(t, out.stdout, "4 -> 2 (backend y)\n")
 
 		require.NoError(t, first.cmd.Process.Signal(syscall.SIGINT))
@@ -135,7 +135,7 @@ func TestMaxCalls(t *testing.T) {
 		addr := startMiddle(t, []*server{x}, y, z, "-max-calls", "1").addr
 		out := runProgram(t, "", "loadgen", "-addr", addr, "-concurrency", "4", "-duration", "500ms", "-timeout", "2s")
 		require.Equal(t, 1, out.code)
-		require.Contains(t, out.stderr, "loadgen: first problem: remote "+addr+": server overloaded: 1 calls already in flight on this connection")
+		require.Contains(t, out.stderr, "loadgen: first problem: remote "+addr+": server overloaded: stream limit of 1 reached on this connection")
 	})
 }
 

@@ -23,8 +23,11 @@ import (
 // route of a [fanout.Router] or used on its own.
 //
 // A Client holds at most one connection, with one yamux session on it; every
-// call is a stream of its own, so any number of goroutines can call at once
-// and share the connection. The connection is made on first use. When the
+// call in flight has a stream of its own, so any number of goroutines can
+// call at once and share the connection. A stream whose call ended with a
+// complete answer is kept for a later call (up to 256 idle streams); one
+// whose call was cancelled or failed is closed. The connection is made on
+// first use. When the
 // session dies (the server went away, a keepalive failed), the next call
 // dials again; after a failed dial, further attempts wait with capped
 // exponential backoff (see [WithRedialBackoff]) and calls in between fail at
@@ -50,6 +53,7 @@ type Client[In, Out any] struct {
 	draining map[*yamux.Session]struct{} // told to go away, finishing their calls
 	peerMax  int                         // the server's maximum message size
 	dialing  chan struct{}               // closed when the dial in progress ends
+	idle     []*yamux.Stream             // streams of sess between calls, the latest last
 	dialErr  error                       // the last dial's failure
 	retryAt  time.Time                   // no dial before this after a failure
 	backoff  time.Duration               // the last wait after a failure
@@ -100,6 +104,7 @@ func (c *Client[In, Out]) Addr() string { return c.addr }
 func (c *Client[In, Out]) Close() error {
 	c.mu.Lock()
 	c.closed = true
+	c.idle = nil // closed with their session
 	sessions := []*yamux.Session{c.sess}
 	for sess := range c.draining {
 		sessions = append(sessions, sess)
@@ -177,7 +182,7 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In) ([]Out, error) {
 		if err := finishFrame(buf, 0, peerMax); err != nil {
 			return nil, err
 		}
-		st, err := sess.OpenStream()
+		st, err := c.stream(sess)
 		if err != nil {
 			// The session is closed, told to go away or out of stream IDs:
 			// let the calls on it finish, and use a new one.
@@ -189,6 +194,56 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In) ([]Out, error) {
 		}
 		owned = false
 		return c.roundTrip(ctx, st, bufp, len(items))
+	}
+}
+
+// maxIdleStreams bounds the streams a client keeps open between calls.
+const maxIdleStreams = 256
+
+// stream returns a stream of sess for a call: one left idle by an earlier
+// call, or a new one.
+func (c *Client[In, Out]) stream(sess *yamux.Session) (*yamux.Stream, error) {
+	c.mu.Lock()
+	if n := len(c.idle); n > 0 && c.sess == sess {
+		st := c.idle[n-1]
+		c.idle[n-1] = nil
+		c.idle = c.idle[:n-1]
+		c.mu.Unlock()
+		return st, nil
+	}
+	c.mu.Unlock()
+	if sess.IsClosed() {
+		return nil, yamux.ErrSessionShutdown
+	}
+	return sess.OpenStream()
+}
+
+// release keeps st, whose call is over, for another call, unless its
+// session was replaced or enough streams are idle already.
+func (c *Client[In, Out]) release(st *yamux.Stream) {
+	c.mu.Lock()
+	if !c.closed && c.sess == st.Session() && len(c.idle) < min(maxIdleStreams, c.cfg.maxCalls) {
+		c.idle = append(c.idle, st)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	st.Close()
+}
+
+// dropIdle closes the idle streams, once their session is no longer the
+// current one. c.mu must be held.
+func (c *Client[In, Out]) dropIdle() {
+	idle := c.idle
+	c.idle = nil
+	if len(idle) > 0 {
+		// Closing queues a frame each, which can wait on a stalled
+		// connection: never make a caller wait for it.
+		go func() {
+			for _, st := range idle {
+				st.Close()
+			}
+		}()
 	}
 }
 
@@ -207,12 +262,18 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 		st.SetReadDeadline(time.Now())
 		st.Close()
 	})
-	defer stop()
-	ok := false
+	// After a complete answer that leaves the stream usable, the stream is
+	// kept for another call; otherwise it is closed.
+	reuse, ok := false, false
 	defer func() {
-		if ok {
+		switch {
+		case !stop():
+			// The caller gave up: the AfterFunc closed st.
+		case reuse:
+			c.release(st)
+		case ok:
 			st.Close()
-		} else {
+		default:
 			// Closing queues a frame, which can wait as long as the write
 			// timeout on a stalled connection: never make the caller wait.
 			go st.Close()
@@ -266,20 +327,41 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 		if len(out) != n {
 			return nil, fmt.Errorf("%w: %d results for %d items", ErrProtocol, len(out), n)
 		}
-		ok = true
+		if len(payload) > readChunk {
+			st.Shrink() // an idle stream keeps no large receive buffer
+		}
+		ok, reuse = true, quiet(st, payload[:1])
 		return out, nil
 	case kindError:
 		code, msg, err := parseError(payload)
 		if err != nil {
 			return nil, err
 		}
-		if code == CodeUnavailable {
+		switch code {
+		case CodeUnavailable:
 			// The server is shutting down: calls go to a new connection.
 			c.retire(st.Session())
+		case CodeBackend, CodeDeadline, CodeInternal:
+			// The server read the whole request and keeps the stream.
+			if err := <-written; err == nil {
+				ok, reuse = true, quiet(st, payload[:1])
+			}
 		}
 		return nil, &RemoteError{Addr: c.addr, Code: code, Message: msg}
 	}
 	return nil, fmt.Errorf("%w: expected a response, got message kind %d", ErrProtocol, k)
+}
+
+// quiet reports whether st, whose answer has been read, is fit for another
+// call: the server sent nothing after its answer and did not close the
+// stream. (A server that breaks the protocol that way must not have its
+// stray bytes taken for the answer to the next call.) scratch is a byte of
+// buffer to read into.
+func quiet(st *yamux.Stream, scratch []byte) bool {
+	st.SetReadDeadline(time.Unix(1, 0)) // a read that does not wait
+	n, err := st.Read(scratch)
+	st.SetReadDeadline(time.Time{})
+	return n == 0 && errors.Is(err, yamux.ErrTimeout)
 }
 
 // streamErr explains a failed read or write: the caller's context ended, the
@@ -311,6 +393,7 @@ func (c *Client[In, Out]) retire(sess *yamux.Session) {
 	defer c.mu.Unlock()
 	if c.sess == sess {
 		c.sess = nil
+		c.dropIdle()
 	}
 	if c.closed || sess.IsClosed() {
 		sess.Close()
@@ -355,6 +438,7 @@ func (c *Client[In, Out]) session(ctx context.Context) (*yamux.Session, int, err
 			return nil, 0, fmt.Errorf("%w (next attempt in %v)", err, wait.Round(time.Millisecond))
 		}
 		c.sess = nil
+		c.dropIdle()
 		ch := make(chan struct{})
 		c.dialing = ch
 		c.dials.Add(1)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -21,6 +22,9 @@ import (
 
 // The raw peers below speak the protocol byte by byte, as PROTOCOL.md
 // describes it, so they also check that document.
+
+// wireVersion is the protocol version of PROTOCOL.md.
+const wireVersion = 2
 
 func rawHello(version byte, req, resp string, maxMessage uint32) []byte {
 	b := []byte("fanout")
@@ -39,7 +43,7 @@ func rawReply(t *testing.T, conn net.Conn) (byte, string) {
 	_, err := io.ReadFull(conn, head)
 	require.NoError(t, err)
 	require.Equal(t, "fanout", string(head[:6]))
-	require.EqualValues(t, 1, head[6])
+	require.EqualValues(t, wireVersion, head[6])
 	for range 2 {
 		n := make([]byte, 1)
 		_, err = io.ReadFull(conn, n)
@@ -61,7 +65,7 @@ func rawSession(t *testing.T, addr string) *yamux.Session {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
-	_, err = conn.Write(rawHello(1, "int64le", "int64le", 1<<20))
+	_, err = conn.Write(rawHello(wireVersion, "int64le", "int64le", 1<<20))
 	require.NoError(t, err)
 	status, msg := rawReply(t, conn)
 	require.Zero(t, status, msg)
@@ -207,7 +211,7 @@ func TestHostileConnections(t *testing.T) {
 		conn, err := net.Dial("tcp", addr)
 		require.NoError(t, err)
 		defer conn.Close()
-		_, err = conn.Write(rawHello(1, "int64le", "int64le", 1<<20)[:9])
+		_, err = conn.Write(rawHello(wireVersion, "int64le", "int64le", 1<<20)[:9])
 		require.NoError(t, err)
 		closedByServer(t, conn)
 	})
@@ -215,18 +219,18 @@ func TestHostileConnections(t *testing.T) {
 		conn, err := net.Dial("tcp", addr)
 		require.NoError(t, err)
 		defer conn.Close()
-		_, err = conn.Write(rawHello(2, "int64le", "int64le", 1<<20))
+		_, err = conn.Write(rawHello(wireVersion+1, "int64le", "int64le", 1<<20))
 		require.NoError(t, err)
 		status, msg := rawReply(t, conn)
 		require.EqualValues(t, 1, status)
-		require.Contains(t, msg, "protocol version 2 not supported")
+		require.Contains(t, msg, fmt.Sprintf("protocol version %d not supported", wireVersion+1))
 		closedByServer(t, conn)
 	})
 	t.Run("codec name 255 bytes long", func(t *testing.T) {
 		conn, err := net.Dial("tcp", addr)
 		require.NoError(t, err)
 		defer conn.Close()
-		_, err = conn.Write(rawHello(1, strings.Repeat("x", 255), "int64le", 1<<20))
+		_, err = conn.Write(rawHello(wireVersion, strings.Repeat("x", 255), "int64le", 1<<20))
 		require.NoError(t, err)
 		status, msg := rawReply(t, conn)
 		require.EqualValues(t, 1, status)
@@ -349,9 +353,9 @@ func TestPeerSilentAfterHandshake(t *testing.T) {
 		if err != nil {
 			return
 		}
-		hello := make([]byte, len(rawHello(1, "int64le", "int64le", 0)))
+		hello := make([]byte, len(rawHello(wireVersion, "int64le", "int64le", 0)))
 		if _, err := io.ReadFull(conn, hello); err == nil {
-			reply := append(rawHello(1, "int64le", "int64le", 1<<20), 0, 0, 0)
+			reply := append(rawHello(wireVersion, "int64le", "int64le", 1<<20), 0, 0, 0)
 			conn.Write(reply)
 		}
 		accepted <- conn // and never read or write again

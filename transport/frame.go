@@ -66,6 +66,12 @@ func readFrame(r io.Reader, limit int, buf []byte) (kind, []byte, error) {
 	if _, err := io.ReadFull(r, hdr); err != nil {
 		return 0, hdr[:0], err
 	}
+	return readPayload(r, limit, hdr)
+}
+
+// readPayload checks a frame header already read into hdr and reads the
+// payload that follows, into hdr's array; see readFrame.
+func readPayload(r io.Reader, limit int, hdr []byte) (kind, []byte, error) {
 	k := kind(hdr[0])
 	if k < kindRequest || k > kindError {
 		return 0, hdr[:0], fmt.Errorf("%w: unknown message kind %d", ErrProtocol, hdr[0])
@@ -74,7 +80,7 @@ func readFrame(r io.Reader, limit int, buf []byte) (kind, []byte, error) {
 	if uint64(n) > uint64(limit) {
 		return k, hdr[:0], fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, n, limit)
 	}
-	buf = hdr[:0]
+	buf := hdr[:0]
 	for len(buf) < int(n) {
 		step := min(int(n)-len(buf), max(readChunk, len(buf)))
 		m := len(buf)

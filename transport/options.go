@@ -148,7 +148,10 @@ func WithRedialBackoff(lo, hi time.Duration) Option {
 // WithMaxConcurrentCalls bounds the calls in flight on one connection. Past
 // it, a call fails at once rather than waiting: a server answers each extra
 // stream with [CodeOverloaded] without reading its request, and a client
-// refuses an extra call before sending it. Either way the error matches
+// refuses an extra call before sending it. A server counts the streams open
+// on the connection, the idle streams a client keeps for later calls
+// included; a Client never has more streams than it had calls in flight at
+// once. Either way the error matches
 // [fanout.ErrOverloaded], and nothing was processed. Both sides (on a
 // server, per connection). Default: [DefaultMaxCalls]. Values below 1 mean 1.
 func WithMaxConcurrentCalls(n int) Option {

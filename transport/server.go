@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,8 +22,8 @@ import (
 // Server serves a [fanout.Backend] to [Client]s over yamux sessions.
 //
 // Each accepted connection first completes the handshake, then carries one
-// yamux session; each call is one stream on it, handled on its own
-// goroutine. A Server is safe for concurrent use; Serve may be called on
+// yamux session. Each stream on it carries calls one after another; each
+// call runs on a goroutine of its own. A Server is safe for concurrent use; Serve may be called on
 // several listeners at once.
 type Server[In, Out any] struct {
 	backend fanout.Backend[In, Out]
@@ -39,6 +40,7 @@ type Server[In, Out any] struct {
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]*yamux.Session // session is nil during the handshake
 	calls     sync.WaitGroup              // calls in flight; Add only under mu while !shutdown
+	streams   sync.WaitGroup              // stream goroutines; Add only under mu while !shutdown
 	conn      sync.WaitGroup              // connection goroutines
 }
 
@@ -166,7 +168,7 @@ func (s *Server[In, Out]) serveConn(raw net.Conn) {
 		return
 	}
 	log.Debug("transport: session open")
-	var inFlight atomic.Int64 // calls on this connection
+	var streams atomic.Int64 // streams open on this connection
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
@@ -179,17 +181,17 @@ func (s *Server[In, Out]) serveConn(raw net.Conn) {
 			s.refuse(st, CodeUnavailable, ErrServerClosed.Error(), peerMax)
 			continue
 		}
-		if inFlight.Load() >= int64(s.cfg.maxCalls) {
+		if streams.Load() >= int64(s.cfg.maxCalls) {
 			s.mu.Unlock()
 			log.Debug("transport: call refused: overloaded", "limit", s.cfg.maxCalls)
-			s.refuse(st, CodeOverloaded, fmt.Sprintf("server overloaded: %d calls already in flight on this connection", s.cfg.maxCalls), peerMax)
+			s.refuse(st, CodeOverloaded, fmt.Sprintf("server overloaded: stream limit of %d reached on this connection", s.cfg.maxCalls), peerMax)
 			continue
 		}
-		// Only this goroutine adds to inFlight, so the check above holds.
-		inFlight.Add(1)
-		s.calls.Add(1)
+		// Only this goroutine adds to streams, so the check above holds.
+		streams.Add(1)
+		s.streams.Add(1)
 		s.mu.Unlock()
-		go s.serveStream(st, peerMax, &inFlight)
+		go s.serveStream(st, peerMax, &streams)
 	}
 }
 
@@ -226,61 +228,121 @@ func (s *Server[In, Out]) refuse(st *yamux.Stream, code Code, msg string, peerMa
 	st.Close()
 }
 
-// serveStream answers one call. peerMax is the largest message payload the
-// client accepts: a larger answer is replaced by an error. inFlight counts
-// the connection's calls.
-func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, inFlight *atomic.Int64) {
-	defer s.calls.Done()
-	defer inFlight.Add(-1)
+// serveStream answers the calls of one stream, one after another, until the
+// client closes it. peerMax is the largest message payload the client
+// accepts: a larger answer is replaced by an error. streams counts the
+// connection's streams.
+//
+// This goroutine does all the reading; each call runs on a goroutine of its
+// own. While a call runs, this goroutine waits for the stream's next byte:
+// the end of the stream means the client gave up, and cancels the call; any
+// data is the client's next request, read once the current call has answered.
+func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *atomic.Int64) {
+	defer s.streams.Done()
+	defer streams.Add(-1)
 	defer st.Close()
 	log := s.cfg.logger // attributes are built only where something is logged
 
-	bufp := getBuf()
-	defer putBuf(bufp)
-
-	items, timeout, err := s.readRequest(st, bufp)
-	if err != nil {
-		var refusal *RemoteError
-		if errors.As(err, &refusal) {
-			log.Warn("transport: request refused", "remote", st.RemoteAddr(), "err", refusal.Message)
-			s.refuse(st, refusal.Code, refusal.Message, peerMax)
-		} else {
-			log.Debug("transport: stream ended before its request", "remote", st.RemoteAddr(), "err", err)
-		}
-		return
-	}
-
-	ctx, cancel := context.WithCancel(s.ctx)
-	defer cancel()
-	if timeout > 0 {
-		var cancelT context.CancelFunc
-		ctx, cancelT = context.WithTimeout(ctx, timeout)
-		defer cancelT()
-	}
-
-	// The client sends nothing after its request; anything it does send, or
-	// the end of its half of the stream, means it gave up: cancel the call.
-	// Once the client is gone nobody reads the answer, so a write blocked on
-	// a full stream window is ended at once rather than at the write timeout.
-	watched := make(chan struct{})
-	var gone atomic.Bool
-	go func() {
-		defer close(watched)
-		var b [1]byte
-		if _, err := st.Read(b[:]); !errors.Is(err, yamux.ErrTimeout) {
-			gone.Store(true)
-			st.SetWriteDeadline(time.Now())
-			cancel()
+	sc := &streamCall{done: make(chan struct{}, 1)}
+	running := false
+	defer func() {
+		if running {
+			<-sc.done
 		}
 	}()
+	for first := true; ; first = false {
+		if first {
+			st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
+		}
+		bufp := getBuf()
+		hdr := slices.Grow((*bufp)[:0], frameHeaderSize)[:frameHeaderSize]
+		_, err := io.ReadFull(st, hdr[:1])
+		if running {
+			if err != nil {
+				sc.abandon(st)
+			}
+			<-sc.done
+			running = false
+		}
+		if err != nil {
+			putBuf(bufp)
+			if first {
+				log.Debug("transport: stream ended before its request", "remote", st.RemoteAddr(), "err", err)
+			}
+			return
+		}
+		if !first {
+			st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
+		}
+		items, timeout, err := s.readRequest(st, bufp, hdr)
+		putBuf(bufp)
+		if err != nil {
+			var refusal *RemoteError
+			if errors.As(err, &refusal) {
+				log.Warn("transport: request refused", "remote", st.RemoteAddr(), "err", refusal.Message)
+				s.refuse(st, refusal.Code, refusal.Message, peerMax)
+			} else {
+				log.Debug("transport: stream ended inside a request", "remote", st.RemoteAddr(), "err", err)
+			}
+			return
+		}
+		s.mu.Lock()
+		if s.shutdown {
+			s.mu.Unlock()
+			s.refuse(st, CodeUnavailable, ErrServerClosed.Error(), peerMax)
+			return
+		}
+		s.calls.Add(1)
+		s.mu.Unlock()
+
+		var ctx context.Context
+		if timeout > 0 {
+			ctx, sc.cancel = context.WithTimeout(s.ctx, timeout)
+		} else {
+			ctx, sc.cancel = context.WithCancel(s.ctx)
+		}
+		sc.gone.Store(false)
+		running = true
+		go s.runCall(ctx, st, items, peerMax, sc)
+	}
+}
+
+// streamCall is the state of a stream's call in flight, shared by the
+// stream's reading goroutine and the call's goroutine, and reused from one
+// call to the next.
+type streamCall struct {
+	done   chan struct{} // receives once the call has answered
+	gone   atomic.Bool   // the client gave up on the call
+	cancel context.CancelFunc
+}
+
+// abandon cancels the call because the client gave up: nobody reads the
+// answer, so a write blocked on a full stream window ends at once rather
+// than at the write timeout.
+func (sc *streamCall) abandon(st *yamux.Stream) {
+	sc.gone.Store(true)
+	st.SetWriteDeadline(time.Now())
+	sc.cancel()
+}
+
+// runCall runs one call and writes its answer.
+func (s *Server[In, Out]) runCall(ctx context.Context, st *yamux.Stream, items []In, peerMax int, sc *streamCall) {
+	defer func() {
+		sc.cancel()
+		s.calls.Done()
+		sc.done <- struct{}{}
+	}()
+	log := s.cfg.logger
 
 	out, code, err := s.process(ctx, items)
-	// Set the deadline before looking at gone: if the watcher fires after
-	// the look, its deadline is the one that holds.
+	// Set the deadline before looking at gone: if the client gives up after
+	// the look, abandon's deadline is the one that holds.
 	st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
-	if gone.Load() {
+	if sc.gone.Load() {
 		out, code, err = nil, CodeCanceled, errors.New("call cancelled by the client")
 	}
+	bufp := getBuf()
+	defer putBuf(bufp)
 	buf := (*bufp)[:0]
 	if err == nil {
 		buf = appendFrameHeader(buf, kindResponse)
@@ -298,19 +360,26 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, inFlight *a
 	if _, err := st.Write(buf); err != nil {
 		log.Debug("transport: writing response", "remote", st.RemoteAddr(), "err", err)
 	}
-	st.SetReadDeadline(time.Now())
-	<-watched
 }
 
-// readRequest reads and decodes a stream's request, and returns its items
-// and the time left before the caller's deadline (0 for none). A request the
-// server refuses is returned as a *RemoteError, the answer to send back; a
-// stream that ended or timed out before its request, as any other error.
-func (s *Server[In, Out]) readRequest(st *yamux.Stream, bufp *[]byte) ([]In, time.Duration, error) {
-	st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
+// readRequest reads the rest of a request whose first header byte is in
+// hdr[0], into *bufp (hdr is its start), and decodes it. It returns the
+// items and the time left before the caller's deadline (0 for none). A
+// request the server refuses is returned as a *RemoteError, the answer to
+// send back; a stream that ended or timed out inside the request, as any
+// other error.
+func (s *Server[In, Out]) readRequest(st *yamux.Stream, bufp *[]byte, hdr []byte) ([]In, time.Duration, error) {
 	defer st.SetReadDeadline(time.Time{})
-	k, payload, err := readFrame(st, s.cfg.maxMessage, *bufp)
-	*bufp = payload
+	_, err := io.ReadFull(st, hdr[1:])
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	var k kind
+	var payload []byte
+	if err == nil {
+		k, payload, err = readPayload(st, s.cfg.maxMessage, hdr)
+		*bufp = payload
+	}
 	switch {
 	case errors.Is(err, ErrMessageTooLarge):
 		return nil, 0, &RemoteError{Code: CodeTooLarge, Message: "request refused: " + err.Error()}
@@ -420,6 +489,7 @@ func (s *Server[In, Out]) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	s.conn.Wait()
+	s.streams.Wait()
 	s.calls.Wait()
 	return nil
 }

@@ -467,7 +467,7 @@ func TestServerRefusesCallsPastItsConnectionLimit(t *testing.T) {
 	require.ErrorAs(t, err, &re)
 	require.Equal(t, transport.CodeOverloaded, re.Code)
 	require.ErrorIs(t, err, fanout.ErrOverloaded)
-	require.ErrorContains(t, err, "2 calls already in flight")
+	require.ErrorContains(t, err, "stream limit of 2 reached on this connection")
 	require.Empty(t, entered)
 
 	close(release)

@@ -1,0 +1,255 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-c94cd834/fanout"
+)
+
+// These tests look inside the client, at the streams it keeps between calls,
+// to check that streams are reused when they may be and only then.
+
+// reuseServer serves backend on loopback and returns a client of it.
+func reuseServer(t *testing.T, backend fanout.Backend[int64, int64], opts ...Option) (*Server[int64, int64], *Client[int64, int64]) {
+	t.Helper()
+	opts = append([]Option{WithLogger(slog.New(slog.DiscardHandler))}, opts...)
+	srv := NewServer(backend, Int64(), Int64(), opts...)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	c := NewClient(l.Addr().String(), Int64(), Int64(), opts...)
+	t.Cleanup(func() {
+		c.Close()
+		srv.Close()
+		require.ErrorIs(t, <-served, ErrServerClosed)
+	})
+	return srv, c
+}
+
+// idleIDs returns the IDs of the client's idle streams.
+func idleIDs(c *Client[int64, int64]) []uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ids []uint32
+	for _, st := range c.idle {
+		ids = append(ids, st.StreamID())
+	}
+	return ids
+}
+
+var negate = fanout.BackendFunc[int64, int64](func(_ context.Context, items []int64) ([]int64, error) {
+	out := make([]int64, len(items))
+	for i, n := range items {
+		out[i] = -n
+	}
+	return out, nil
+})
+
+func TestSequentialCallsShareOneStream(t *testing.T) {
+	_, c := reuseServer(t, negate, WithRequestTimeout(50*time.Millisecond))
+	ctx := context.Background()
+	for i := range int64(20) {
+		out, err := c.Process(ctx, []int64{i, -i})
+		require.NoError(t, err)
+		require.Equal(t, []int64{-i, i}, out)
+		require.Equal(t, []uint32{1}, idleIDs(c), "call %d did not leave the first stream idle", i)
+	}
+	// An idle stream may wait for its next request longer than the request
+	// timeout, which only bounds a request once it starts.
+	time.Sleep(150 * time.Millisecond)
+	out, err := c.Process(ctx, []int64{7})
+	require.NoError(t, err)
+	require.Equal(t, []int64{-7}, out)
+	require.Equal(t, []uint32{1}, idleIDs(c))
+}
+
+func TestConcurrentCallsReuseTheirStreams(t *testing.T) {
+	const n = 8
+	entered := make(chan struct{}, n)
+	release := make(chan struct{})
+	hold := fanout.BackendFunc[int64, int64](func(ctx context.Context, items []int64) ([]int64, error) {
+		entered <- struct{}{}
+		<-release
+		return negate(ctx, items)
+	})
+	_, c := reuseServer(t, hold)
+	round := func() {
+		var wg sync.WaitGroup
+		for i := range int64(n) {
+			wg.Go(func() {
+				out, err := c.Process(context.Background(), []int64{i})
+				if err == nil && out[0] != -i {
+					err = errors.New("wrong answer")
+				}
+				require.NoError(t, err)
+			})
+		}
+		for range n {
+			<-entered
+		}
+		release <- struct{}{} // one at a time, then all
+		close(release)
+		wg.Wait()
+	}
+	round()
+	first := idleIDs(c)
+	require.Len(t, first, n, "every stream of the first round is kept")
+	release = make(chan struct{})
+	round()
+	require.ElementsMatch(t, first, idleIDs(c), "the second round opened new streams")
+}
+
+func TestFailedCallsReuseOrDropTheirStream(t *testing.T) {
+	fail := errors.New("backend says no")
+	started := make(chan struct{}, 1)
+	backend := fanout.BackendFunc[int64, int64](func(ctx context.Context, items []int64) ([]int64, error) {
+		switch items[0] {
+		case 1:
+			return nil, fail
+		case 2:
+			started <- struct{}{}
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return negate(ctx, items)
+	})
+	_, c := reuseServer(t, backend)
+	ctx := context.Background()
+
+	_, err := c.Process(ctx, []int64{1})
+	var re *RemoteError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, CodeBackend, re.Code)
+	require.Equal(t, []uint32{1}, idleIDs(c), "a backend error leaves the stream usable")
+
+	// A cancelled call's stream is closed, never reused: its answer may
+	// still come.
+	cctx, cancel := context.WithCancel(ctx)
+	go func() {
+		<-started
+		cancel()
+	}()
+	_, err = c.Process(cctx, []int64{2})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Empty(t, idleIDs(c))
+
+	out, err := c.Process(ctx, []int64{3})
+	require.NoError(t, err)
+	require.Equal(t, []int64{-3}, out)
+	require.Equal(t, []uint32{3}, idleIDs(c), "a new stream replaces the cancelled one")
+}
+
+func TestServerShutdownRefusesCallsOnIdleStreams(t *testing.T) {
+	var calls sync.WaitGroup
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	backend := fanout.BackendFunc[int64, int64](func(ctx context.Context, items []int64) ([]int64, error) {
+		if items[0] == 0 {
+			close(entered)
+			<-release
+		}
+		return negate(ctx, items)
+	})
+	srv, c := reuseServer(t, backend)
+	ctx := context.Background()
+	// Two idle streams: one for the call that holds the shutdown open, one
+	// for the call that arrives during it.
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			_, err := c.Process(ctx, []int64{5})
+			require.NoError(t, err)
+		})
+	}
+	wg.Wait()
+	require.NotEmpty(t, idleIDs(c))
+
+	calls.Go(func() {
+		out, err := c.Process(ctx, []int64{0})
+		require.NoError(t, err, "a call in flight finishes during a shutdown")
+		require.Equal(t, []int64{0}, out)
+	})
+	<-entered
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(ctx) }()
+	require.Eventually(t, srv.closing, 5*time.Second, time.Millisecond)
+
+	_, err := c.Process(ctx, []int64{6})
+	var re *RemoteError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, CodeUnavailable, re.Code)
+	require.ErrorIs(t, err, fanout.ErrUnavailable, "safe to send again")
+	close(release)
+	calls.Wait()
+	require.NoError(t, <-shut)
+}
+
+// TestStrayBytesAfterAnAnswerAreNeverTakenForTheNext checks the client
+// against a server that breaks the protocol: it answers a request with two
+// frames. The next call must get its own answer, on a stream of its own.
+func TestStrayBytesAfterAnAnswerAreNeverTakenForTheNext(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	t.Cleanup(func() { l.Close() })
+	wg.Go(func() {
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		if _, err := readHello(conn); err != nil {
+			return
+		}
+		conn.Write(appendReply(nil, hello{version: protocolVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: 1 << 20}, statusOK, ""))
+		cfg := yamux.DefaultConfig()
+		cfg.LogOutput = io.Discard
+		sess, err := yamux.Server(conn, cfg)
+		if err != nil {
+			return
+		}
+		defer sess.Close()
+		answer := func(v int64) []byte {
+			b, _ := Int64().Append(appendFrameHeader(nil, kindResponse), []int64{v})
+			setFrameLength(b, 0)
+			return b
+		}
+		for i := int64(1); ; i++ {
+			st, err := sess.AcceptStream()
+			if err != nil {
+				return
+			}
+			if _, _, err := readFrame(st, 1<<20, nil); err != nil {
+				return
+			}
+			if i == 1 {
+				// The answer, then a second one nobody asked for, in one
+				// yamux frame, so that they arrive together.
+				st.Write(append(answer(i), answer(-i)...))
+				continue
+			}
+			st.Write(answer(i))
+		}
+	})
+	c := NewClient(l.Addr().String(), Int64(), Int64(), WithLogger(slog.New(slog.DiscardHandler)))
+	defer c.Close()
+	for i := int64(1); i <= 2; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := c.Process(ctx, []int64{0})
+		cancel()
+		require.NoError(t, err, "call %d", i)
+		require.Equal(t, []int64{i}, out, "call %d got another call's answer", i)
+	}
+}
