@@ -1,0 +1,376 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Batcher is a [Backend] that merges concurrent small calls into fewer large
+// calls to its backend, and splits a large call into several pipelined
+// chunks, so that round trips are saved under load and transfer and compute
+// overlap for big batches. It is safe for concurrent use.
+//
+// Each call's items join a queue, oldest first. Whenever fewer than
+// [WithConcurrency] calls to the backend are in flight, the batcher takes up
+// to [WithMaxBatch] items from the front of the queue, whoever they belong
+// to, and sends them in one call (a dispatch). A dispatch may thus carry the
+// items of several callers (merge), or a part of one caller's items (split).
+// Each caller gets exactly its own answers, in its own order, and returns
+// once all of its items are answered.
+//
+// Latency: there is no timer. A call that finds a free slot is dispatched at
+// once, so at low load a Batcher adds no waiting, only a goroutine hand-off.
+// Merging happens only because calls arrive while every slot is busy; such a
+// call waits for a slot, behind the items queued before it.
+//
+// Contexts: a dispatch does not run on any one caller's context. It carries
+// the values of the first caller in it, and the latest deadline of the
+// callers in it, or no deadline if one of them has none. It is cancelled once
+// every caller it carries has given up. A caller whose context ends returns
+// its error at once; its items not yet dispatched are dropped from the
+// queue, and the dispatches carrying its other items go on for the other
+// callers in them. A dispatch whose callers have all given up may outlive
+// them until the backend returns, which it does promptly as its context is
+// cancelled.
+//
+// Errors: if a dispatch fails, every caller with items in it gets the
+// backend's error, unchanged (so [errors.Is] finds [ErrUnavailable],
+// [ErrOverloaded], [ErrInterrupted], context errors and the like), and the
+// results of its other dispatches are discarded. A backend that answers the
+// wrong number of results fails every caller in the dispatch with an error
+// wrapping [ErrResultCount]. An empty batch bypasses the queue: it goes
+// straight to the backend on the caller's context, as a probe should.
+//
+// A Batcher belongs in front of a leaf backend — a transport client, a
+// [Balancer], a [Limiter] — typically as a route's backend in a [Router]:
+// Batcher(Limiter(Balancer(clients...))). It does not split a
+// [*PartialError] between the callers of a merged call: a dispatch that
+// fails partially fails as a whole, and its partial results are not passed
+// on. In front of a Limiter, keep the batcher's concurrency within the
+// limiter's bound, or dispatches will be refused with [ErrOverloaded].
+//
+// Cost: per call, a few fixed allocations (the results slice among them);
+// per dispatch, one goroutine, its context and the backend's results. Items
+// are copied once, into a pooled buffer, when a dispatch is formed; nothing
+// is allocated per item.
+type Batcher[In, Out any] struct {
+	backend     Backend[In, Out]
+	maxBatch    int
+	concurrency int
+	pool        sync.Pool // of *dispatch[In, Out], with their buffers
+
+	mu       sync.Mutex
+	queue    []*batchCall[In, Out] // from head on: calls with items not yet dispatched, oldest first
+	head     int
+	queued   int // items in the queue, of calls still waiting
+	inFlight int // dispatches in flight
+}
+
+var _ Backend[int, int] = (*Batcher[int, int])(nil)
+
+// batchCall is one caller's call. Fields other than ctx, out, deadline and
+// done are guarded by the batcher's mu.
+type batchCall[In, Out any] struct {
+	ctx         context.Context
+	deadline    time.Time
+	hasDeadline bool
+	items       []In  // the caller's slice; nil once the call is finished
+	total       int   // len(items)
+	next        int   // items[:next] have been dispatched
+	left        int   // items not yet answered
+	out         []Out // written, outside mu, by dispatches at disjoint offsets
+	carriers    []*dispatch[In, Out]
+	carrierBuf  [2]*dispatch[In, Out] // backs carriers: no allocation for one or two
+	finished    bool
+	err         error
+	done        chan struct{} // closed when finished
+}
+
+// dispatch is one call to the backend. Its fields are set when it is formed,
+// under mu, and then only read, except live, which is guarded by mu.
+type dispatch[In, Out any] struct {
+	items  []In
+	pieces []batchPiece[In, Out] // in the order of items
+	live   int                   // callers in pieces that have not given up
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// batchPiece is the part of a call carried by a dispatch: call.items[off:off+n].
+type batchPiece[In, Out any] struct {
+	call   *batchCall[In, Out]
+	off, n int
+}
+
+// BatcherOption configures a [Batcher]. No options means the documented
+// default of every option.
+type BatcherOption func(*batcherConfig)
+
+type batcherConfig struct {
+	maxBatch    int
+	concurrency int
+}
+
+// WithMaxBatch bounds the items sent to the backend in one call. A call
+// with more items is split into chunks of this size, sent in parallel up to
+// [WithConcurrency]. It must be at least 1.
+//
+// Default: 4096 items.
+func WithMaxBatch(items int) BatcherOption {
+	return func(c *batcherConfig) { c.maxBatch = items }
+}
+
+// WithConcurrency bounds the calls to the backend in flight at once. Calls
+// that arrive while all are busy wait in a queue and are merged. It must be
+// at least 1.
+//
+// Default: 4 calls.
+func WithConcurrency(calls int) BatcherOption {
+	return func(c *batcherConfig) { c.concurrency = calls }
+}
+
+// NewBatcher returns a batcher in front of b. It fails if b is nil or an
+// option's value is not positive.
+func NewBatcher[In, Out any](b Backend[In, Out], opts ...BatcherOption) (*Batcher[In, Out], error) {
+	if isNil(b) {
+		return nil, errors.New("fanout: NewBatcher: nil backend")
+	}
+	cfg := batcherConfig{maxBatch: 4096, concurrency: 4}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	if cfg.maxBatch <= 0 {
+		return nil, fmt.Errorf("fanout: NewBatcher: WithMaxBatch(%d): want at least 1 item per call", cfg.maxBatch)
+	}
+	if cfg.concurrency <= 0 {
+		return nil, fmt.Errorf("fanout: NewBatcher: WithConcurrency(%d): want at least 1 call in flight", cfg.concurrency)
+	}
+	bt := &Batcher[In, Out]{backend: b, maxBatch: cfg.maxBatch, concurrency: cfg.concurrency}
+	bt.pool.New = func() any { return new(dispatch[In, Out]) }
+	return bt, nil
+}
+
+// Process implements [Backend]: it queues items, waits until they are all
+// answered or ctx ends, and returns the answers in the order of items.
+func (b *Batcher[In, Out]) Process(ctx context.Context, items []In) ([]Out, error) {
+	if len(items) == 0 {
+		return b.backend.Process(ctx, items)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c := &batchCall[In, Out]{
+		ctx:   ctx,
+		items: items,
+		total: len(items),
+		left:  len(items),
+		out:   make([]Out, len(items)),
+		done:  make(chan struct{}),
+	}
+	c.deadline, c.hasDeadline = ctx.Deadline()
+	c.carriers = c.carrierBuf[:0]
+
+	b.mu.Lock()
+	b.enqueueLocked(c)
+	for b.inFlight < b.concurrency {
+		d := b.formLocked()
+		if d == nil {
+			break
+		}
+		b.inFlight++
+		go b.run(d)
+	}
+	b.mu.Unlock()
+
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		b.mu.Lock()
+		if !c.finished {
+			b.finishLocked(c, ctx.Err())
+		}
+		b.mu.Unlock()
+	}
+	if c.err != nil {
+		return nil, c.err
+	}
+	return c.out, nil
+}
+
+// InFlight returns the number of calls to the backend in flight.
+func (b *Batcher[In, Out]) InFlight() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.inFlight
+}
+
+// Queued returns the number of items waiting for a free slot.
+func (b *Batcher[In, Out]) Queued() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.queued
+}
+
+func (b *Batcher[In, Out]) enqueueLocked(c *batchCall[In, Out]) {
+	if b.head > 0 && len(b.queue) == cap(b.queue) {
+		// Reuse the room of the calls already taken rather than grow.
+		n := copy(b.queue, b.queue[b.head:])
+		clear(b.queue[n:])
+		b.queue, b.head = b.queue[:n], 0
+	}
+	b.queue = append(b.queue, c)
+	b.queued += c.total
+}
+
+// popLocked removes the call at the front of the queue.
+func (b *Batcher[In, Out]) popLocked() {
+	b.queue[b.head] = nil
+	b.head++
+	if b.head == len(b.queue) {
+		b.queue, b.head = b.queue[:0], 0
+	}
+}
+
+// formLocked takes up to maxBatch items from the front of the queue into a
+// new dispatch, or returns nil if the queue holds none.
+func (b *Batcher[In, Out]) formLocked() *dispatch[In, Out] {
+	if b.queued == 0 {
+		return nil
+	}
+	d := b.pool.Get().(*dispatch[In, Out])
+	var first context.Context
+	var latest time.Time
+	deadline := true
+	for room := b.maxBatch; room > 0 && b.head < len(b.queue); {
+		c := b.queue[b.head]
+		if !c.finished {
+			if err := c.ctx.Err(); err != nil {
+				b.finishLocked(c, err) // never send the items of a caller who left
+			}
+		}
+		if c.finished {
+			b.popLocked()
+			continue
+		}
+		n := min(room, c.total-c.next)
+		d.items = append(d.items, c.items[c.next:c.next+n]...)
+		d.pieces = append(d.pieces, batchPiece[In, Out]{call: c, off: c.next, n: n})
+		c.carriers = append(c.carriers, d)
+		c.next += n
+		b.queued -= n
+		room -= n
+		if c.next == c.total {
+			b.popLocked()
+		}
+		if first == nil {
+			first = c.ctx
+		}
+		if !c.hasDeadline {
+			deadline = false
+		} else if c.deadline.After(latest) {
+			latest = c.deadline
+		}
+	}
+	if len(d.pieces) == 0 {
+		b.pool.Put(d)
+		return nil
+	}
+	d.live = len(d.pieces)
+	base := context.WithoutCancel(first)
+	if deadline {
+		d.ctx, d.cancel = context.WithDeadline(base, latest)
+	} else {
+		d.ctx, d.cancel = context.WithCancel(base)
+	}
+	return d
+}
+
+// finishLocked ends call c with err (nil when all its items are answered):
+// its items still queued are dropped, and each dispatch carrying its items
+// is cancelled if no other caller in it is waiting.
+func (b *Batcher[In, Out]) finishLocked(c *batchCall[In, Out], err error) {
+	c.finished = true
+	c.err = err
+	b.queued -= c.total - c.next // the queue skips finished calls
+	c.next = c.total
+	c.items = nil
+	for i, d := range c.carriers {
+		d.live--
+		if d.live == 0 {
+			d.cancel()
+		}
+		c.carriers[i] = nil
+	}
+	c.carriers = nil
+	close(c.done)
+}
+
+// run sends dispatch d, hands out its answers, and goes on with the queue
+// while it holds items, so a slot is passed on without a new goroutine.
+func (b *Batcher[In, Out]) run(d *dispatch[In, Out]) {
+	for d != nil {
+		results, err := b.backend.Process(d.ctx, d.items)
+		d.cancel()
+		if err == nil && len(results) != len(d.items) {
+			err = fmt.Errorf("fanout: batcher: %w: %d for %s", ErrResultCount, len(results), count(len(d.items), "item"))
+		}
+		if err == nil {
+			// Outside mu: pieces write disjoint parts of their calls'
+			// results, and a call reads them only once finished.
+			pos := 0
+			for _, p := range d.pieces {
+				copy(p.call.out[p.off:p.off+p.n], results[pos:pos+p.n])
+				pos += p.n
+			}
+		}
+
+		b.mu.Lock()
+		for _, p := range d.pieces {
+			c := p.call
+			if c.finished {
+				continue // gave up, or failed in another dispatch
+			}
+			c.dropCarrier(d)
+			if err != nil {
+				b.finishLocked(c, err)
+				continue
+			}
+			c.left -= p.n
+			if c.left == 0 {
+				b.finishLocked(c, nil)
+			}
+		}
+		next := b.formLocked()
+		if next == nil {
+			b.inFlight--
+		}
+		b.mu.Unlock()
+
+		b.recycle(d)
+		d = next
+	}
+}
+
+func (c *batchCall[In, Out]) dropCarrier(d *dispatch[In, Out]) {
+	for i, x := range c.carriers {
+		if x == d {
+			last := len(c.carriers) - 1
+			c.carriers[i] = c.carriers[last]
+			c.carriers[last] = nil
+			c.carriers = c.carriers[:last]
+			return
+		}
+	}
+}
+
+// recycle returns d to the pool, keeping no reference to items or calls.
+func (b *Batcher[In, Out]) recycle(d *dispatch[In, Out]) {
+	clear(d.items)
+	clear(d.pieces)
+	d.items, d.pieces = d.items[:0], d.pieces[:0]
+	d.ctx, d.cancel, d.live = nil, nil, 0
+	b.pool.Put(d)
+}
