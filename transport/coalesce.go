@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -17,7 +18,10 @@ import (
 // write is in the kernel, the frames that follow (other streams' requests,
 // answers, acknowledgements, window updates) gather in a buffer and leave
 // together in the next. Under load this packs many frames into each system
-// call; a lone frame leaves as soon as the writer goroutine runs.
+// call. A frame that comes after the connection has been quiet for
+// quietGap is written at once by yamux's send loop instead, in one
+// non-blocking attempt, which saves a lone call the hand-over to the writer
+// goroutine; what the socket does not take is left to the writer.
 //
 // Writes return once the bytes are buffered. A write error (including the
 // write timeout, which bounds every flush) is kept and returned by every
@@ -34,18 +38,33 @@ type coalescer struct {
 	writeTimeout time.Duration
 
 	mu      sync.Mutex
-	space   sync.Cond // signalled when the buffer drains
-	pending []byte    // bytes to write next
-	spare   []byte    // the buffer being written, reused when done
-	err     error     // the first write error
-	closed  bool      // Close was called: Write fails
-	wake    chan struct{}
-	done    chan struct{} // closed when the writer goroutine returns
+	space   sync.Cond       // signalled when the buffer drains
+	pending []byte          // bytes to write next
+	spare   []byte          // the buffer being written, reused when done
+	err     error           // the first write error
+	closed  bool            // Close was called: Write fails
+	writing bool            // a write to the connection is in progress
+	idle    time.Time       // when the last write ended
+	raw     syscall.RawConn // the connection's file descriptor, if it has one
+	try     struct {        // tryWriteLocked's one attempt, made once to allocate nothing
+		fn  func(fd uintptr) bool
+		buf []byte
+		n   int
+		err error
+	}
+	wake chan struct{}
+	done chan struct{} // closed when the writer goroutine returns
 }
 
 // maxPending bounds the bytes a coalescer buffers: 256 streams' full
 // windows.
 const maxPending = 64 << 20
+
+// quietGap is how long a connection must have been idle for a frame to be
+// written at once, by the goroutine that hands it over, rather than by the
+// writer goroutine. Under load frames follow each other more closely, and
+// the writer goroutine batches them.
+const quietGap = 10 * time.Microsecond
 
 // closeTimeout bounds how long Close spends writing what is buffered.
 const closeTimeout = time.Second
@@ -64,6 +83,13 @@ func newCoalescer(conn net.Conn, writeTimeout time.Duration) *coalescer {
 		done:         make(chan struct{}),
 	}
 	c.space.L = &c.mu
+	if sc, ok := conn.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+		c.try.fn = func(fd uintptr) bool {
+			c.try.n, c.try.err = syscall.Write(int(fd), c.try.buf)
+			return true // one attempt: never wait for the socket
+		}
+	}
 	go c.writeLoop()
 	return c
 }
@@ -84,6 +110,9 @@ func (c *coalescer) Write(p []byte) (int, error) {
 	c.pending = append(c.pending, p...)
 	if isDataHeader(p) {
 		return len(p), nil // its body is yamux's very next write
+	}
+	if c.raw != nil && !c.writing && time.Since(c.idle) > quietGap && c.tryWriteLocked() {
+		return len(p), nil
 	}
 	select {
 	case c.wake <- struct{}{}:
@@ -114,26 +143,69 @@ func (c *coalescer) flush() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for len(c.pending) > 0 && c.err == nil {
-		buf := c.pending
-		c.pending = c.spare[:0]
-		timeout := c.writeTimeout
-		if c.closed {
-			timeout = min(timeout, closeTimeout)
-		}
-		c.Conn.SetWriteDeadline(time.Now().Add(timeout))
-		c.mu.Unlock()
-
-		_, err := c.Conn.Write(buf)
-
-		c.mu.Lock()
-		c.spare = buf[:0]
-		if err != nil {
-			c.err = err
-			c.Conn.Close() // so that yamux's reader stops too
-		}
-		c.space.Broadcast()
+		c.writeLocked()
 	}
 	return c.err == nil
+}
+
+// tryWriteLocked writes what is buffered at once, on the calling goroutine,
+// if the connection takes it all without waiting, and reports whether it
+// did. Whatever the connection does not take is left for the writer
+// goroutine. It is called with mu held.
+//
+// This saves the hand-over to the writer goroutine when the connection has
+// been quiet, as for a lone call. It never blocks (the socket is
+// non-blocking, and the write is attempted once), so yamux's send loop
+// never waits for a slow or stalled connection.
+func (c *coalescer) tryWriteLocked() bool {
+	buf := c.pending
+	c.try.buf = buf
+	err := c.raw.Write(c.try.fn)
+	n, werr := c.try.n, c.try.err
+	c.try.buf = nil
+	if err == nil && werr != syscall.EAGAIN {
+		err = werr
+	}
+	if err != nil {
+		// Let the writer goroutine meet the error and report it.
+		return false
+	}
+	n = max(n, 0)
+	c.idle = time.Now()
+	if n == len(buf) {
+		c.pending = buf[:0]
+		return true
+	}
+	c.pending = append(buf[:0], buf[n:]...)
+	return false
+}
+
+// writeLocked writes what is buffered, in one write. It is called with mu
+// held, and releases it during the write, so that frames can gather for the
+// next one.
+func (c *coalescer) writeLocked() error {
+	buf := c.pending
+	c.pending = c.spare[:0]
+	timeout := c.writeTimeout
+	if c.closed {
+		timeout = min(timeout, closeTimeout)
+	}
+	c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+	c.writing = true
+	c.mu.Unlock()
+
+	_, err := c.Conn.Write(buf)
+
+	c.mu.Lock()
+	c.writing = false
+	c.idle = time.Now()
+	c.spare = buf[:0]
+	if err != nil && c.err == nil {
+		c.err = err
+		c.Conn.Close() // so that yamux's reader stops too
+	}
+	c.space.Broadcast()
+	return c.err
 }
 
 // Close writes what is buffered, so that an answer queued just before a
