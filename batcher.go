@@ -21,12 +21,14 @@ import (
 // Each caller gets exactly its own answers, in its own order, and returns
 // once all of its items are answered.
 //
-// Latency: there is no timer. A call that finds a free slot is dispatched at
-// once, so at low load a Batcher adds no waiting, only a goroutine hand-off.
+// Latency: there is no timer. A call that finds the queue empty and a slot
+// free goes to the backend at once, as it is, on the caller's goroutine and
+// context, so at low load a Batcher adds no waiting and no hand-off.
 // Merging happens only because calls arrive while every slot is busy; such a
 // call waits for a slot, behind the items queued before it.
 //
-// Contexts: a dispatch does not run on any one caller's context. It carries
+// Contexts: a call sent at once runs on its caller's context. A dispatch
+// formed from the queue does not run on any one caller's context: it carries
 // the values of the first caller in it, and the latest deadline of the
 // callers in it, or no deadline if one of them has none. It is cancelled once
 // every caller it carries has given up. A caller whose context ends returns
@@ -162,6 +164,14 @@ func (b *Batcher[In, Out]) Process(ctx context.Context, items []In) ([]Out, erro
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	b.mu.Lock()
+	if b.queued == 0 && b.inFlight < b.concurrency && len(items) <= b.maxBatch {
+		// Nothing to merge with: the call goes as it is, on this goroutine.
+		b.inFlight++
+		b.mu.Unlock()
+		return b.direct(ctx, items)
+	}
+	b.mu.Unlock()
 	c := &batchCall[In, Out]{
 		ctx:   ctx,
 		items: items,
@@ -198,6 +208,33 @@ func (b *Batcher[In, Out]) Process(ctx context.Context, items []In) ([]Out, erro
 		return nil, c.err
 	}
 	return c.out, nil
+}
+
+// direct sends items to the backend on the caller's goroutine and context,
+// in a slot taken by the caller, then passes the slot on to the queue.
+func (b *Batcher[In, Out]) direct(ctx context.Context, items []In) ([]Out, error) {
+	out, err := b.backend.Process(ctx, items)
+	b.mu.Lock()
+	next := b.formLocked()
+	if next == nil {
+		b.inFlight--
+	}
+	b.mu.Unlock()
+	if next != nil {
+		go b.run(next)
+	}
+	if err == nil && len(out) != len(items) {
+		err = resultCountError(len(out), len(items))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// resultCountError reports a backend that answered n results for items.
+func resultCountError(n, items int) error {
+	return fmt.Errorf("fanout: batcher: %w: %d for %s", ErrResultCount, n, count(items, "item"))
 }
 
 // InFlight returns the number of calls to the backend in flight.
@@ -315,7 +352,7 @@ func (b *Batcher[In, Out]) run(d *dispatch[In, Out]) {
 		results, err := b.backend.Process(d.ctx, d.items)
 		d.cancel()
 		if err == nil && len(results) != len(d.items) {
-			err = fmt.Errorf("fanout: batcher: %w: %d for %s", ErrResultCount, len(results), count(len(d.items), "item"))
+			err = resultCountError(len(results), len(d.items))
 		}
 		if err == nil {
 			// Outside mu: pieces write disjoint parts of their calls'

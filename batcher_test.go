@@ -370,6 +370,27 @@ func TestBatcherDoesNotWaitAtLowLoad(t *testing.T) {
 		require.Equal(t, want, rec.calls(), "call %d: one backend call with exactly its items", i)
 	}
 	idle(t, b)
+
+	// Such a call runs on its caller's context itself: its deadline, its
+	// values and its cancellation.
+	type key struct{}
+	ctx, cancel := context.WithTimeout(context.WithValue(t.Context(), key{}, "mine"), time.Hour)
+	defer cancel()
+	seen := make(chan context.Context, 1)
+	spy := fanout.BackendFunc[int64, int64](func(ctx context.Context, items []int64) ([]int64, error) {
+		seen <- ctx
+		return leafOf(items), nil
+	})
+	_, err := newBatcher(t, spy).Process(ctx, []int64{1})
+	require.NoError(t, err)
+	got := <-seen
+	require.Equal(t, "mine", got.Value(key{}))
+	wantDeadline, _ := ctx.Deadline()
+	gotDeadline, ok := got.Deadline()
+	require.True(t, ok)
+	require.Equal(t, wantDeadline, gotDeadline)
+	cancel()
+	require.ErrorIs(t, got.Err(), context.Canceled)
 }
 
 func TestBatcherDispatchErrorReachesEveryCallerInIt(t *testing.T) {

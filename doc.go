@@ -47,9 +47,10 @@
 // whether a failed call may safely be sent again; an error the backend
 // itself returned is never retried.
 //
-// Cost: a call allocates a fixed number of slices sized to the batch and one
-// goroutine per route that received items; nothing is allocated per item. A
-// batch whose items all belong to one route is passed to that route's backend
+// Cost: a call allocates a fixed number of slices sized to the batch, and
+// runs every route that received items but one on a goroutine of its own
+// (the last runs on the caller's); nothing is allocated per item. A batch
+// whose items all belong to one route is passed to that route's backend
 // without copying.
 //
 // # Quick start

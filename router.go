@@ -5,8 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-
-	"golang.org/x/sync/errgroup"
+	"sync"
 )
 
 // Router is a content-based scatter-gather [Backend].
@@ -139,52 +138,68 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 		pos[bounds[k]] = i
 	}
 
-	g, gctx, failed := r.group(ctx)
+	// Every route but the last runs on a goroutine of its own; the last runs
+	// on this one. Without partial results the first failure cancels the
+	// others' context; with them every route runs to completion on ctx, and
+	// failed records each route's failure.
+	gctx := ctx
+	cancel := context.CancelFunc(func() {})
+	var failed []*RouteError
+	if r.partial {
+		failed = make([]*RouteError, len(r.backends))
+	} else {
+		gctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+	}
 	out := make([]Out, len(items))
-	for k := range r.backends {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error // the first failure, the one that cancelled the others
+	)
+	run := func(k int) {
 		lo, hi := bounds[k], bounds[k+1]
-		if lo == hi {
+		res, err := r.call(gctx, k, grouped[lo:hi:hi])
+		if err != nil {
+			err.Indices = slices.Clone(pos[lo:hi])
+			if failed != nil {
+				failed[k] = err
+			}
+			mu.Lock()
+			if first == nil {
+				first = err
+				cancel()
+			}
+			mu.Unlock()
+			return
+		}
+		for j, v := range res {
+			out[pos[lo+j]] = v
+		}
+	}
+	last := -1
+	for k := range r.backends {
+		if bounds[k] == bounds[k+1] {
 			continue
 		}
-		g.Go(func() error {
-			res, err := r.call(gctx, k, grouped[lo:hi:hi])
-			if err != nil {
-				err.Indices = slices.Clone(pos[lo:hi])
-				if failed != nil {
-					failed[k] = err
-				}
-				return err
-			}
-			for j, v := range res {
-				out[pos[lo+j]] = v
-			}
-			return nil
-		})
+		if prev := last; prev >= 0 {
+			wg.Go(func() { run(prev) })
+		}
+		last = k
 	}
-	err := g.Wait()
+	run(last)
+	wg.Wait()
 	switch {
-	case err == nil:
+	case first == nil:
 		return out, nil
 	case !r.partial:
-		return nil, err // the first failure, the one that cancelled the others
+		return nil, first
 	}
 	failed = slices.DeleteFunc(failed, func(re *RouteError) bool { return re == nil })
 	if len(failed) == used {
 		return nil, &PartialError{Failed: failed}
 	}
 	return out, &PartialError{Failed: failed}
-}
-
-// group returns the group that runs a call's routes. Without partial
-// results the first failure cancels the context of the other routes; with
-// them every route runs to completion on the caller's context, and failed
-// has room to record each route's failure.
-func (r *Router[In, Out]) group(ctx context.Context) (g *errgroup.Group, gctx context.Context, failed []*RouteError) {
-	if r.partial {
-		return new(errgroup.Group), ctx, make([]*RouteError, len(r.backends))
-	}
-	g, gctx = errgroup.WithContext(ctx)
-	return g, gctx, nil
 }
 
 // call invokes route k's backend and checks the length of its answer. The

@@ -24,6 +24,9 @@ type config struct {
 	root     string        // directory of the fanout module, whose examples are measured
 	roleExe  string        // program that serves the raw TCP and gRPC roles (runRole)
 	log      io.Writer     // progress and problems
+	// middleArgs are extra flags for fanout's middle layer, to compare its
+	// settings.
+	middleArgs []string
 }
 
 // measurement is the figures of one system in one repetition.
@@ -59,7 +62,7 @@ func benchmark(ctx context.Context, cfg config) (*results, error) {
 		return res, fmt.Errorf("build the example programs: %w", err)
 	}
 
-	systems := newSystems(bin, cfg.roleExe)
+	systems := newSystems(bin, cfg.roleExe, cfg.middleArgs)
 	in := newInputs()
 	for rep := range cfg.reps {
 		order := slices.Clone(systems)
@@ -82,10 +85,11 @@ func benchmark(ctx context.Context, cfg config) (*results, error) {
 
 // newSystems returns the systems under test, in their order in even
 // repetitions: fanout's example programs, built into bin, then the raw TCP
-// and gRPC servers, which exe serves as roles.
-func newSystems(bin, exe string) []system {
+// and gRPC servers, which exe serves as roles. middleArgs go to fanout's
+// middle layer.
+func newSystems(bin, exe string, middleArgs []string) []system {
 	return []system{
-		fanoutSystem(bin),
+		fanoutSystem(bin, middleArgs),
 		roleSystem(rawName, "raw", exe, connectRaw),
 		roleSystem(grpcName, "grpc", exe, connectGRPC),
 	}

@@ -74,7 +74,7 @@ func TestOverflow(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for _, sys := range newSystems(bin, exe) {
+	for _, sys := range newSystems(bin, exe, nil) {
 		t.Run(sys.name, func(t *testing.T) {
 			dep, err := deploy(ctx, sys)
 			if err != nil {

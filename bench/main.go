@@ -43,6 +43,10 @@ func run() int {
 	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "duration of each workload")
 	fs.StringVar(&out, "out", "results", "`directory` to write latest.md and latest.png to")
 	fs.StringVar(&cfg.root, "root", "..", "`directory` of the fanout repository, whose example programs are measured")
+	fs.Func("middle-args", "extra `flags` for fanout's middle layer, space-separated, to compare its settings", func(v string) error {
+		cfg.middleArgs = strings.Fields(v)
+		return nil
+	})
 	fs.BoolVar(&quick, "quick", false, "a smoke test: 1 repetition of 200ms per workload")
 	fs.Parse(os.Args[1:])
 	if quick {

@@ -53,11 +53,14 @@ func (t sharedTarget) caller() (caller, error) { return t.client, nil }
 func (t sharedTarget) Close() error            { return t.client.Close() }
 
 // fanoutSystem runs the example programs of the parent module, built into
-// binDir, and calls the middle layer with the library's transport client.
-func fanoutSystem(binDir string) system {
+// binDir, the middle layer with middleArgs, and calls the middle layer with the library's transport client.
+func fanoutSystem(binDir string, middleArgs []string) system {
 	return system{
 		name: "fanout",
 		program: func(role string) (string, []string) {
+			if role == "middle" {
+				return filepath.Join(binDir, role), middleArgs
+			}
 			return filepath.Join(binDir, role), nil
 		},
 		connect: connectFanout,

@@ -30,6 +30,7 @@ type config struct {
 	backoffMin       time.Duration
 	backoffMax       time.Duration
 	maxCalls         int
+	maxPending       int64
 	tlsConfig        *tls.Config
 	dial             func(ctx context.Context, addr string) (net.Conn, error)
 }
@@ -45,6 +46,7 @@ const (
 	DefaultBackoffMin       = 50 * time.Millisecond
 	DefaultBackoffMax       = time.Second
 	DefaultMaxCalls         = 1024
+	DefaultMaxPendingBytes  = 64 << 20
 )
 
 // maxMessageLimit is the largest size a frame's 4-byte length can state, or
@@ -63,6 +65,7 @@ func newConfig(opts []Option) config {
 		backoffMin:       DefaultBackoffMin,
 		backoffMax:       DefaultBackoffMax,
 		maxCalls:         DefaultMaxCalls,
+		maxPending:       DefaultMaxPendingBytes,
 	}
 	for _, opt := range opts {
 		opt(&c)
@@ -148,14 +151,28 @@ func WithRedialBackoff(lo, hi time.Duration) Option {
 // WithMaxConcurrentCalls bounds the calls in flight on one connection. Past
 // it, a call fails at once rather than waiting: a server answers each extra
 // stream with [CodeOverloaded] without reading its request, and a client
-// refuses an extra call before sending it. A server counts the streams open
-// on the connection, the idle streams a client keeps for later calls
-// included; a Client never has more streams than it had calls in flight at
-// once. Either way the error matches
-// [fanout.ErrOverloaded], and nothing was processed. Both sides (on a
-// server, per connection). Default: [DefaultMaxCalls]. Values below 1 mean 1.
+// refuses an extra call before sending it. Either way the error matches
+// [fanout.ErrOverloaded], and nothing was processed. A server counts the
+// streams open on the connection, the idle streams a client keeps for later
+// calls included; a Client never has more streams than it had calls in
+// flight at once. Both sides (on a server, per connection). Default:
+// [DefaultMaxCalls]. Values below 1 mean 1.
 func WithMaxConcurrentCalls(n int) Option {
 	return func(c *config) { c.maxCalls = max(n, 1) }
+}
+
+// WithMaxPendingBytes bounds the memory a server spends on requests: the
+// request payloads it holds at once, from reading them until their answers
+// are written, counted over all its connections. A request that does not
+// fit waits, unread, in its stream (whose flow-control window bounds what
+// the client can send meanwhile), until earlier calls have answered; so the
+// server's memory depends on this bound and not on how many clients send
+// large requests at once. A request larger than the bound waits until it is
+// alone. The decoded items, the backend's work and the answer are not
+// counted, but are usually proportional to the payload. Server. Default:
+// [DefaultMaxPendingBytes]. Values below 1 mean no bound.
+func WithMaxPendingBytes(n int64) Option {
+	return func(c *config) { c.maxPending = n }
 }
 
 // WithTLSConfig makes the connection speak TLS under the handshake and the

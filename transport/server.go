@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/seed-c94cd834/fanout"
 )
@@ -35,6 +36,8 @@ type Server[In, Out any] struct {
 	ctx    context.Context // cancelled by Close: every backend call sees it
 	cancel context.CancelFunc
 
+	pending *semaphore.Weighted // bytes of requests held; nil for no bound
+
 	mu        sync.Mutex
 	shutdown  bool // no new listeners, sessions or calls
 	listeners map[net.Listener]struct{}
@@ -53,7 +56,12 @@ func NewServer[In, Out any](backend fanout.Backend[In, Out], in Codec[In], out C
 	checkCodecName(out.Name())
 	cfg := newConfig(opts)
 	ctx, cancel := context.WithCancel(context.Background())
+	var pending *semaphore.Weighted
+	if cfg.maxPending > 0 {
+		pending = semaphore.NewWeighted(cfg.maxPending)
+	}
 	return &Server[In, Out]{
+		pending:   pending,
 		backend:   backend,
 		in:        in,
 		out:       out,
@@ -274,9 +282,10 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *at
 		if !first {
 			st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
 		}
-		items, timeout, err := s.readRequest(st, bufp, hdr)
+		items, timeout, held, err := s.readRequest(st, bufp, hdr)
 		putBuf(bufp)
 		if err != nil {
+			s.release(held)
 			var refusal *RemoteError
 			if errors.As(err, &refusal) {
 				log.Warn("transport: request refused", "remote", st.RemoteAddr(), "err", refusal.Message)
@@ -289,6 +298,7 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *at
 		s.mu.Lock()
 		if s.shutdown {
 			s.mu.Unlock()
+			s.release(held)
 			s.refuse(st, CodeUnavailable, ErrServerClosed.Error(), peerMax)
 			return
 		}
@@ -303,7 +313,7 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *at
 		}
 		sc.gone.Store(false)
 		running = true
-		go s.runCall(ctx, st, items, peerMax, sc)
+		go s.runCall(ctx, st, items, held, peerMax, sc)
 	}
 }
 
@@ -325,9 +335,11 @@ func (sc *streamCall) abandon(st *yamux.Stream) {
 	sc.cancel()
 }
 
-// runCall runs one call and writes its answer.
-func (s *Server[In, Out]) runCall(ctx context.Context, st *yamux.Stream, items []In, peerMax int, sc *streamCall) {
+// runCall runs one call and writes its answer, then releases the held bytes
+// of its request.
+func (s *Server[In, Out]) runCall(ctx context.Context, st *yamux.Stream, items []In, held int64, peerMax int, sc *streamCall) {
 	defer func() {
+		s.release(held)
 		sc.cancel()
 		s.calls.Done()
 		sc.done <- struct{}{}
@@ -364,38 +376,70 @@ func (s *Server[In, Out]) runCall(ctx context.Context, st *yamux.Stream, items [
 
 // readRequest reads the rest of a request whose first header byte is in
 // hdr[0], into *bufp (hdr is its start), and decodes it. It returns the
-// items and the time left before the caller's deadline (0 for none). A
-// request the server refuses is returned as a *RemoteError, the answer to
-// send back; a stream that ended or timed out inside the request, as any
-// other error.
-func (s *Server[In, Out]) readRequest(st *yamux.Stream, bufp *[]byte, hdr []byte) ([]In, time.Duration, error) {
+// items, the time left before the caller's deadline (0 for none) and the
+// bytes it took from the server's budget for the request, which the caller
+// releases once the call is over, whatever the error. A request the server
+// refuses is returned as a *RemoteError, the answer to send back; a stream
+// that ended or timed out inside the request, as any other error.
+func (s *Server[In, Out]) readRequest(st *yamux.Stream, bufp *[]byte, hdr []byte) (items []In, timeout time.Duration, held int64, err error) {
 	defer st.SetReadDeadline(time.Time{})
-	_, err := io.ReadFull(st, hdr[1:])
+	_, err = io.ReadFull(st, hdr[1:])
 	if err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
 	var k kind
 	var payload []byte
 	if err == nil {
-		k, payload, err = readPayload(st, s.cfg.maxMessage, hdr)
-		*bufp = payload
+		if held, err = s.reserve(st, hdr); err == nil {
+			k, payload, err = readPayload(st, s.cfg.maxMessage, hdr)
+			*bufp = payload
+		}
 	}
 	switch {
 	case errors.Is(err, ErrMessageTooLarge):
-		return nil, 0, &RemoteError{Code: CodeTooLarge, Message: "request refused: " + err.Error()}
+		return nil, 0, held, &RemoteError{Code: CodeTooLarge, Message: "request refused: " + err.Error()}
 	case errors.Is(err, ErrProtocol):
-		return nil, 0, &RemoteError{Code: CodeBadRequest, Message: err.Error()}
+		return nil, 0, held, &RemoteError{Code: CodeBadRequest, Message: err.Error()}
 	case err != nil:
-		return nil, 0, err
+		return nil, 0, held, err
 	case k != kindRequest || len(payload) < requestPrefixSize:
-		return nil, 0, &RemoteError{Code: CodeBadRequest, Message: fmt.Sprintf(
+		return nil, 0, held, &RemoteError{Code: CodeBadRequest, Message: fmt.Sprintf(
 			"%v: expected a request, got message kind %d of %d bytes", ErrProtocol, k, len(payload))}
 	}
-	items, err := s.in.Decode(nil, payload[requestPrefixSize:])
+	items, err = s.in.Decode(nil, payload[requestPrefixSize:])
 	if err != nil {
-		return nil, 0, &RemoteError{Code: CodeBadRequest, Message: "decode request: " + err.Error()}
+		return nil, 0, held, &RemoteError{Code: CodeBadRequest, Message: "decode request: " + err.Error()}
 	}
-	return items, time.Duration(min(binary.LittleEndian.Uint64(payload), 1<<62)), nil
+	return items, time.Duration(min(binary.LittleEndian.Uint64(payload), 1<<62)), held, nil
+}
+
+// reserve takes the payload of the request whose header is hdr from the
+// server's budget (see [WithMaxPendingBytes]), waiting for room if need be,
+// and returns the bytes taken. A header that the payload reader refuses
+// anyway takes nothing. The wait does not count against the request
+// timeout: the client is not the one who is slow.
+func (s *Server[In, Out]) reserve(st *yamux.Stream, hdr []byte) (int64, error) {
+	n := int64(binary.LittleEndian.Uint32(hdr[1:]))
+	if s.pending == nil || kind(hdr[0]) != kindRequest || n > int64(s.cfg.maxMessage) {
+		return 0, nil
+	}
+	n = min(n, s.cfg.maxPending)
+	if s.pending.TryAcquire(n) {
+		return n, nil
+	}
+	st.SetReadDeadline(time.Time{})
+	if err := s.pending.Acquire(s.ctx, n); err != nil {
+		return 0, fmt.Errorf("waiting for memory for a request of %d bytes: %w", n, err)
+	}
+	st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
+	return n, nil
+}
+
+// release gives n bytes back to the server's budget.
+func (s *Server[In, Out]) release(n int64) {
+	if n > 0 {
+		s.pending.Release(n)
+	}
 }
 
 // process calls the backend, turning a panic or a broken contract into an

@@ -27,7 +27,8 @@
 // Usage:
 //
 //	middle [-listen ADDR] [-x ADDRS] [-y ADDRS] [-z ADDRS] [-grace D]
-//	  [-max-inflight N] [-max-calls N] [-log-level LEVEL]
+//	  [-max-inflight N] [-batch N] [-batch-calls N] [-max-calls N]
+//	  [-max-request-mb N] [-log-level LEVEL]
 //	  [-tls-cert FILE -tls-key FILE -tls-ca FILE]
 //
 // Flags:
@@ -42,9 +43,17 @@
 //	-max-inflight N   calls in flight per route, over all its replicas (default
 //	                  1024); past it, the route's numbers fail at once with an
 //	                  error that says "overloaded"
+//	-batch N          most numbers per call to a backend (default 4096): calls
+//	                  to a route that arrive while its backend is busy are merged
+//	                  up to N, and a larger call is cut into chunks of N sent
+//	                  in parallel; -1 turns merging and cutting off
+//	-batch-calls N    calls per route the merging keeps in flight at once (default 4)
 //	-max-calls N      calls in flight per connection (default 1024): from one
 //	                  client, more are refused at once as overloaded; to one
 //	                  backend replica, more fail at once (and go to another replica)
+//	-max-request-mb N MiB of requests from clients held at once (default 64);
+//	                  more wait, unread, until earlier calls answer: this bounds
+//	                  the middle layer's memory however many clients send at once
 //	-log-level LEVEL  least important level logged: DEBUG, INFO, WARN or ERROR (default INFO)
 //	-tls-cert FILE    with -tls-key and -tls-ca: speak mutual TLS, with this
 //	-tls-key FILE     certificate and key both to serve clients and to call x,
@@ -90,9 +99,19 @@ func run() int {
 	}
 	fs.IntVar(&cfg.MaxInFlight, "max-inflight", node.DefaultMaxInFlight,
 		"calls in flight per route, over all its replicas; past it, the route's numbers fail at once as overloaded")
+	fs.IntVar(&cfg.Batch, "batch", node.DefaultBatch,
+		"most numbers per call to a backend: concurrent calls to a route are merged up to it, larger ones cut into chunks of it; -1 for neither")
+	fs.IntVar(&cfg.BatchCalls, "batch-calls", node.DefaultBatchCalls,
+		"calls per route that merging keeps in flight at once")
 	log, opts := f.Parse(fs, os.Args[1:])
 	if cfg.MaxInFlight < 1 {
 		node.Usage(fs, "-max-inflight must be at least 1")
+	}
+	if cfg.Batch == 0 || cfg.Batch < -1 {
+		node.Usage(fs, "-batch must be at least 1, or -1 to turn merging off")
+	}
+	if cfg.BatchCalls < 1 {
+		node.Usage(fs, "-batch-calls must be at least 1")
 	}
 
 	m, err := node.NewMiddle(cfg, opts...)

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -94,7 +95,24 @@ type MiddleConfig struct {
 	// at once with an error wrapping [fanout.ErrOverloaded]. 0 means
 	// [DefaultMaxInFlight].
 	MaxInFlight int
+
+	// Batch is the most numbers the middle layer sends a backend in one
+	// call: concurrent calls to a route are merged up to it, and a larger
+	// one is cut into chunks of it (see [fanout.Batcher]). 0 means
+	// [DefaultBatch]; a negative value turns merging and cutting off.
+	Batch int
+
+	// BatchCalls bounds the calls per route that the batcher has in flight
+	// at once; calls that arrive while all are busy are merged. 0 means
+	// [DefaultBatchCalls].
+	BatchCalls int
 }
+
+// Defaults of the batcher in front of each route; see [fanout.Batcher].
+const (
+	DefaultBatch      = 4096
+	DefaultBatchCalls = 4
+)
 
 // Middle is the middle layer: a [fanout.Router] that classifies numbers with
 // [xyz.Classify] and sends each route's numbers to the replicas of its
@@ -104,7 +122,9 @@ type MiddleConfig struct {
 // Each route is a [fanout.Balancer] over clients of its replicas, built
 // [fanout.WithIdempotent] (x, y and z are pure functions, so a call cut off
 // by a replica that died is safe to send to another), behind a
-// [fanout.Limiter] of MaxInFlight calls. The router is built
+// [fanout.Batcher] that merges concurrent calls (and cuts large ones into
+// chunks), behind a [fanout.Limiter] of MaxInFlight calls, which also
+// bounds the batcher's queue. The router is built
 // [fanout.WithPartialResults] and wrapped in [xyz.PerItem]: a route that
 // fails does not fail the call, its numbers are answered with the route's
 // error, and the client decides what a failure means.
@@ -142,7 +162,18 @@ func NewMiddle(cfg MiddleConfig, opts ...transport.Option) (*Middle, error) {
 			return nil, fmt.Errorf("node: route %s: %w", route, err)
 		}
 		m.balancers = append(m.balancers, b)
-		l, err := fanout.NewLimiter(b, maxInFlight)
+		var be fanout.Backend[int64, int64] = b
+		if cfg.Batch >= 0 {
+			bt, err := fanout.NewBatcher(be,
+				fanout.WithMaxBatch(cmp.Or(cfg.Batch, DefaultBatch)),
+				fanout.WithConcurrency(cmp.Or(cfg.BatchCalls, DefaultBatchCalls)))
+			if err != nil {
+				m.close()
+				return nil, fmt.Errorf("node: route %s: %w", route, err)
+			}
+			be = bt
+		}
+		l, err := fanout.NewLimiter(be, maxInFlight)
 		if err != nil {
 			m.close()
 			return nil, fmt.Errorf("node: route %s: %w", route, err)
@@ -229,17 +260,20 @@ type Flags struct {
 	Listen   string         // -listen: address to listen on
 	Grace    time.Duration  // -grace: how long a shutdown waits for calls in flight
 	MaxCalls int            // -max-calls: calls in flight per connection
+	MaxMemMB int64          // -max-request-mb: MiB of requests held at once
 	LogLevel slog.Level     // -log-level: the least important level logged
 	TLS      tlsflags.Flags // -tls-cert, -tls-key, -tls-ca: mutual TLS
 }
 
 // Register defines -listen, with defaultListen as its default, -grace,
-// -max-calls, -log-level and the TLS flags on fs, storing their values in f.
+// -max-calls, -max-request-mb, -log-level and the TLS flags on fs, storing their values in f.
 func (f *Flags) Register(fs *flag.FlagSet, defaultListen string) {
 	fs.StringVar(&f.Listen, "listen", defaultListen, "`address` to listen on (port 0 picks a free port)")
 	fs.DurationVar(&f.Grace, "grace", 5*time.Second, "on SIGINT or SIGTERM, how long to let calls in flight finish")
 	fs.IntVar(&f.MaxCalls, "max-calls", transport.DefaultMaxCalls,
 		"calls in flight per connection; past it, a call fails at once as overloaded")
+	fs.Int64Var(&f.MaxMemMB, "max-request-mb", transport.DefaultMaxPendingBytes>>20,
+		"MiB of requests held at once, over all connections; more wait, unread, for room")
 	fs.TextVar(&f.LogLevel, "log-level", slog.LevelInfo, "least important `level` logged: DEBUG, INFO, WARN or ERROR")
 	f.TLS.Register(fs)
 }
@@ -247,19 +281,26 @@ func (f *Flags) Register(fs *flag.FlagSet, defaultListen string) {
 // Parse parses args with fs, which must use [flag.ExitOnError], for a
 // program that takes flags only (see [ParseFlags]). It returns the
 // program's logger, at -log-level, and the transport options the flags call
-// for: that logger, -max-calls and TLS. Bad usage, such as a -max-calls
-// below 1 or a TLS flag without the others, exits with status 2.
+// for: that logger, -max-calls, -max-request-mb and TLS. Bad usage, such as
+// a -max-calls below 1 or a TLS flag without the others, exits with status 2.
 func (f *Flags) Parse(fs *flag.FlagSet, args []string) (*slog.Logger, []transport.Option) {
 	ParseFlags(fs, args)
 	if f.MaxCalls < 1 {
 		Usage(fs, "-max-calls must be at least 1")
+	}
+	if f.MaxMemMB < 1 {
+		Usage(fs, "-max-request-mb must be at least 1")
 	}
 	tlsConfig, err := f.TLS.Config()
 	if err != nil {
 		Usage(fs, "%v", err)
 	}
 	log := NewLogger(f.LogLevel)
-	opts := []transport.Option{transport.WithLogger(log), transport.WithMaxConcurrentCalls(f.MaxCalls)}
+	opts := []transport.Option{
+		transport.WithLogger(log),
+		transport.WithMaxConcurrentCalls(f.MaxCalls),
+		transport.WithMaxPendingBytes(f.MaxMemMB << 20),
+	}
 	if tlsConfig != nil {
 		opts = append(opts, transport.WithTLSConfig(tlsConfig))
 	}

@@ -1,0 +1,86 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-c94cd834/fanout"
+)
+
+// TestServerBoundsTheBytesOfRequestsItHolds sends more large requests at once
+// than the server's byte budget holds: the server takes only as many as fit,
+// the others wait (they are not refused), and every call is answered.
+func TestServerBoundsTheBytesOfRequestsItHolds(t *testing.T) {
+	const (
+		items   = 1000
+		payload = requestPrefixSize + 8*items // bytes of one request
+		fit     = 3                           // requests the budget holds
+		callers = 7
+	)
+	var running, most atomic.Int64
+	entered := make(chan struct{}, callers)
+	release := make(chan struct{})
+	backend := fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return negate(ctx, in)
+	})
+	_, c := reuseServer(t, backend, WithMaxPendingBytes(fit*payload))
+
+	batch := make([]int64, items)
+	for i := range batch {
+		batch[i] = int64(i)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for range callers {
+		wg.Go(func() {
+			out, err := c.Process(context.Background(), batch)
+			if err == nil && (len(out) != items || out[5] != -5) {
+				err = errors.New("wrong answer")
+			}
+			errs <- err
+		})
+	}
+	for range fit {
+		<-entered
+	}
+	// The others wait for room. Waiting longer cannot make a correct server
+	// fail; it only gives a wrong one the chance to show itself.
+	time.Sleep(100 * time.Millisecond)
+	require.EqualValues(t, fit, running.Load(), "the server took more requests than its budget holds")
+	for range callers {
+		release <- struct{}{}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err, "a request that waited for room must be answered")
+	}
+	require.EqualValues(t, fit, most.Load())
+
+	// A request larger than the whole budget is served, alone.
+	big := make([]int64, 4*fit*items)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Process(context.Background(), big)
+		done <- err
+	}()
+	<-entered
+	release <- struct{}{}
+	require.NoError(t, <-done)
+}
