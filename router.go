@@ -95,7 +95,7 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 		if err != nil {
 			return nil, &ItemError{Index: i, Err: err}
 		}
-		k, ok := r.index[name]
+		k, ok := r.route(name)
 		if !ok {
 			return nil, &ItemError{Index: i, Route: name, Err: ErrNoRoute}
 		}
@@ -201,6 +201,25 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 	}
 	return out, &PartialError{Failed: failed}
 }
+
+// route returns the index of the route called name. Routers have few
+// routes, and classifiers usually return the same few constant strings, so
+// a scan of the names beats hashing the name for every item.
+func (r *Router[In, Out]) route(name string) (int, bool) {
+	if len(r.names) > maxScannedRoutes {
+		k, ok := r.index[name]
+		return k, ok
+	}
+	for k, n := range r.names {
+		if n == name {
+			return k, true
+		}
+	}
+	return 0, false
+}
+
+// maxScannedRoutes is the most routes that route finds by scanning.
+const maxScannedRoutes = 8
 
 // call invokes route k's backend and checks the length of its answer. The
 // returned error's Indices are left for the caller to fill.

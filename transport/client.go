@@ -197,6 +197,8 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In) ([]Out, error) {
 	}
 }
 
+const inlineWrite = 64 << 10
+
 // maxIdleStreams bounds the streams a client keeps open between calls.
 const maxIdleStreams = 256
 
@@ -288,14 +290,19 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 	binary.LittleEndian.PutUint64(req[frameHeaderSize:], timeout)
 	st.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
 	written := make(chan error, 1)
-	go func() {
+	write := func() {
 		_, err := st.Write(req)
 		putBuf(reqp)
 		written <- err
 		if err != nil {
 			st.SetReadDeadline(time.Now()) // no answer is coming
 		}
-	}()
+	}
+	if len(req) <= inlineWrite {
+		write()
+	} else {
+		go write()
+	}
 
 	respp := getBuf()
 	defer putBuf(respp)
