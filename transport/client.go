@@ -174,7 +174,7 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In) ([]Out, error) {
 	for attempt := 0; ; attempt++ {
 		sess, peerMax, err := c.session(ctx)
 		if err != nil {
-			if errors.Is(err, ErrClosed) || ctx.Err() != nil {
+			if errors.Is(err, ErrClosed) || ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 				return nil, err
 			}
 			return nil, fmt.Errorf("%w: %w", fanout.ErrUnavailable, err)
