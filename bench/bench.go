@@ -24,6 +24,7 @@ type config struct {
 	root     string        // directory of the fanout module, whose examples are measured
 	roleExe  string        // program that serves the raw TCP and gRPC roles (runRole)
 	log      io.Writer     // progress and problems
+	burst    int           // bulk calls sent at once to fanout, to measure its memory bound
 	// middleArgs are extra flags for fanout's middle layer, to compare its
 	// settings.
 	middleArgs []string
@@ -71,12 +72,12 @@ func benchmark(ctx context.Context, cfg config) (*results, error) {
 		}
 		for _, sys := range order {
 			fmt.Fprintf(cfg.log, "repetition %d of %d: %s ...\n", rep+1, cfg.reps, sys.name)
-			f, err := measure(ctx, sys, in, cfg.duration, cfg.log)
+			f, err := measure(ctx, sys, in, cfg.duration, cfg.burst, cfg.log)
 			if err != nil {
 				return res, fmt.Errorf("%s, repetition %d: %w", sys.name, rep+1, err)
 			}
-			fmt.Fprintf(cfg.log, "  p50 %v  p99 %v  %.0f requests/s  %v CPU/request  %.0f numbers/s  middle peak %d MiB  %d wrong  %d errors\n",
-				f.P50, f.P99, f.RequestsPerSec, f.CPUPerRequest, f.NumbersPerSec, f.PeakRSS>>20, f.Wrong, f.Errors)
+			fmt.Fprintf(cfg.log, "  p50 %v  p99 %v  %.0f requests/s  %v CPU/request  %.0f numbers/s  middle peak %d MiB (after the burst %d MiB)  %d wrong  %d errors\n",
+				f.P50, f.P99, f.RequestsPerSec, f.CPUPerRequest, f.NumbersPerSec, f.PeakRSS>>20, f.BurstPeakRSS>>20, f.Wrong, f.Errors)
 			res.runs = append(res.runs, measurement{system: sys.name, rep: rep, figures: f})
 		}
 	}

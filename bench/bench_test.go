@@ -30,7 +30,7 @@ func TestBenchmark(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	res, err := benchmark(ctx, config{reps: 1, duration: 200 * time.Millisecond, root: "..", roleExe: exe, log: t.Output()})
+	res, err := benchmark(ctx, config{reps: 1, duration: 200 * time.Millisecond, burst: 4, root: "..", roleExe: exe, log: t.Output()})
 	if err != nil {
 		t.Fatal(err)
 	}

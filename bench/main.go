@@ -35,7 +35,7 @@ func main() {
 }
 
 func run() int {
-	cfg := config{log: os.Stderr}
+	cfg := config{log: os.Stderr, burst: burstCallers}
 	var out string
 	var quick bool
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)

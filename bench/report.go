@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/seed-c94cd834/fanout/transport"
+
 	"bufio"
 	"fmt"
 	"math"
@@ -139,6 +141,16 @@ func (r *results) markdown(command string) string {
 		}
 		p(" | %s | %s |\n", formatRatio(r.ratio(fanoutName, grpcName, fig)), formatRatio(r.ratio(fanoutName, rawName, fig)))
 	}
+	var burst []float64
+	for _, f := range r.of(fanoutName) {
+		if f.BurstPeakRSS > 0 {
+			burst = append(burst, float64(f.BurstPeakRSS))
+		}
+	}
+	if len(burst) > 0 {
+		p("\nMemory bound: after %d callers each sent fanout's middle layer a 1,000,000-number request at once, its peak memory (VmHWM) was %s (median; every repetition: %s). The middle layer runs with its default limits: at most %d MiB of requests held at once (`-max-request-mb`), the others waiting unread in their streams.\n",
+			burstCallers, formatBytes(median(burst)), formatEach(burst, formatBytes), transport.DefaultMaxPendingBytes>>20)
+	}
 	wrong, errs := r.problems()
 	p("\nWrong answers: %d. Failed calls: %d. (Every answer, value and backend, is checked against the routing table.)\n", wrong, errs)
 
@@ -218,4 +230,13 @@ func cpuModel() string {
 		}
 	}
 	return "unknown CPU"
+}
+
+// formatEach formats every value, comma-separated.
+func formatEach(values []float64, format func(float64) string) string {
+	parts := make([]string, len(values))
+	for i, v := range values {
+		parts[i] = format(v)
+	}
+	return strings.Join(parts, ", ")
 }

@@ -16,6 +16,7 @@ import (
 const (
 	smallBatch        = 10        // numbers per call of the latency and throughput workloads
 	throughputCallers = 64        // concurrent callers of the throughput workload
+	burstCallers      = 64        // bulk calls sent at once to measure fanout's memory bound
 	bulkBatch         = 1_000_000 // numbers per call of the bulk workload
 	bulkRange         = 1_000_000 // bulk numbers are in [-bulkRange, bulkRange]
 
@@ -32,6 +33,7 @@ type figures struct {
 	CPUPerRequest  time.Duration // CPU time of middle, x, y and z per call of those
 	NumbersPerSec  float64       // sequential 1,000,000-number calls
 	PeakRSS        int64         // the middle layer's peak resident set (VmHWM), bytes
+	BurstPeakRSS   int64         // the same after a burst of bulk calls at once (fanout only; 0 if not run)
 	Wrong, Errors  int64         // wrong answers and failed calls, warm-up included
 }
 
@@ -72,8 +74,10 @@ func newInputs() *inputs {
 }
 
 // measure starts fresh processes of sys, runs every workload against them
-// for d each, and stops them.
-func measure(ctx context.Context, sys system, in *inputs, d time.Duration, log io.Writer) (figures, error) {
+// for d each, and stops them. For fanout it then sends burst bulk calls at
+// once, if burst is positive, and measures the middle layer's peak memory
+// again.
+func measure(ctx context.Context, sys system, in *inputs, d time.Duration, burst int, log io.Writer) (figures, error) {
 	dep, err := deploy(ctx, sys)
 	if err != nil {
 		return figures{}, err
@@ -118,6 +122,14 @@ func measure(ctx context.Context, sys system, in *inputs, d time.Duration, log i
 
 	if f.PeakRSS, err = dep.middle().peakRSS(); err != nil {
 		return f, err
+	}
+	if sys.name == fanoutName && burst > 0 {
+		if err := runBurst(ctx, dep.target, burst, in.bulk, c); err != nil {
+			return f, err
+		}
+		if f.BurstPeakRSS, err = dep.middle().peakRSS(); err != nil {
+			return f, err
+		}
 	}
 	f.Wrong, f.Errors = c.wrong.Load(), c.errors.Load()
 	return f, ctx.Err()
@@ -176,6 +188,34 @@ func runLoad(ctx context.Context, t target, callers int, d time.Duration, pool [
 		total.latencies = append(total.latencies, l.latencies...)
 	}
 	return total, ctx.Err()
+}
+
+// runBurst sends callers bulk calls at once, one per caller, and checks
+// their answers.
+func runBurst(ctx context.Context, t target, callers int, pool [][]int64, c *checker) error {
+	clients := make([]caller, callers)
+	for i := range clients {
+		var err error
+		if clients[i], err = t.caller(); err != nil {
+			return err
+		}
+	}
+	var wg sync.WaitGroup
+	for g, client := range clients {
+		wg.Go(func() {
+			batch := pool[g%len(pool)]
+			cctx, cancel := context.WithTimeout(ctx, callTimeout)
+			defer cancel()
+			out, err := client.Process(cctx, batch)
+			if err != nil {
+				c.failed(err)
+				return
+			}
+			c.check(batch, out)
+		})
+	}
+	wg.Wait()
+	return ctx.Err()
 }
 
 // checker checks answers against the routing table and counts the problems

@@ -131,7 +131,10 @@ func parseError(payload []byte) (Code, string, error) {
 // are dropped rather than kept alive.
 var bufPool = sync.Pool{New: func() any { return new([]byte) }}
 
-const maxPooledBuf = 16 << 20
+// maxPooledBuf is the largest buffer kept for reuse. Larger buffers are
+// left to the garbage collector: a pool of them would hold memory the
+// server's budget (WithMaxPendingBytes) does not count.
+const maxPooledBuf = 1 << 20
 
 func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
 

@@ -46,7 +46,7 @@ const (
 	DefaultBackoffMin       = 50 * time.Millisecond
 	DefaultBackoffMax       = time.Second
 	DefaultMaxCalls         = 1024
-	DefaultMaxPendingBytes  = 64 << 20
+	DefaultMaxPendingBytes  = 16 << 20
 )
 
 // maxMessageLimit is the largest size a frame's 4-byte length can state, or

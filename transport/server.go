@@ -262,8 +262,10 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *at
 		if first {
 			st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
 		}
-		bufp := getBuf()
-		hdr := slices.Grow((*bufp)[:0], frameHeaderSize)[:frameHeaderSize]
+		// The header is read into a small buffer of the stream's own: a
+		// request may wait for room in the server's budget after it, and
+		// must hold no more than that meanwhile.
+		hdr := sc.hdr[:]
 		_, err := io.ReadFull(st, hdr[:1])
 		if running {
 			if err != nil {
@@ -273,7 +275,6 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *at
 			running = false
 		}
 		if err != nil {
-			putBuf(bufp)
 			if first {
 				log.Debug("transport: stream ended before its request", "remote", st.RemoteAddr(), "err", err)
 			}
@@ -282,8 +283,7 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *at
 		if !first {
 			st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
 		}
-		items, timeout, held, err := s.readRequest(st, bufp, hdr)
-		putBuf(bufp)
+		items, timeout, held, err := s.readRequest(st, hdr)
 		if err != nil {
 			s.release(held)
 			var refusal *RemoteError
@@ -321,8 +321,9 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *at
 // stream's reading goroutine and the call's goroutine, and reused from one
 // call to the next.
 type streamCall struct {
-	done   chan struct{} // receives once the call has answered
-	gone   atomic.Bool   // the client gave up on the call
+	hdr    [frameHeaderSize]byte // the header of the request being read
+	done   chan struct{}         // receives once the call has answered
+	gone   atomic.Bool           // the client gave up on the call
 	cancel context.CancelFunc
 }
 
@@ -375,13 +376,13 @@ func (s *Server[In, Out]) runCall(ctx context.Context, st *yamux.Stream, items [
 }
 
 // readRequest reads the rest of a request whose first header byte is in
-// hdr[0], into *bufp (hdr is its start), and decodes it. It returns the
-// items, the time left before the caller's deadline (0 for none) and the
-// bytes it took from the server's budget for the request, which the caller
-// releases once the call is over, whatever the error. A request the server
-// refuses is returned as a *RemoteError, the answer to send back; a stream
-// that ended or timed out inside the request, as any other error.
-func (s *Server[In, Out]) readRequest(st *yamux.Stream, bufp *[]byte, hdr []byte) (items []In, timeout time.Duration, held int64, err error) {
+// hdr[0] and decodes it. It returns the items, the time left before the
+// caller's deadline (0 for none) and the bytes it took from the server's
+// budget for the request, which the caller releases once the call is over,
+// whatever the error. A request the server refuses is returned as a
+// *RemoteError, the answer to send back; a stream that ended or timed out
+// inside the request, as any other error.
+func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In, timeout time.Duration, held int64, err error) {
 	defer st.SetReadDeadline(time.Time{})
 	_, err = io.ReadFull(st, hdr[1:])
 	if err == io.EOF {
@@ -390,10 +391,17 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, bufp *[]byte, hdr []byte
 	var k kind
 	var payload []byte
 	if err == nil {
-		if held, err = s.reserve(st, hdr); err == nil {
-			k, payload, err = readPayload(st, s.cfg.maxMessage, hdr)
-			*bufp = payload
-		}
+		held, err = s.reserve(st, hdr)
+	}
+	if err == nil {
+		bufp := getBuf()
+		defer putBuf(bufp)
+		buf := append((*bufp)[:0], hdr...)
+		// Room for the payload is reserved: no need to grow the buffer
+		// only as the bytes arrive.
+		buf = slices.Grow(buf, int(held))
+		k, payload, err = readPayload(st, s.cfg.maxMessage, buf)
+		*bufp = payload
 	}
 	switch {
 	case errors.Is(err, ErrMessageTooLarge):

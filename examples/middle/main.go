@@ -51,7 +51,7 @@
 //	-max-calls N      calls in flight per connection (default 1024): from one
 //	                  client, more are refused at once as overloaded; to one
 //	                  backend replica, more fail at once (and go to another replica)
-//	-max-request-mb N MiB of requests from clients held at once (default 64);
+//	-max-request-mb N MiB of requests from clients held at once (default 16);
 //	                  more wait, unread, until earlier calls answer: this bounds
 //	                  the middle layer's memory however many clients send at once
 //	-log-level LEVEL  least important level logged: DEBUG, INFO, WARN or ERROR (default INFO)
