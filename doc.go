@@ -41,9 +41,12 @@
 // reaching its replica ([ErrUnavailable], [ErrOverloaded]) on another one,
 // and ejects replicas that keep failing until a probe shows they are back.
 // A [Limiter] bounds the calls in flight to a backend and refuses extra ones
-// at once with [ErrOverloaded]. Both are Backends: a route of a middle layer
-// is typically a Limiter around a Balancer around transport clients. The
-// sentinels [ErrUnavailable], [ErrInterrupted] and [ErrOverloaded] say
+// at once with [ErrOverloaded]. A [Batcher] merges the calls that arrive
+// while its backend is busy into fewer, larger calls, and cuts very large
+// calls into chunks sent in parallel. All three are Backends: a route of a
+// middle layer is typically a Limiter around a Batcher around a Balancer
+// around transport clients. The sentinels [ErrUnavailable],
+// [ErrInterrupted] and [ErrOverloaded] say
 // whether a failed call may safely be sent again; an error the backend
 // itself returned is never retried.
 //
