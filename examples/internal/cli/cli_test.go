@@ -23,15 +23,15 @@ import (
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
 )
 
-// local is the example system in memory: a router over the tagged
+// local is the example system in memory: a router over the labelled
 // backends that reports a failed route in its numbers' answers, as the
 // middle layer does.
 func local(t testing.TB) fanout.Backend[int64, xyz.Result] {
-	routes := map[string]fanout.Backend[int64, xyz.Result]{}
+	routes := map[string]fanout.Backend[int64, int64]{}
 	for _, route := range xyz.Routes() {
 		b, err := xyz.Backend(route)
 		require.NoError(t, err)
-		routes[route] = xyz.Tag(route, b)
+		routes[route] = xyz.Label(route, b)
 	}
 	r, err := fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes, fanout.WithPartialResults())
 	require.NoError(t, err)

@@ -148,7 +148,7 @@ func NewMiddle(cfg MiddleConfig, opts ...transport.Option) (*Middle, error) {
 		maxInFlight = DefaultMaxInFlight
 	}
 	m := &Middle{}
-	routes := make(map[string]fanout.Backend[int64, xyz.Result])
+	routes := make(map[string]fanout.Backend[int64, int64])
 	for _, route := range xyz.Routes() {
 		var replicas []fanout.Backend[int64, int64]
 		for _, addr := range cfg.Replicas[route] {
@@ -178,7 +178,7 @@ func NewMiddle(cfg MiddleConfig, opts ...transport.Option) (*Middle, error) {
 			m.close()
 			return nil, fmt.Errorf("node: route %s: %w", route, err)
 		}
-		routes[route] = xyz.Tag(route, l)
+		routes[route] = xyz.Label(route, l)
 	}
 	if len(cfg.Replicas) != len(routes) {
 		m.close()

@@ -7,10 +7,10 @@
 //	z      odd positive numbers              3n + 1
 //
 // [Classify] chooses the route, [X], [Y] and [Z] compute the answers,
-// [Backend] serves a route as a [fanout.Backend], [Tag] labels a route's
-// answers with the route's name, [PerItem] turns the failure of a route into
-// failed answers to its numbers, [ResultCodec] carries labelled answers over
-// the wire, and [Expected] states the right answer for any number, so a
+// [Backend] serves a route as a [fanout.Backend], [Label] makes a route's
+// failures name their numbers, [PerItem] answers each number with its value
+// and route and turns the failure of a route into failed answers to its
+// numbers, [ResultCodec] carries those answers over the wire, and [Expected] states the right answer for any number, so a
 // caller can check what it got.
 //
 // Arithmetic is exact: a result that does not fit in an int64 is an error

@@ -2,6 +2,7 @@ package xyz_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/seed-c94cd834/fanout"
@@ -24,31 +25,24 @@ func ExampleExpected() {
 	// x: -3037000500 squared overflows int64
 }
 
-func ExampleTag() {
-	z, err := xyz.Backend("z")
-	if err != nil {
-		panic(err)
-	}
-	out, err := xyz.Tag("z", z).Process(context.Background(), []int64{1, 5})
-	if err != nil {
-		panic(err)
-	}
-	for _, r := range out {
-		fmt.Printf("%d (backend %s)\n", r.Value, r.Backend)
-	}
+func ExampleLabel() {
+	z := fanout.BackendFunc[int64, int64](func(context.Context, []int64) ([]int64, error) {
+		return nil, errors.New("connection refused")
+	})
+	_, err := xyz.Label("z", z).Process(context.Background(), []int64{1, 5})
+	fmt.Println(err)
 	// Output:
-	// 4 (backend z)
-	// 16 (backend z)
+	// z could not process numbers 1, 5: connection refused
 }
 
 func ExamplePerItem() {
-	routes := map[string]fanout.Backend[int64, xyz.Result]{}
+	routes := map[string]fanout.Backend[int64, int64]{}
 	for _, route := range xyz.Routes() {
 		b, err := xyz.Backend(route)
 		if err != nil {
 			panic(err)
 		}
-		routes[route] = xyz.Tag(route, b)
+		routes[route] = xyz.Label(route, b)
 	}
 	r, err := fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes, fanout.WithPartialResults())
 	if err != nil {

@@ -29,16 +29,15 @@ type Result struct {
 // Failed reports whether the number was not processed: r.Err is not empty.
 func (r Result) Failed() bool { return r.Err != "" }
 
-// Tag returns a backend that passes batches to b and labels each of its
-// answers with route, so that the answers of a router over tagged backends
-// say which backend processed each number.
+// Label returns a backend that passes batches to b, the backend of route,
+// and makes its failures say which numbers they concern.
 //
 // An error the backend computed itself (an overflow) already names its
 // number and is returned as it is. Any other failure (the backend is down,
-// the call timed out) is wrapped with the numbers of the batch, so that the
-// user learns which numbers were not processed.
-func Tag(route string, b fanout.Backend[int64, int64]) fanout.Backend[int64, Result] {
-	return fanout.BackendFunc[int64, Result](func(ctx context.Context, items []int64) ([]Result, error) {
+// the call timed out) is wrapped with the route and the numbers of the
+// batch, so that the user learns which numbers were not processed.
+func Label(route string, b fanout.Backend[int64, int64]) fanout.Backend[int64, int64] {
+	return fanout.BackendFunc[int64, int64](func(ctx context.Context, items []int64) ([]int64, error) {
 		values, err := b.Process(ctx, items)
 		if err != nil {
 			var re *transport.RemoteError
@@ -47,11 +46,7 @@ func Tag(route string, b fanout.Backend[int64, int64]) fanout.Backend[int64, Res
 			}
 			return nil, fmt.Errorf("%s could not process %s: %w", route, describe(items), err)
 		}
-		out := make([]Result, len(values))
-		for i, v := range values {
-			out[i] = Result{Value: v, Backend: route}
-		}
-		return out, nil
+		return values, nil
 	})
 }
 
@@ -77,26 +72,41 @@ func describe(items []int64) string {
 	return string(b)
 }
 
-// PerItem returns a backend that passes batches to r, a router over tagged
-// routes built with [fanout.WithPartialResults], and reports the failure of
-// a route in the answers to its numbers rather than as the call's error:
-// each of them has the route in Backend and the text of the route's error in
-// Err, and the answers of the routes that succeeded are returned beside
-// them. PerItem returns an error only when the call failed as a whole: r
-// failed in another way, or ctx ended, in which case the error is ctx's, so
-// that a server reports the call as cancelled or past its deadline.
-func PerItem(r fanout.Backend[int64, Result]) fanout.Backend[int64, Result] {
+// PerItem returns a backend that passes batches to r, a router over the
+// labelled routes (see [Label]) built with [fanout.WithPartialResults] and
+// [Classify], and answers each number with its value and the route that
+// processed it. It reports the failure of a route in the answers to its
+// numbers rather than as the call's error: each of them has the route in
+// Backend and the text of the route's error in Err, and the answers of the
+// routes that succeeded are returned beside them. PerItem returns an error
+// only when the call failed as a whole: r failed in another way, or ctx
+// ended, in which case the error is ctx's, so that a server reports the
+// call as cancelled or past its deadline.
+//
+// The router answers plain values, and PerItem builds the answers once, so
+// that a batch's results are not copied route by route: the route of a
+// number is [Classify]'s, the classifier the router used.
+func PerItem(r fanout.Backend[int64, int64]) fanout.Backend[int64, Result] {
 	return fanout.BackendFunc[int64, Result](func(ctx context.Context, items []int64) ([]Result, error) {
-		out, err := r.Process(ctx, items)
+		values, err := r.Process(ctx, items)
 		var pe *fanout.PartialError
-		if !errors.As(err, &pe) {
-			return out, err
-		}
-		if err := ctx.Err(); err != nil {
+		if err != nil && !errors.As(err, &pe) {
 			return nil, err
 		}
-		if out == nil { // every route failed
-			out = make([]Result, len(items))
+		if pe != nil {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		out := make([]Result, len(items))
+		if values != nil {
+			for i, n := range items {
+				route, _ := Classify(n)
+				out[i] = Result{Value: values[i], Backend: route}
+			}
+		}
+		if pe == nil {
+			return out, nil
 		}
 		for _, re := range pe.Failed {
 			msg := re.Err.Error()

@@ -174,16 +174,16 @@ func TestBackendAllocatesOnlyTheResult(t *testing.T) {
 	require.Equal(t, 1.0, allocs)
 }
 
-func TestTag(t *testing.T) {
+func TestLabel(t *testing.T) {
 	b, err := xyz.Backend("x")
 	require.NoError(t, err)
-	tagged := xyz.Tag("x", b)
+	labelled := xyz.Label("x", b)
 
-	got, err := tagged.Process(context.Background(), []int64{-2, -5})
+	got, err := labelled.Process(context.Background(), []int64{-2, -5})
 	require.NoError(t, err)
-	require.Equal(t, []xyz.Result{{Value: 4, Backend: "x"}, {Value: 25, Backend: "x"}}, got)
+	require.Equal(t, []int64{4, 25}, got)
 
-	_, err = tagged.Process(context.Background(), []int64{math.MinInt64})
+	_, err = labelled.Process(context.Background(), []int64{math.MinInt64})
 	require.ErrorIs(t, err, xyz.ErrOverflow)
 	require.EqualError(t, err, "x: -9223372036854775808 squared overflows int64")
 
@@ -199,7 +199,7 @@ func TestTag(t *testing.T) {
 		{[]int64{1, 3, 5, 7, 9, 11, 13, 15, 17}, "z could not process numbers 1, 3, 5, 7, 9, 11, 13, 15, ... (9 in all): connection refused"},
 	}
 	for _, tt := range tests {
-		_, err = xyz.Tag("z", failing).Process(context.Background(), tt.items)
+		_, err = xyz.Label("z", failing).Process(context.Background(), tt.items)
 		require.ErrorIs(t, err, down)
 		require.EqualError(t, err, tt.want)
 	}
@@ -223,13 +223,13 @@ func BenchmarkBackend(b *testing.B) {
 
 func TestPerItem(t *testing.T) {
 	down := errors.New("connection refused")
-	routes := map[string]fanout.Backend[int64, xyz.Result]{}
+	routes := map[string]fanout.Backend[int64, int64]{}
 	for _, route := range xyz.Routes() {
 		b, err := xyz.Backend(route)
 		require.NoError(t, err)
-		routes[route] = xyz.Tag(route, b)
+		routes[route] = xyz.Label(route, b)
 	}
-	routes["z"] = xyz.Tag("z", fanout.BackendFunc[int64, int64](func(context.Context, []int64) ([]int64, error) { return nil, down }))
+	routes["z"] = xyz.Label("z", fanout.BackendFunc[int64, int64](func(context.Context, []int64) ([]int64, error) { return nil, down }))
 	r, err := fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes, fanout.WithPartialResults())
 	require.NoError(t, err)
 	b := xyz.PerItem(r)
@@ -255,7 +255,7 @@ func TestPerItem(t *testing.T) {
 
 	// A call whose deadline passes while a route is at work fails as a
 	// whole, with the deadline's error, even though another route answered.
-	routes["z"] = xyz.Tag("z", fanout.BackendFunc[int64, int64](func(ctx context.Context, _ []int64) ([]int64, error) {
+	routes["z"] = xyz.Label("z", fanout.BackendFunc[int64, int64](func(ctx context.Context, _ []int64) ([]int64, error) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}))
@@ -268,7 +268,7 @@ func TestPerItem(t *testing.T) {
 	require.NotErrorAs(t, err, new(*fanout.PartialError))
 
 	// An error that is not a partial failure is the call's.
-	_, err = xyz.PerItem(fanout.BackendFunc[int64, xyz.Result](func(context.Context, []int64) ([]xyz.Result, error) {
+	_, err = xyz.PerItem(fanout.BackendFunc[int64, int64](func(context.Context, []int64) ([]int64, error) {
 		return nil, down
 	})).Process(ctx, []int64{1})
 	require.ErrorIs(t, err, down)
