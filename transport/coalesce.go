@@ -66,6 +66,10 @@ const maxPending = 64 << 20
 // the writer goroutine batches them.
 const quietGap = 10 * time.Microsecond
 
+// directBody is the smallest frame body that is written without being
+// copied into the buffer, when no write is in progress.
+const directBody = 32 << 10
+
 // closeTimeout bounds how long Close spends writing what is buffered.
 const closeTimeout = time.Second
 
@@ -107,12 +111,23 @@ func (c *coalescer) Write(p []byte) (int, error) {
 	case c.closed:
 		return 0, net.ErrClosed
 	}
-	c.pending = append(c.pending, p...)
-	if isDataHeader(p) {
+	switch {
+	case isDataHeader(p):
+		c.pending = append(c.pending, p...)
 		return len(p), nil // its body is yamux's very next write
-	}
-	if c.raw != nil && !c.writing && time.Since(c.idle) > quietGap && c.tryWriteLocked() {
-		return len(p), nil
+	case c.raw != nil && !c.writing && len(p) >= directBody:
+		// A large body gains nothing from waiting for company, and
+		// copying it costs: write it from yamux's buffer if the socket
+		// takes it.
+		c.writeDirectLocked(p)
+		if len(c.pending) == 0 {
+			return len(p), nil
+		}
+	default:
+		c.pending = append(c.pending, p...)
+		if c.raw != nil && !c.writing && time.Since(c.idle) > quietGap && c.tryWriteLocked() {
+			return len(p), nil
+		}
 	}
 	select {
 	case c.wake <- struct{}{}:
@@ -159,6 +174,19 @@ func (c *coalescer) flush() bool {
 // never waits for a slow or stalled connection.
 func (c *coalescer) tryWriteLocked() bool {
 	buf := c.pending
+	n, ok := c.tryOnce(buf)
+	if n == len(buf) && ok {
+		c.pending = buf[:0]
+		return true
+	}
+	c.pending = append(buf[:0], buf[n:]...)
+	return false
+}
+
+// tryOnce makes one non-blocking attempt to write buf and returns the bytes
+// written; ok is false after an error, which is left for the writer
+// goroutine to meet and report. It is called with mu held.
+func (c *coalescer) tryOnce(buf []byte) (n int, ok bool) {
 	c.try.buf = buf
 	err := c.raw.Write(c.try.fn)
 	n, werr := c.try.n, c.try.err
@@ -167,17 +195,23 @@ func (c *coalescer) tryWriteLocked() bool {
 		err = werr
 	}
 	if err != nil {
-		// Let the writer goroutine meet the error and report it.
-		return false
+		return 0, false
 	}
-	n = max(n, 0)
 	c.idle = time.Now()
-	if n == len(buf) {
-		c.pending = buf[:0]
-		return true
+	return max(n, 0), true
+}
+
+// writeDirectLocked writes a large frame body p, and what is buffered before
+// it, without copying p into the buffer, as far as the connection takes them
+// without waiting; the rest is buffered for the writer goroutine. It is
+// called with mu held and no write in progress.
+func (c *coalescer) writeDirectLocked(p []byte) {
+	if len(c.pending) == 0 || c.tryWriteLocked() {
+		if n, ok := c.tryOnce(p); ok {
+			p = p[n:]
+		}
 	}
-	c.pending = append(buf[:0], buf[n:]...)
-	return false
+	c.pending = append(c.pending, p...)
 }
 
 // writeLocked writes what is buffered, in one write. It is called with mu
