@@ -197,6 +197,11 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In) ([]Out, error) {
 	}
 }
 
+// inlineWrite is the largest message written without a goroutine of its
+// own to end the write early: a client's request, or a server's answer. A
+// stream's peer acknowledges each half window (256 KiB) it reads, so a
+// stream between calls has at least half its window free, and a message
+// this small never waits for the peer.
 const inlineWrite = 64 << 10
 
 // maxIdleStreams bounds the streams a client keeps open between calls.

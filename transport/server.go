@@ -241,23 +241,20 @@ func (s *Server[In, Out]) refuse(st *yamux.Stream, code Code, msg string, peerMa
 // accepts: a larger answer is replaced by an error. streams counts the
 // connection's streams.
 //
-// This goroutine does all the reading; each call runs on a goroutine of its
-// own. While a call runs, this goroutine waits for the stream's next byte:
-// the end of the stream means the client gave up, and cancels the call; any
-// data is the client's next request, read once the current call has answered.
+// Each call runs on this goroutine. A call that lasts longer than
+// watchAfter gets a watcher, which waits for the stream's next byte: the end
+// of the stream means the client gave up, and cancels the call; any data is
+// the start of the client's next request, read once the current call has
+// answered. A short call thus costs no goroutine and no wake-up.
 func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *atomic.Int64) {
 	defer s.streams.Done()
 	defer streams.Add(-1)
 	defer st.Close()
 	log := s.cfg.logger // attributes are built only where something is logged
 
-	sc := &streamCall{done: make(chan struct{}, 1)}
-	running := false
-	defer func() {
-		if running {
-			<-sc.done
-		}
-	}()
+	sc := &streamCall{st: st, done: make(chan struct{}, 1)}
+	sc.watch = time.AfterFunc(time.Hour, sc.watchStream)
+	sc.watch.Stop()
 	for first := true; ; first = false {
 		if first {
 			st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
@@ -266,20 +263,15 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *at
 		// request may wait for room in the server's budget after it, and
 		// must hold no more than that meanwhile.
 		hdr := sc.hdr[:]
-		_, err := io.ReadFull(st, hdr[:1])
-		if running {
-			if err != nil {
-				sc.abandon(st)
+		if !sc.early {
+			if _, err := io.ReadFull(st, hdr[:1]); err != nil {
+				if first {
+					log.Debug("transport: stream ended before its request", "remote", st.RemoteAddr(), "err", err)
+				}
+				return
 			}
-			<-sc.done
-			running = false
 		}
-		if err != nil {
-			if first {
-				log.Debug("transport: stream ended before its request", "remote", st.RemoteAddr(), "err", err)
-			}
-			return
-		}
+		sc.early = false
 		if !first {
 			st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
 		}
@@ -311,45 +303,71 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *at
 		} else {
 			ctx, sc.cancel = context.WithCancel(s.ctx)
 		}
-		sc.gone.Store(false)
-		running = true
-		go s.runCall(ctx, st, items, held, peerMax, sc)
+		s.runCall(ctx, items, held, peerMax, sc)
+		if sc.gone.Load() {
+			return // the client ended its side of the stream
+		}
 	}
 }
 
-// streamCall is the state of a stream's call in flight, shared by the
-// stream's reading goroutine and the call's goroutine, and reused from one
-// call to the next.
+// watchAfter is how long a call runs before a watcher starts to look for
+// the client giving up on it.
+const watchAfter = 10 * time.Millisecond
+
+// streamCall is the state of a stream's calls, shared by the stream's
+// goroutine and the watcher of its call in flight, and reused from one call
+// to the next.
 type streamCall struct {
+	st     *yamux.Stream
 	hdr    [frameHeaderSize]byte // the header of the request being read
-	done   chan struct{}         // receives once the call has answered
-	gone   atomic.Bool           // the client gave up on the call
+	early  bool                  // the watcher read hdr[0], the start of the next request
+	peek   [1]byte
+	watch  *time.Timer   // starts watchStream
+	done   chan struct{} // receives once watchStream has returned
+	gone   atomic.Bool   // the client gave up on the call
 	cancel context.CancelFunc
 }
 
-// abandon cancels the call because the client gave up: nobody reads the
-// answer, so a write blocked on a full stream window ends at once rather
-// than at the write timeout.
-func (sc *streamCall) abandon(st *yamux.Stream) {
-	sc.gone.Store(true)
-	st.SetWriteDeadline(time.Now())
-	sc.cancel()
+// watchStream waits for the stream's next byte while a call runs, until the
+// call ends and stops it with a read deadline.
+func (sc *streamCall) watchStream() {
+	defer func() { sc.done <- struct{}{} }()
+	n, err := sc.st.Read(sc.peek[:])
+	switch {
+	case n == 1:
+		// The client sent its next request before the answer: it is read
+		// once the call has answered.
+		sc.hdr[0], sc.early = sc.peek[0], true
+	case errors.Is(err, yamux.ErrTimeout):
+		// The call ended and stopped the watch.
+	default:
+		// The client gave up: nobody reads the answer, so a write blocked
+		// on a full stream window ends at once rather than at the write
+		// timeout.
+		sc.gone.Store(true)
+		sc.st.SetWriteDeadline(time.Now())
+		sc.cancel()
+	}
 }
 
 // runCall runs one call and writes its answer, then releases the held bytes
 // of its request.
-func (s *Server[In, Out]) runCall(ctx context.Context, st *yamux.Stream, items []In, held int64, peerMax int, sc *streamCall) {
-	defer func() {
-		s.release(held)
-		sc.cancel()
-		s.calls.Done()
-		sc.done <- struct{}{}
-	}()
+func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, peerMax int, sc *streamCall) {
+	defer s.calls.Done()
+	defer sc.cancel()
+	defer s.release(held)
+	st := sc.st
 	log := s.cfg.logger
 
+	sc.gone.Store(false)
+	sc.watch.Reset(watchAfter)
 	out, code, err := s.process(ctx, items)
-	// Set the deadline before looking at gone: if the client gives up after
-	// the look, abandon's deadline is the one that holds.
+	if !sc.watch.Stop() {
+		// The watcher started: end its read, and wait for it.
+		st.SetReadDeadline(time.Now())
+		<-sc.done
+		st.SetReadDeadline(time.Time{})
+	}
 	st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
 	if sc.gone.Load() {
 		out, code, err = nil, CodeCanceled, errors.New("call cancelled by the client")
@@ -370,8 +388,22 @@ func (s *Server[In, Out]) runCall(ctx context.Context, st *yamux.Stream, items [
 		buf = appendErrorFrame(buf[:0], code, err.Error(), peerMax)
 	}
 	*bufp = buf
+	// An answer larger than half the stream's window can wait for the
+	// client to read: watch while writing it, so that a client that gives
+	// up ends the write at once rather than at the write timeout. A
+	// smaller one always fits (the client acknowledges each half window it
+	// reads), and the write cannot block.
+	watching := len(buf) > inlineWrite && !sc.gone.Load()
+	if watching {
+		go sc.watchStream()
+	}
 	if _, err := st.Write(buf); err != nil {
 		log.Debug("transport: writing response", "remote", st.RemoteAddr(), "err", err)
+	}
+	if watching {
+		st.SetReadDeadline(time.Now())
+		<-sc.done
+		st.SetReadDeadline(time.Time{})
 	}
 }
 
