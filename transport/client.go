@@ -257,11 +257,13 @@ func (c *Client[In, Out]) dropIdle() {
 // roundTrip sends the request in *reqp on st and reads the answer. It owns
 // reqp and returns it to the pool once the request is written.
 //
-// The request is written on a goroutine of its own while this one reads the
-// answer, so that neither the caller's deadline nor a refusal waits for a
-// write that cannot finish: yamux blocks a write while the stream's window
-// is full (a server that refuses a large request does not read it) or its
-// send queue is full (a stalled connection), up to the write timeout.
+// A request larger than inlineWrite is written on a goroutine of its own
+// while this one reads the answer, so that neither the caller's deadline nor
+// a refusal waits for a write that cannot finish: yamux blocks a write while
+// the stream's window is full (a server that refuses a large request does
+// not read it), up to the write timeout. A smaller request fits the window
+// and is written first, on this goroutine. (yamux's send queue does not
+// fill: the coalescer under it never makes it wait.)
 func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp *[]byte, n int) ([]Out, error) {
 	// Cancelling ctx unblocks the read and half-closes the stream, which the
 	// server takes as the signal to cancel the call.

@@ -23,8 +23,8 @@ import (
 // Server serves a [fanout.Backend] to [Client]s over yamux sessions.
 //
 // Each accepted connection first completes the handshake, then carries one
-// yamux session. Each stream on it carries calls one after another; each
-// call runs on a goroutine of its own. A Server is safe for concurrent use; Serve may be called on
+// yamux session. Each stream on it carries calls one after another, run on
+// the stream's own goroutine. A Server is safe for concurrent use; Serve may be called on
 // several listeners at once.
 type Server[In, Out any] struct {
 	backend fanout.Backend[In, Out]
