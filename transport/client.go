@@ -263,7 +263,7 @@ func (c *Client[In, Out]) dropIdle() {
 // the stream's window is full (a server that refuses a large request does
 // not read it), up to the write timeout. A smaller request fits the window
 // and is written first, on this goroutine. (yamux's send queue does not
-// fill: the coalescer under it never makes it wait.)
+// fill unless the coalescer under it holds 64 MiB the peer has not taken.)
 func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp *[]byte, n int) ([]Out, error) {
 	// Cancelling ctx unblocks the read and half-closes the stream, which the
 	// server takes as the signal to cancel the call.
