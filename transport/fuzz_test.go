@@ -698,21 +698,42 @@ func FuzzServerRequest(f *testing.F) {
 // never a wrong or misaligned answer, for anything else.
 func FuzzClientResponse(f *testing.F) {
 	answers := make(chan []byte, 1)
+	done := make(chan struct{})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(f, err)
-	var wg sync.WaitGroup
-	var sess *yamux.Session
-	ready := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		// A raw server: the handshake by hand, then every stream answered
-		// with the next fuzz input after its request.
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		sessions []*yamux.Session
+	)
+	// A raw server: the handshake by hand on every connection (the client
+	// dials again after an answer of code 6), then every request on every
+	// stream answered with the next fuzz input.
+	answer := func(st *yamux.Stream) {
+		// As a server does, answer the stream's requests until the client
+		// closes it.
 		defer wg.Done()
-		defer close(ready)
-		conn, err := l.Accept()
-		if err != nil {
-			return
+		defer st.Close()
+		for {
+			if _, _, err := readFrame(st, 1<<20, nil); err != nil {
+				return
+			}
+			select {
+			case data := <-answers:
+				// A server keeps the stream after one whole answer;
+				// after anything else it ends it.
+				whole := len(data) >= frameHeaderSize && len(data) == frameHeaderSize+int(binary.LittleEndian.Uint32(data[1:]))
+				st.Write(data)
+				if !whole {
+					return
+				}
+			case <-done:
+				return
+			}
 		}
+	}
+	serveConn := func(conn net.Conn) {
+		defer wg.Done()
 		if _, err := readHello(conn); err != nil {
 			conn.Close()
 			return
@@ -720,61 +741,49 @@ func FuzzClientResponse(f *testing.F) {
 		conn.Write(appendReply(nil, hello{version: protocolVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: 1 << 20}, statusOK, ""))
 		cfg := yamux.DefaultConfig()
 		cfg.LogOutput = io.Discard
-		if sess, err = yamux.Server(conn, cfg); err != nil {
+		sess, err := yamux.Server(conn, cfg)
+		if err != nil {
 			conn.Close()
-		}
-	}()
-	const limit = 1024
-	c := NewClient(l.Addr().String(), Int64(), Int64(), WithLogger(nil), WithMaxMessageSize(limit))
-	f.Cleanup(func() {
-		c.Close()
-		l.Close()
-		wg.Wait()
-		if sess != nil {
-			sess.Close()
-		}
-	})
-	items := []int64{1, -2, 3}
-	done := make(chan struct{})
-	f.Cleanup(func() { close(done) })
-	serve := func() {
-		defer wg.Done()
-		<-ready
-		if sess == nil {
 			return
 		}
+		mu.Lock()
+		sessions = append(sessions, sess)
+		mu.Unlock()
 		for {
 			st, err := sess.AcceptStream()
 			if err != nil {
 				return
 			}
-			// As a server does, answer the stream's requests until the
-			// client closes it.
 			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer st.Close()
-				for {
-					if _, _, err := readFrame(st, 1<<20, nil); err != nil {
-						return
-					}
-					select {
-					case data := <-answers:
-						st.Write(data)
-						// A server keeps the stream after one whole
-						// answer; after anything else it ends it.
-						if len(data) < frameHeaderSize || len(data) != frameHeaderSize+int(binary.LittleEndian.Uint32(data[1:])) {
-							return
-						}
-					case <-done:
-						return
-					}
-				}
-			}()
+			go answer(st)
 		}
 	}
 	wg.Add(1)
-	go serve()
+	go func() {
+		defer wg.Done()
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go serveConn(conn)
+		}
+	}()
+	const limit = 1024
+	c := NewClient(l.Addr().String(), Int64(), Int64(), WithLogger(nil), WithMaxMessageSize(limit))
+	f.Cleanup(func() {
+		close(done)
+		c.Close() // which ends the server's sessions too
+		l.Close()
+		mu.Lock()
+		for _, sess := range sessions {
+			sess.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	items := []int64{1, -2, 3}
 
 	results, err := Int64().Append(nil, []int64{2, -4, 6})
 	require.NoError(f, err)
@@ -784,6 +793,7 @@ func FuzzClientResponse(f *testing.F) {
 	f.Add(fuzzFrame(f, kindResponse, append(results, results[:8]...)))
 	f.Add(appendErrorFrame(nil, CodeBackend, "backend failed", limit))
 	f.Add(appendErrorFrame(nil, CodeOverloaded, "", limit))
+	f.Add(appendErrorFrame(nil, CodeUnavailable, "shutting down", limit)) // the client dials again
 	f.Add([]byte{byte(kindError), 0, 0, 0, 0})
 	f.Add(fuzzFrame(f, kindRequest, results))
 	f.Add([]byte{byte(kindResponse), 0x01, 0x04, 0x00, 0x00}) // limit + 1
@@ -791,7 +801,10 @@ func FuzzClientResponse(f *testing.F) {
 	f.Add([]byte{})
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		data = data[:min(len(data), 64<<10)] // within one stream window
+		// Within one stream window. A copy: the fuzzing engine reuses
+		// data's array once this function returns, while the server may
+		// still be looking at it.
+		data = bytes.Clone(data[:min(len(data), 64<<10)])
 		answers <- data
 		ctx, cancel := context.WithTimeout(context.Background(), fuzzGuard)
 		defer cancel()
