@@ -43,7 +43,7 @@
 //	-max-inflight N   calls in flight per route, over all its replicas (default
 //	                  1024); past it, the route's numbers fail at once with an
 //	                  error that says "overloaded"
-//	-batch N          most numbers per call to a backend (default 4096): calls
+//	-batch N          most numbers per call to a backend (default 65536): calls
 //	                  to a route that arrive while its backend is busy are merged
 //	                  up to N, and a larger call is cut into chunks of N sent
 //	                  in parallel; -1 turns merging and cutting off

@@ -110,7 +110,7 @@ type MiddleConfig struct {
 
 // Defaults of the batcher in front of each route; see [fanout.Batcher].
 const (
-	DefaultBatch      = 4096
+	DefaultBatch      = 65536
 	DefaultBatchCalls = 4
 )
 
