@@ -50,11 +50,13 @@
 // whether a failed call may safely be sent again; an error the backend
 // itself returned is never retried.
 //
-// Cost: a call allocates a fixed number of slices sized to the batch, and
-// runs every route that received items but one on a goroutine of its own
-// (the last runs on the caller's); nothing is allocated per item. A batch
-// whose items all belong to one route is passed to that route's backend
-// without copying.
+// Cost: a call allocates its results and runs every route that received
+// items but one on a goroutine of its own (the last runs on the caller's);
+// nothing is allocated per item. Its working slices, those it passes to the
+// backends among them, are reused by later calls once the backends have
+// returned, as the Backend contract allows: a backend that kept its items
+// after returning would see them change. A batch whose items all belong to
+// one route is passed to that route's backend without copying.
 //
 // # Quick start
 //

@@ -23,6 +23,34 @@ type Router[In, Out any] struct {
 	backends   []Backend[In, Out]
 	index      map[string]int
 	partial    bool
+	scratch    sync.Pool // of *scratch[In]: a call's working slices
+}
+
+// scratch holds the working slices of a call, reused by later calls: fresh
+// memory for a large batch costs more to zero and fault in than the work
+// done with it.
+type scratch[In any] struct {
+	routeOf []int32 // the route of each item
+	grouped []In    // the items, grouped by route
+	pos     []int   // where each grouped item came from
+}
+
+// getScratch returns working slices of length n.
+func (r *Router[In, Out]) getScratch(n int) *scratch[In] {
+	sc, _ := r.scratch.Get().(*scratch[In])
+	if sc == nil {
+		sc = new(scratch[In])
+	}
+	sc.routeOf = slices.Grow(sc.routeOf[:0], n)[:n]
+	sc.grouped = slices.Grow(sc.grouped[:0], n)[:n]
+	sc.pos = slices.Grow(sc.pos[:0], n)[:n]
+	return sc
+}
+
+// putScratch keeps sc for a later call, holding no item.
+func (r *Router[In, Out]) putScratch(sc *scratch[In]) {
+	clear(sc.grouped)
+	r.scratch.Put(sc)
 }
 
 var _ Backend[int, int] = (*Router[int, int])(nil)
@@ -87,7 +115,9 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 	}
 
 	// Classify every item once, counting items per route.
-	routeOf := make([]int32, len(items))
+	sc := r.getScratch(len(items))
+	defer r.putScratch(sc)
+	routeOf := sc.routeOf
 	bounds := make([]int, len(r.backends)+1)
 	used := 0
 	for i := range items {
@@ -129,8 +159,7 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 	for k := 1; k < len(bounds); k++ {
 		bounds[k] += bounds[k-1]
 	}
-	grouped := make([]In, len(items))
-	pos := make([]int, len(items))
+	grouped, pos := sc.grouped, sc.pos
 	for i := len(items) - 1; i >= 0; i-- {
 		k := routeOf[i]
 		bounds[k]--
