@@ -84,3 +84,55 @@ func TestServerBoundsTheBytesOfRequestsItHolds(t *testing.T) {
 	release <- struct{}{}
 	require.NoError(t, <-done)
 }
+
+// recycler is a backend that counts the answers handed back to it.
+type recycler struct {
+	mu       sync.Mutex
+	returned map[*int64]bool // first element of each answer returned
+	recycled int
+	failing  bool
+}
+
+func (r *recycler) Process(ctx context.Context, items []int64) ([]int64, error) {
+	r.mu.Lock()
+	failing := r.failing
+	r.mu.Unlock()
+	if failing {
+		return nil, errors.New("no")
+	}
+	out, _ := negate(ctx, items)
+	r.mu.Lock()
+	r.returned[&out[0]] = true
+	r.mu.Unlock()
+	return out, nil
+}
+
+func (r *recycler) Recycle(out []int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.returned[&out[0]] {
+		panic("recycled a slice the backend did not return")
+	}
+	delete(r.returned, &out[0])
+	r.recycled++
+}
+
+func TestServerHandsEncodedAnswersBackToARecycler(t *testing.T) {
+	r := &recycler{returned: map[*int64]bool{}}
+	_, c := reuseServer(t, r)
+	for i := range int64(5) {
+		out, err := c.Process(context.Background(), []int64{i, i + 1})
+		require.NoError(t, err)
+		require.Equal(t, []int64{-i, -i - 1}, out)
+	}
+	r.mu.Lock()
+	require.Equal(t, 5, r.recycled, "every answer comes back once it is encoded")
+	require.Empty(t, r.returned)
+	r.failing = true
+	r.mu.Unlock()
+	_, err := c.Process(context.Background(), []int64{1})
+	require.Error(t, err)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	require.Equal(t, 5, r.recycled, "a failed call has no answer to hand back")
+}

@@ -20,6 +20,15 @@ import (
 	"github.com/seed-c94cd834/fanout"
 )
 
+// Recycler is implemented by a backend that wants the results it returns
+// back once a [Server] has encoded them, to reuse their memory: a large
+// batch's results cost more to zero and fault in afresh than to fill. The
+// server calls Recycle once for every successful answer, after which it
+// holds no reference to out.
+type Recycler[Out any] interface {
+	Recycle(out []Out)
+}
+
 // Server serves a [fanout.Backend] to [Client]s over yamux sessions.
 //
 // Each accepted connection first completes the handshake, then carries one
@@ -28,6 +37,7 @@ import (
 // several listeners at once.
 type Server[In, Out any] struct {
 	backend fanout.Backend[In, Out]
+	recycle func([]Out) // the backend's Recycle, if it is a Recycler
 	in      Codec[In]
 	out     Codec[Out]
 	cfg     config
@@ -60,7 +70,12 @@ func NewServer[In, Out any](backend fanout.Backend[In, Out], in Codec[In], out C
 	if cfg.maxPending > 0 {
 		pending = semaphore.NewWeighted(cfg.maxPending)
 	}
+	var recycle func([]Out)
+	if r, ok := backend.(Recycler[Out]); ok {
+		recycle = r.Recycle
+	}
 	return &Server[In, Out]{
+		recycle:   recycle,
 		pending:   pending,
 		backend:   backend,
 		in:        in,
@@ -377,7 +392,11 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 	buf := (*bufp)[:0]
 	if err == nil {
 		buf = appendFrameHeader(buf, kindResponse)
-		if buf, err = s.out.Append(buf, out); err != nil {
+		buf, err = s.out.Append(buf, out)
+		if s.recycle != nil && out != nil {
+			s.recycle(out)
+		}
+		if err != nil {
 			log.Error("transport: encoding response", "remote", st.RemoteAddr(), "err", err)
 			code, err = CodeInternal, fmt.Errorf("encode response: %w", err)
 		} else if err = finishFrame(buf, 0, peerMax); err != nil {

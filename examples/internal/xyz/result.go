@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/transport"
@@ -86,39 +87,69 @@ func describe(items []int64) string {
 // The router answers plain values, and PerItem builds the answers once, so
 // that a batch's results are not copied route by route: the route of a
 // number is [Classify]'s, the classifier the router used.
+//
+// The backend PerItem returns is a [transport.Recycler]: served by a
+// transport server, it reuses the memory of each answer once the server has
+// encoded it.
 func PerItem(r fanout.Backend[int64, int64]) fanout.Backend[int64, Result] {
-	return fanout.BackendFunc[int64, Result](func(ctx context.Context, items []int64) ([]Result, error) {
-		values, err := r.Process(ctx, items)
-		var pe *fanout.PartialError
-		if err != nil && !errors.As(err, &pe) {
+	return &perItem{r: r}
+}
+
+type perItem struct {
+	r    fanout.Backend[int64, int64]
+	pool sync.Pool // of *[]Result: answers the server has encoded
+}
+
+var _ transport.Recycler[Result] = (*perItem)(nil)
+
+func (p *perItem) Process(ctx context.Context, items []int64) ([]Result, error) {
+	values, err := p.r.Process(ctx, items)
+	var pe *fanout.PartialError
+	if err != nil && !errors.As(err, &pe) {
+		return nil, err
+	}
+	if pe != nil {
+		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if pe != nil {
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
+	}
+	out := p.results(len(items))
+	if values != nil {
+		for i, n := range items {
+			route, _ := Classify(n)
+			out[i] = Result{Value: values[i], Backend: route}
 		}
-		out := make([]Result, len(items))
-		if values != nil {
-			for i, n := range items {
-				route, _ := Classify(n)
-				out[i] = Result{Value: values[i], Backend: route}
-			}
-		}
-		if pe == nil {
-			return out, nil
-		}
-		for _, re := range pe.Failed {
-			msg := re.Err.Error()
-			if msg == "" { // an empty Err would read as success
-				msg = "failed without a reason"
-			}
-			for _, i := range re.Indices {
-				out[i] = Result{Backend: re.Route, Err: msg}
-			}
-		}
+	} else {
+		clear(out) // every route failed: each answer is set below
+	}
+	if pe == nil {
 		return out, nil
-	})
+	}
+	for _, re := range pe.Failed {
+		msg := re.Err.Error()
+		if msg == "" { // an empty Err would read as success
+			msg = "failed without a reason"
+		}
+		for _, i := range re.Indices {
+			out[i] = Result{Backend: re.Route, Err: msg}
+		}
+	}
+	return out, nil
+}
+
+// results returns a slice of n answers to fill, reusing a recycled one if
+// it is large enough.
+func (p *perItem) results(n int) []Result {
+	if sp, ok := p.pool.Get().(*[]Result); ok && cap(*sp) >= n {
+		return (*sp)[:n]
+	}
+	return make([]Result, n)
+}
+
+// Recycle takes back an answer the server has encoded; see
+// [transport.Recycler].
+func (p *perItem) Recycle(out []Result) {
+	p.pool.Put(&out)
 }
 
 // ResultCodec returns the binary codec of [Result], named "xyz.result/2".
