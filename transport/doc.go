@@ -78,6 +78,13 @@
 // finish within the caller's grace period and then closes; [Server.Close]
 // and [Client.Close] stop at once. Both are idempotent.
 //
+// Memory: a server holds at most [WithMaxPendingBytes] of requests at once
+// (16 MiB by default); a request that does not fit waits, unread, in its
+// stream. Buffers are pooled. A backend that also implements [Recycler]
+// gets each answer back once the server has encoded it, to reuse its
+// memory. PERFORMANCE.md at the repository's root gives the measurements
+// behind these choices.
+//
 // Concurrency: Servers and Clients are safe for concurrent use. Options are
 // functional [Option]s whose zero configuration is the documented default;
 // the transport logs through log/slog, yamux's messages included.
