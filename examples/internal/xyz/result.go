@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"sync"
+	"sync/atomic"
 
 	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/transport"
@@ -96,8 +96,8 @@ func PerItem(r fanout.Backend[int64, int64]) fanout.Backend[int64, Result] {
 }
 
 type perItem struct {
-	r    fanout.Backend[int64, int64]
-	pool sync.Pool // of *[]Result: answers the server has encoded
+	r     fanout.Backend[int64, int64]
+	spare atomic.Pointer[[]Result] // an answer the server has encoded, to reuse
 }
 
 var _ transport.Recycler[Result] = (*perItem)(nil)
@@ -137,19 +137,22 @@ func (p *perItem) Process(ctx context.Context, items []int64) ([]Result, error) 
 	return out, nil
 }
 
-// results returns a slice of n answers to fill, reusing a recycled one if
-// it is large enough.
+// results returns a slice of n answers to fill, reusing the spare one if it
+// is large enough.
 func (p *perItem) results(n int) []Result {
-	if sp, ok := p.pool.Get().(*[]Result); ok && cap(*sp) >= n {
+	if sp := p.spare.Swap(nil); sp != nil && cap(*sp) >= n {
 		return (*sp)[:n]
 	}
 	return make([]Result, n)
 }
 
-// Recycle takes back an answer the server has encoded; see
-// [transport.Recycler].
+// Recycle takes back an answer the server has encoded (see
+// [transport.Recycler]) and keeps it as the spare, unless it already has
+// one: one spare serves a stream of large calls, and bounds what is kept.
 func (p *perItem) Recycle(out []Result) {
-	p.pool.Put(&out)
+	if cap(out) > 0 {
+		p.spare.CompareAndSwap(nil, &out)
+	}
 }
 
 // ResultCodec returns the binary codec of [Result], named "xyz.result/2".
