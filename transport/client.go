@@ -296,19 +296,32 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 	}
 	binary.LittleEndian.PutUint64(req[frameHeaderSize:], timeout)
 	st.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
-	written := make(chan error, 1)
-	write := func() {
+	// written reports the outcome of a write on its own goroutine; it stays
+	// nil for a request written here, whose write is over.
+	var written chan error
+	if len(req) <= inlineWrite {
 		_, err := st.Write(req)
 		putBuf(reqp)
-		written <- err
 		if err != nil {
-			st.SetReadDeadline(time.Now()) // no answer is coming
+			return nil, c.streamErr(ctx, st, err)
 		}
-	}
-	if len(req) <= inlineWrite {
-		write()
 	} else {
-		go write()
+		written = make(chan error, 1)
+		go func() {
+			_, err := st.Write(req)
+			putBuf(reqp)
+			written <- err
+			if err != nil {
+				st.SetReadDeadline(time.Now()) // no answer is coming
+			}
+		}()
+	}
+	// wrote waits for the write to end and returns its error.
+	wrote := func() error {
+		if written == nil {
+			return nil
+		}
+		return <-written
 	}
 
 	respp := getBuf()
@@ -317,7 +330,7 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 	*respp = payload
 	if err != nil {
 		select {
-		case werr := <-written:
+		case werr := <-written: // never ready if written is nil
 			if werr != nil {
 				err = werr // the cause: the read only stopped because of it
 			}
@@ -328,7 +341,7 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 	if k == kindResponse {
 		// The server read the whole request before it answered, so the
 		// write has finished.
-		if err := <-written; err != nil {
+		if err := wrote(); err != nil {
 			return nil, c.streamErr(ctx, st, err)
 		}
 	}
@@ -357,7 +370,7 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 			c.retire(st.Session())
 		case CodeBackend, CodeDeadline, CodeInternal:
 			// The server read the whole request and keeps the stream.
-			if err := <-written; err == nil {
+			if err := wrote(); err == nil {
 				ok, reuse = true, quiet(st, payload[:1])
 			}
 		}
