@@ -23,8 +23,9 @@ import (
 // Recycler is implemented by a backend that wants the results it returns
 // back once a [Server] has encoded them, to reuse their memory: a large
 // batch's results cost more to zero and fault in afresh than to fill. The
-// server calls Recycle once for every successful answer, after which it
-// holds no reference to out.
+// server calls Recycle once with every answer its backend returned, once it
+// is done with it (encoded and written, or discarded because the client
+// gave up), and holds no reference to it after.
 type Recycler[Out any] interface {
 	Recycle(out []Out)
 }
@@ -377,6 +378,9 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 	sc.gone.Store(false)
 	sc.watch.Reset(watchAfter)
 	out, code, err := s.process(ctx, items)
+	if s.recycle != nil && out != nil {
+		defer s.recycle(out) // once the answer is written, or discarded
+	}
 	if !sc.watch.Stop() {
 		// The watcher started: end its read, and wait for it.
 		st.SetReadDeadline(time.Now())
@@ -392,11 +396,7 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 	buf := (*bufp)[:0]
 	if err == nil {
 		buf = appendFrameHeader(buf, kindResponse)
-		buf, err = s.out.Append(buf, out)
-		if s.recycle != nil && out != nil {
-			s.recycle(out)
-		}
-		if err != nil {
+		if buf, err = s.out.Append(buf, out); err != nil {
 			log.Error("transport: encoding response", "remote", st.RemoteAddr(), "err", err)
 			code, err = CodeInternal, fmt.Errorf("encode response: %w", err)
 		} else if err = finishFrame(buf, 0, peerMax); err != nil {
