@@ -35,21 +35,27 @@ type scratch[In any] struct {
 	pos     []int   // where each grouped item came from
 }
 
-// getScratch returns working slices of length n.
+// getScratch returns working slices with room for n items; routeOf has
+// length n, the others are empty until a call needs them.
 func (r *Router[In, Out]) getScratch(n int) *scratch[In] {
 	sc, _ := r.scratch.Get().(*scratch[In])
 	if sc == nil {
 		sc = new(scratch[In])
 	}
 	sc.routeOf = slices.Grow(sc.routeOf[:0], n)[:n]
+	return sc
+}
+
+// group sizes the slices that group n items by route.
+func (sc *scratch[In]) group(n int) {
 	sc.grouped = slices.Grow(sc.grouped[:0], n)[:n]
 	sc.pos = slices.Grow(sc.pos[:0], n)[:n]
-	return sc
 }
 
 // putScratch keeps sc for a later call, holding no item.
 func (r *Router[In, Out]) putScratch(sc *scratch[In]) {
 	clear(sc.grouped)
+	sc.grouped = sc.grouped[:0]
 	r.scratch.Put(sc)
 }
 
@@ -159,6 +165,7 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 	for k := 1; k < len(bounds); k++ {
 		bounds[k] += bounds[k-1]
 	}
+	sc.group(len(items))
 	grouped, pos := sc.grouped, sc.pos
 	for i := len(items) - 1; i >= 0; i-- {
 		k := routeOf[i]
