@@ -54,10 +54,12 @@ import (
 // on. In front of a Limiter, keep the batcher's concurrency within the
 // limiter's bound, or dispatches will be refused with [ErrOverloaded].
 //
-// Cost: per call, a few fixed allocations (the results slice among them);
-// per dispatch, one goroutine, its context and the backend's results. Items
-// are copied once, into a pooled buffer, when a dispatch is formed; nothing
-// is allocated per item.
+// Cost: a call sent at once, on its caller's goroutine, costs nothing more
+// than the backend's call. A queued call costs a few fixed allocations (its
+// results slice among them), and each dispatch a goroutine (unless it
+// follows another on the same one), its context and the backend's results.
+// Items are copied once, into a pooled buffer, when a dispatch is formed;
+// nothing is allocated per item.
 type Batcher[In, Out any] struct {
 	backend     Backend[In, Out]
 	maxBatch    int

@@ -35,17 +35,21 @@
 // refuses locally to send a request larger than the server's, and a server
 // answers with [CodeTooLarge] rather than send results larger than the
 // client's. Calls in flight are bounded per connection
-// ([WithMaxConcurrentCalls], 1024 by default): past the bound a server
+// ([WithMaxConcurrentCalls], 1024 by default; a server counts the streams
+// open, the idle streams a client keeps included): past the bound a server
 // answers at once with [CodeOverloaded] without reading the request, and a
 // client refuses the call before sending it. Nothing queues without bound.
 //
 // Deadlines and cancellation: the caller's deadline travels with the request
 // as time remaining and becomes the deadline of the backend's context on the
 // server. Cancelling the caller's context abandons the call at once and
-// half-closes its stream, which cancels the backend's context. Handshakes,
-// writes and the wait for a stream's request are bounded by timeouts, and
-// keepalive pings detect a dead peer, so no call hangs forever on a peer
-// that died or went silent.
+// half-closes its stream, which cancels the backend's context (the server
+// looks for that once a call has run 10 ms, so a shorter call runs to its
+// end). Handshakes, writes, a new stream's wait for its request and a
+// request once it has started are bounded by timeouts, and keepalive pings
+// detect a dead peer, so no call hangs forever on a peer that died or went
+// silent. A stream kept idle between calls waits for its next request as
+// long as the connection lives.
 //
 // Errors: an error the server reports (its backend failed or panicked, the
 // request was refused) is a [*RemoteError] with a [Code]; anything else (a
