@@ -364,15 +364,13 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 		if err != nil {
 			return nil, err
 		}
-		switch code {
-		case CodeUnavailable:
+		if code == CodeUnavailable {
 			// The server is shutting down: calls go to a new connection.
 			c.retire(st.Session())
-		case CodeBackend, CodeDeadline, CodeInternal:
+		}
+		if keepsStream(code) && wrote() == nil {
 			// The server read the whole request and keeps the stream.
-			if err := wrote(); err == nil {
-				ok, reuse = true, quiet(st, payload[:1])
-			}
+			ok, reuse = true, quiet(st, payload[:1])
 		}
 		return nil, &RemoteError{Addr: c.addr, Code: code, Message: msg}
 	}

@@ -95,6 +95,18 @@ func readPayload(r io.Reader, limit int, hdr []byte) (kind, []byte, error) {
 	return k, buf, nil
 }
 
+// keepsStream reports whether a stream carries further calls after an
+// answer with code, 0 for results (see PROTOCOL.md): the server read the
+// whole request and answered it. After any other code the server closes
+// its side, and so does the client.
+func keepsStream(code Code) bool {
+	switch code {
+	case 0, CodeBackend, CodeDeadline, CodeInternal:
+		return true
+	}
+	return false
+}
+
 // appendErrorFrame appends a complete error frame. Messages longer than the
 // limit are cut, so an error reply always fits.
 func appendErrorFrame(dst []byte, code Code, msg string, limit int) []byte {

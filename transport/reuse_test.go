@@ -254,3 +254,55 @@ func TestStrayBytesAfterAnAnswerAreNeverTakenForTheNext(t *testing.T) {
 		require.Equal(t, []int64{i}, out, "call %d got another call's answer", i)
 	}
 }
+
+// TestServerEndsTheStreamAfterAnAnswerThatEndsIt checks the server's side of
+// PROTOCOL.md's rule: after results, or an error of code 1, 5 or 7, the
+// stream carries the next call; after any other code the server closes its
+// side. Here the answer is too large for the client (code 3).
+func TestServerEndsTheStreamAfterAnAnswerThatEndsIt(t *testing.T) {
+	_, c := reuseServer(t, negate)
+	conn, err := net.Dial("tcp", c.Addr())
+	require.NoError(t, err)
+	defer conn.Close()
+	const limit = 64 // bytes of answer this client accepts
+	_, err = conn.Write(appendHello(nil, hello{version: protocolVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: limit}))
+	require.NoError(t, err)
+	_, status, msg, err := readReply(conn)
+	require.NoError(t, err)
+	require.EqualValues(t, statusOK, status, msg)
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	sess, err := yamux.Client(conn, cfg)
+	require.NoError(t, err)
+	defer sess.Close()
+	st, err := sess.OpenStream()
+	require.NoError(t, err)
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(10 * time.Second))
+
+	request := func(n int) []byte {
+		b, err := Int64().Append(append(appendFrameHeader(nil, kindRequest), make([]byte, requestPrefixSize)...), make([]int64, n))
+		require.NoError(t, err)
+		require.NoError(t, finishFrame(b, 0, DefaultMaxMessageSize))
+		return b
+	}
+	// A small answer keeps the stream: the next request on it is answered.
+	for range 2 {
+		_, err = st.Write(request(2))
+		require.NoError(t, err)
+		k, _, err := readFrame(st, limit, nil)
+		require.NoError(t, err)
+		require.Equal(t, kindResponse, k)
+	}
+	// An answer too large for the client ends it.
+	_, err = st.Write(request(limit))
+	require.NoError(t, err)
+	k, payload, err := readFrame(st, limit, nil)
+	require.NoError(t, err)
+	require.Equal(t, kindError, k)
+	code, _, err := parseError(payload)
+	require.NoError(t, err)
+	require.Equal(t, CodeTooLarge, code)
+	_, _, err = readFrame(st, limit, nil)
+	require.ErrorIs(t, err, io.EOF, "the server kept a stream the protocol says it ends")
+}

@@ -319,9 +319,8 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *at
 		} else {
 			ctx, sc.cancel = context.WithCancel(s.ctx)
 		}
-		s.runCall(ctx, items, held, peerMax, sc)
-		if sc.gone.Load() {
-			return // the client ended its side of the stream
+		if code := s.runCall(ctx, items, held, peerMax, sc); sc.gone.Load() || !keepsStream(code) {
+			return // the client ended its side, or the answer ends the stream
 		}
 	}
 }
@@ -367,8 +366,8 @@ func (sc *streamCall) watchStream() {
 }
 
 // runCall runs one call and writes its answer, then releases the held bytes
-// of its request.
-func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, peerMax int, sc *streamCall) {
+// of its request. It returns the answer's error code, 0 for results.
+func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, peerMax int, sc *streamCall) Code {
 	defer s.calls.Done()
 	defer sc.cancel()
 	defer s.release(held)
@@ -424,6 +423,7 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 		<-sc.done
 		st.SetReadDeadline(time.Time{})
 	}
+	return code
 }
 
 // readRequest reads the rest of a request whose first header byte is in
