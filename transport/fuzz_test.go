@@ -174,8 +174,8 @@ func FuzzReadReply(f *testing.F) {
 		}
 	}
 	good := appendReply(nil, fuzzHellos()[0], statusOK, "")
-	f.Add(append([]byte("fanouX"), good[len(magic):]...))       // bad magic
-	f.Add(append(appendHello(nil, hello{version: 2}), 0, 0, 0)) // other version
+	f.Add(append([]byte("fanouX"), good[len(magic):]...))                         // bad magic
+	f.Add(append(appendHello(nil, hello{version: protocolVersion + 1}), 0, 0, 0)) // other version
 	f.Add(good[:len(magic)+1])
 	f.Add([]byte{})
 
@@ -416,10 +416,10 @@ func fuzzHandshakeSeeds() [][]byte {
 	good := appendHello(nil, fuzzHellos()[0])
 	return append(seeds,
 		good[:len(good)-1], // truncated
-		append(appendHello(nil, hello{version: 2}), 0xff, 0xff), // another version
-		append([]byte("fanouX"), good[len(magic):]...),          // bad magic
-		[]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00},        // a TLS ClientHello
-		[]byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28},        // a TLS alert
+		append(appendHello(nil, hello{version: protocolVersion + 1}), 0xff, 0xff), // another version
+		append([]byte("fanouX"), good[len(magic):]...),                            // bad magic
+		[]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00},                          // a TLS ClientHello
+		[]byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28},                          // a TLS alert
 		nil,
 	)
 }
@@ -548,17 +548,7 @@ func FuzzServerRequest(f *testing.F) {
 	require.NoError(f, err)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
-	conn, err := net.Dial("tcp", l.Addr().String())
-	require.NoError(f, err)
-	_, err = conn.Write(appendHello(nil, hello{version: protocolVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: 1 << 20}))
-	require.NoError(f, err)
-	_, status, msg, err := readReply(conn)
-	require.NoError(f, err)
-	require.EqualValues(f, statusOK, status, msg)
-	cfg := yamux.DefaultConfig()
-	cfg.LogOutput = io.Discard
-	sess, err := yamux.Client(conn, cfg)
-	require.NoError(f, err)
+	sess := rawClientSession(f, l.Addr().String(), 1<<20)
 	f.Cleanup(func() {
 		sess.Close()
 		srv.Close()
@@ -734,14 +724,7 @@ func FuzzClientResponse(f *testing.F) {
 	}
 	serveConn := func(conn net.Conn) {
 		defer wg.Done()
-		if _, err := readHello(conn); err != nil {
-			conn.Close()
-			return
-		}
-		conn.Write(appendReply(nil, hello{version: protocolVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: 1 << 20}, statusOK, ""))
-		cfg := yamux.DefaultConfig()
-		cfg.LogOutput = io.Discard
-		sess, err := yamux.Server(conn, cfg)
+		sess, err := rawServerSession(conn)
 		if err != nil {
 			conn.Close()
 			return

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -211,13 +210,7 @@ func TestStrayBytesAfterAnAnswerAreNeverTakenForTheNext(t *testing.T) {
 			return
 		}
 		defer conn.Close()
-		if _, err := readHello(conn); err != nil {
-			return
-		}
-		conn.Write(appendReply(nil, hello{version: protocolVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: 1 << 20}, statusOK, ""))
-		cfg := yamux.DefaultConfig()
-		cfg.LogOutput = io.Discard
-		sess, err := yamux.Server(conn, cfg)
+		sess, err := rawServerSession(conn)
 		if err != nil {
 			return
 		}
@@ -261,19 +254,8 @@ func TestStrayBytesAfterAnAnswerAreNeverTakenForTheNext(t *testing.T) {
 // side. Here the answer is too large for the client (code 3).
 func TestServerEndsTheStreamAfterAnAnswerThatEndsIt(t *testing.T) {
 	_, c := reuseServer(t, negate)
-	conn, err := net.Dial("tcp", c.Addr())
-	require.NoError(t, err)
-	defer conn.Close()
 	const limit = 64 // bytes of answer this client accepts
-	_, err = conn.Write(appendHello(nil, hello{version: protocolVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: limit}))
-	require.NoError(t, err)
-	_, status, msg, err := readReply(conn)
-	require.NoError(t, err)
-	require.EqualValues(t, statusOK, status, msg)
-	cfg := yamux.DefaultConfig()
-	cfg.LogOutput = io.Discard
-	sess, err := yamux.Client(conn, cfg)
-	require.NoError(t, err)
+	sess := rawClientSession(t, c.Addr(), limit)
 	defer sess.Close()
 	st, err := sess.OpenStream()
 	require.NoError(t, err)
