@@ -21,9 +21,11 @@ import (
 // call. A frame that comes after the connection has been quiet for
 // quietGap is written at once by yamux's send loop instead, in one
 // non-blocking attempt, which saves a lone call the hand-over to the writer
-// goroutine; what the socket does not take is left to the writer.
+// goroutine; so is a large body (directBody or more) when no write is in
+// progress, which saves copying it. What the socket does not take is left
+// to the writer.
 //
-// Writes return once the bytes are buffered. A write error (including the
+// Writes return once the bytes are written or buffered. A write error (including the
 // write timeout, which bounds every flush) is kept and returned by every
 // later Write, and closes the connection so that yamux's reader sees it too.
 //
@@ -46,7 +48,7 @@ type coalescer struct {
 	writing bool            // a write to the connection is in progress
 	idle    time.Time       // when the last write ended
 	raw     syscall.RawConn // the connection's file descriptor, if it has one
-	try     struct {        // tryWriteLocked's one attempt, made once to allocate nothing
+	try     struct {        // tryOnce's attempt, its closure made once to allocate nothing
 		fn  func(fd uintptr) bool
 		buf []byte
 		n   int
@@ -98,7 +100,8 @@ func newCoalescer(conn net.Conn, writeTimeout time.Duration) *coalescer {
 	return c
 }
 
-// Write buffers p for the writer goroutine.
+// Write buffers p for the writer goroutine, or writes it at once if no
+// write is in progress and p is a large body or comes after a quiet spell.
 func (c *coalescer) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
