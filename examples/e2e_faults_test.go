@@ -172,13 +172,7 @@ func TestFailover(t *testing.T) {
 		load := startProgram(t, "", "loadgen", "-addr", addr, "-duration", "3s", "-concurrency", "8", "-json")
 		time.Sleep(time.Second)
 		xs[0].kill(t)
-		out := load.wait(t)
-		require.Equal(t, 0, out.code, out.stderr)
-		var s struct{ Requests, Errors, Wrong int64 }
-		require.NoError(t, json.Unmarshal([]byte(out.stdout), &s), out.stdout)
-		require.Positive(t, s.Requests)
-		require.Zero(t, s.Errors, out.stderr)
-		require.Zero(t, s.Wrong)
+		requireCleanLoad(t, load.wait(t))
 
 		for range 10 {
 			out := runProgram(t, "", "client", "-addr", addr, "-3", "4", "-7", "7")

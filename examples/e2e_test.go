@@ -190,6 +190,18 @@ type output struct {
 	code           int
 }
 
+// requireCleanLoad checks the output of loadgen -json: it exited 0, made
+// calls, and none failed or was answered wrong.
+func requireCleanLoad(t *testing.T, out output) {
+	t.Helper()
+	require.Equal(t, 0, out.code, out.stderr)
+	var s struct{ Requests, Errors, Wrong int64 }
+	require.NoError(t, json.Unmarshal([]byte(out.stdout), &s), out.stdout)
+	require.Positive(t, s.Requests)
+	require.Zero(t, s.Errors, out.stderr)
+	require.Zero(t, s.Wrong)
+}
+
 // runProgram runs program name with args and stdin (a pipe, so never a
 // terminal) to completion.
 func runProgram(t *testing.T, stdin, name string, args ...string) output {

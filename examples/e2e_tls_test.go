@@ -3,7 +3,6 @@
 package examples_test
 
 import (
-	"encoding/json"
 	"testing"
 	"time"
 
@@ -37,13 +36,7 @@ func TestTLS(t *testing.T) {
 		require.Equal(t, 0, out.code, out.stderr)
 		require.Equal(t, textOutput(t, -3, 4, 7), out.stdout)
 
-		out = runProgram(t, "", "loadgen", append([]string{"-addr", addr, "-duration", "1s", "-concurrency", "4", "-json"}, client...)...)
-		require.Equal(t, 0, out.code, out.stderr)
-		var s struct{ Requests, Errors, Wrong int64 }
-		require.NoError(t, json.Unmarshal([]byte(out.stdout), &s), out.stdout)
-		require.Positive(t, s.Requests)
-		require.Zero(t, s.Errors)
-		require.Zero(t, s.Wrong)
+		requireCleanLoad(t, runProgram(t, "", "loadgen", append([]string{"-addr", addr, "-duration", "1s", "-concurrency", "4", "-json"}, client...)...))
 	})
 
 	t.Run("plaintext client", func(t *testing.T) {
