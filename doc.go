@@ -51,8 +51,8 @@
 // itself returned is never retried.
 //
 // Cost: a call allocates its results and runs every route that received
-// items but one on a goroutine of its own (the last runs on the caller's);
-// nothing is allocated per item. Its working slices, those it passes to the
+// items on a goroutine of its own (an errgroup); nothing is allocated per
+// item. Its working slices, those it passes to the
 // backends among them, are reused by later calls once the backends have
 // returned, as the Backend contract allows: a backend that kept its items
 // after returning would see them change. A batch whose items all belong to

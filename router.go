@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // Router is a content-based scatter-gather [Backend].
@@ -174,68 +176,52 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 		pos[bounds[k]] = i
 	}
 
-	// Every route but the last runs on a goroutine of its own; the last runs
-	// on this one. Without partial results the first failure cancels the
-	// others' context; with them every route runs to completion on ctx, and
-	// failed records each route's failure.
-	gctx := ctx
-	cancel := context.CancelFunc(func() {})
-	var failed []*RouteError
-	if r.partial {
-		failed = make([]*RouteError, len(r.backends))
-	} else {
-		gctx, cancel = context.WithCancel(ctx)
-		defer cancel()
-	}
+	g, gctx, failed := r.group(ctx)
 	out := make([]Out, len(items))
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error // the first failure, the one that cancelled the others
-	)
-	run := func(k int) {
-		lo, hi := bounds[k], bounds[k+1]
-		res, err := r.call(gctx, k, grouped[lo:hi:hi])
-		if err != nil {
-			err.Indices = slices.Clone(pos[lo:hi])
-			if failed != nil {
-				failed[k] = err
-			}
-			mu.Lock()
-			if first == nil {
-				first = err
-				cancel()
-			}
-			mu.Unlock()
-			return
-		}
-		for j, v := range res {
-			out[pos[lo+j]] = v
-		}
-	}
-	last := -1
 	for k := range r.backends {
-		if bounds[k] == bounds[k+1] {
+		lo, hi := bounds[k], bounds[k+1]
+		if lo == hi {
 			continue
 		}
-		if prev := last; prev >= 0 {
-			wg.Go(func() { run(prev) })
-		}
-		last = k
+		g.Go(func() error {
+			res, err := r.call(gctx, k, grouped[lo:hi:hi])
+			if err != nil {
+				err.Indices = slices.Clone(pos[lo:hi])
+				if failed != nil {
+					failed[k] = err
+				}
+				return err
+			}
+			for j, v := range res {
+				out[pos[lo+j]] = v
+			}
+			return nil
+		})
 	}
-	run(last)
-	wg.Wait()
+	err := g.Wait()
 	switch {
-	case first == nil:
+	case err == nil:
 		return out, nil
 	case !r.partial:
-		return nil, first
+		return nil, err // the first failure, the one that cancelled the others
 	}
 	failed = slices.DeleteFunc(failed, func(re *RouteError) bool { return re == nil })
 	if len(failed) == used {
 		return nil, &PartialError{Failed: failed}
 	}
 	return out, &PartialError{Failed: failed}
+}
+
+// group returns the group that runs a call's routes. Without partial
+// results the first failure cancels the context of the other routes; with
+// them every route runs to completion on the caller's context, and failed
+// has room to record each route's failure.
+func (r *Router[In, Out]) group(ctx context.Context) (g *errgroup.Group, gctx context.Context, failed []*RouteError) {
+	if r.partial {
+		return new(errgroup.Group), ctx, make([]*RouteError, len(r.backends))
+	}
+	g, gctx = errgroup.WithContext(ctx)
+	return g, gctx, nil
 }
 
 // route returns the index of the route called name. Routers have few
