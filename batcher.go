@@ -47,12 +47,14 @@ import (
 // straight to the backend on the caller's context, as a probe should.
 //
 // A Batcher belongs in front of a leaf backend — a transport client, a
-// [Balancer], a [Limiter] — typically as a route's backend in a [Router]:
-// Batcher(Limiter(Balancer(clients...))). It does not split a
+// [Balancer] — typically as a route's backend in a [Router], behind a
+// [Limiter] that bounds its callers and so its queue:
+// Limiter(Batcher(Balancer(clients...))). It does not split a
 // [*PartialError] between the callers of a merged call: a dispatch that
 // fails partially fails as a whole, and its partial results are not passed
-// on. In front of a Limiter, keep the batcher's concurrency within the
-// limiter's bound, or dispatches will be refused with [ErrOverloaded].
+// on. If a Limiter sits under it instead, keep the batcher's concurrency
+// within the limiter's bound, or dispatches will be refused with
+// [ErrOverloaded].
 //
 // Cost: a call sent at once, on its caller's goroutine, costs nothing more
 // than the backend's call. A queued call costs a few fixed allocations (its
