@@ -24,8 +24,8 @@ import (
 // back once a [Server] has encoded them, to reuse their memory: a large
 // batch's results cost more to zero and fault in afresh than to fill. The
 // server calls Recycle once with every answer its backend returned, once it
-// is done with it (encoded and written, or discarded because the client
-// gave up), and holds no reference to it after.
+// is done with it (encoded, or discarded because the client gave up), and
+// before it writes the encoded answer; it holds no reference to it after.
 type Recycler[Out any] interface {
 	Recycle(out []Out)
 }
@@ -377,9 +377,7 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 	sc.gone.Store(false)
 	sc.watch.Reset(watchAfter)
 	out, code, err := s.process(ctx, items)
-	if s.recycle != nil && out != nil {
-		defer s.recycle(out) // once the answer is written, or discarded
-	}
+	answer := out // handed back to a Recycler once encoded or discarded
 	if !sc.watch.Stop() {
 		// The watcher started: end its read, and wait for it.
 		st.SetReadDeadline(time.Now())
@@ -406,6 +404,11 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 		buf = appendErrorFrame(buf[:0], code, err.Error(), peerMax)
 	}
 	*bufp = buf
+	if s.recycle != nil && answer != nil {
+		// The answer is in buf now, or discarded: its memory can be
+		// reused while buf is written.
+		s.recycle(answer)
+	}
 	// An answer larger than half the stream's window can wait for the
 	// client to read: watch while writing it, so that a client that gives
 	// up ends the write at once rather than at the write timeout. A
