@@ -50,8 +50,9 @@
 // whether a failed call may safely be sent again; an error the backend
 // itself returned is never retried.
 //
-// Cost: a call allocates its results and runs every route that received
-// items on a goroutine of its own (an errgroup); nothing is allocated per
+// Cost: a call allocates its results and runs the routes that received
+// items concurrently, the last of them on the caller's goroutine and each
+// other on a goroutine of its own (an errgroup); nothing is allocated per
 // item. Its working slices, those it passes to the
 // backends among them, are reused by later calls once the backends have
 // returned, as the Backend contract allows: a backend that kept its items

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -176,29 +177,27 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 		pos[bounds[k]] = i
 	}
 
-	g, gctx, failed := r.group(ctx)
-	out := make([]Out, len(items))
-	for k := range r.backends {
-		lo, hi := bounds[k], bounds[k+1]
-		if lo == hi {
-			continue
-		}
-		g.Go(func() error {
-			res, err := r.call(gctx, k, grouped[lo:hi:hi])
-			if err != nil {
-				err.Indices = slices.Clone(pos[lo:hi])
-				if failed != nil {
-					failed[k] = err
-				}
-				return err
-			}
-			for j, v := range res {
-				out[pos[lo+j]] = v
-			}
-			return nil
-		})
+	c := &routeCalls[In, Out]{r: r, grouped: grouped, pos: pos, out: make([]Out, len(items))}
+	c.ctx, c.cancel = r.routesContext(ctx)
+	defer c.cancel()
+	if r.partial {
+		c.failed = make([]*RouteError, len(r.backends))
 	}
-	err := g.Wait()
+	// Every route but the last runs on a goroutine of its own; the last
+	// runs on the caller's, which saves starting a goroutine (and growing
+	// its stack) and waking a thread to run it.
+	last := len(r.backends) - 1
+	for bounds[last] == bounds[last+1] {
+		last--
+	}
+	for k := range last {
+		if lo, hi := bounds[k], bounds[k+1]; lo < hi {
+			c.g.Go(func() error { c.run(k, lo, hi); return nil })
+		}
+	}
+	c.run(last, bounds[last], bounds[last+1])
+	c.g.Wait() // nil: run records failures in first and failed
+	out, failed, err := c.out, c.failed, c.first.Load()
 	switch {
 	case err == nil:
 		return out, nil
@@ -212,16 +211,47 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 	return out, &PartialError{Failed: failed}
 }
 
-// group returns the group that runs a call's routes. Without partial
-// results the first failure cancels the context of the other routes; with
-// them every route runs to completion on the caller's context, and failed
-// has room to record each route's failure.
-func (r *Router[In, Out]) group(ctx context.Context) (g *errgroup.Group, gctx context.Context, failed []*RouteError) {
-	if r.partial {
-		return new(errgroup.Group), ctx, make([]*RouteError, len(r.backends))
+// routeCalls is the state that the routes of one call share.
+type routeCalls[In, Out any] struct {
+	r       *Router[In, Out]
+	ctx     context.Context
+	cancel  context.CancelFunc // called by the first route that fails
+	grouped []In               // route k's items are grouped[lo:hi]
+	pos     []int              // pos[j] is the index in the call of grouped[j]
+	out     []Out
+	failed  []*RouteError // with partial results, each route's failure
+	first   atomic.Pointer[RouteError]
+	g       errgroup.Group
+}
+
+// run calls route k with its items, grouped[lo:hi], and writes its results
+// back by index, or records its failure.
+func (c *routeCalls[In, Out]) run(k, lo, hi int) {
+	res, err := c.r.call(c.ctx, k, c.grouped[lo:hi:hi])
+	if err != nil {
+		err.Indices = slices.Clone(c.pos[lo:hi])
+		if c.failed != nil {
+			c.failed[k] = err
+		}
+		if c.first.CompareAndSwap(nil, err) {
+			c.cancel()
+		}
+		return
 	}
-	g, gctx = errgroup.WithContext(ctx)
-	return g, gctx, nil
+	for j, v := range res {
+		c.out[c.pos[lo+j]] = v
+	}
+}
+
+// routesContext returns the context a call's routes run on, and the
+// function that the first failing route calls. Without partial results the
+// first failure cancels the other routes; with them every route runs to
+// completion on the caller's context.
+func (r *Router[In, Out]) routesContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if r.partial {
+		return ctx, func() {}
+	}
+	return context.WithCancel(ctx)
 }
 
 // route returns the index of the route called name. Routers have few

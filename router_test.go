@@ -227,34 +227,44 @@ func TestRouterProcess(t *testing.T) {
 }
 
 func TestRouterFirstFailureCancelsOtherRoutes(t *testing.T) {
-	slow := newBlocker(t)
-	fail := fanout.BackendFunc[int64, int64](func(context.Context, []int64) ([]int64, error) {
-		select {
-		case <-slow.started:
-			return nil, errBoom
-		case <-time.After(hangGuard):
-			return nil, errors.New("the slow route never started")
-		}
-	})
-	failOrSlow := fanout.ClassifierFunc[int64](func(n int64) (string, error) {
-		if n < 0 {
-			return "fail", nil
-		}
-		return "slow", nil
-	})
-	r := mustRouter(t, failOrSlow, map[string]fanout.Backend[int64, int64]{"fail": fail, "slow": slow})
+	// The router runs its last route (in sorted order) on the caller's
+	// goroutine and the others on goroutines of their own: the failing
+	// route is tried in both places.
+	for _, names := range []struct{ fail, slow string }{
+		{fail: "a-fail", slow: "b-slow"}, // the failing route on a goroutine
+		{fail: "b-fail", slow: "a-slow"}, // the failing route on the caller's
+	} {
+		t.Run(names.fail, func(t *testing.T) {
+			slow := newBlocker(t)
+			fail := fanout.BackendFunc[int64, int64](func(context.Context, []int64) ([]int64, error) {
+				select {
+				case <-slow.started:
+					return nil, errBoom
+				case <-time.After(hangGuard):
+					return nil, errors.New("the slow route never started")
+				}
+			})
+			failOrSlow := fanout.ClassifierFunc[int64](func(n int64) (string, error) {
+				if n < 0 {
+					return names.fail, nil
+				}
+				return names.slow, nil
+			})
+			r := mustRouter(t, failOrSlow, map[string]fanout.Backend[int64, int64]{names.fail: fail, names.slow: slow})
 
-	out, err := backendtest.Process(t, t.Context(), r, []int64{1, -1, 2, -2})
+			out, err := backendtest.Process(t, t.Context(), r, []int64{1, -1, 2, -2})
 
-	require.Nil(t, out)
-	require.ErrorIs(t, err, errBoom)
-	require.NotErrorIs(t, err, context.Canceled, "the call reports the first failure, not the cancellation it caused")
-	var re *fanout.RouteError
-	require.ErrorAs(t, err, &re)
-	require.Equal(t, "fail", re.Route)
-	require.Equal(t, []int{1, 3}, re.Indices)
-	// Process waits for every route, so the slow route has returned by now.
-	require.Equal(t, 1, slow.sawCancel(), "the slow route's context was not cancelled")
+			require.Nil(t, out)
+			require.ErrorIs(t, err, errBoom)
+			require.NotErrorIs(t, err, context.Canceled, "the call reports the first failure, not the cancellation it caused")
+			var re *fanout.RouteError
+			require.ErrorAs(t, err, &re)
+			require.Equal(t, names.fail, re.Route)
+			require.Equal(t, []int{1, 3}, re.Indices)
+			// Process waits for every route, so the slow route has returned by now.
+			require.Equal(t, 1, slow.sawCancel(), "the slow route's context was not cancelled")
+		})
+	}
 }
 
 func TestRouterCallerCancellation(t *testing.T) {
