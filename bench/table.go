@@ -230,6 +230,20 @@ func errText(data []byte, off int, texts *[]string) (string, int, error) {
 	return text, off + n, nil
 }
 
+// same reports whether s and b hold the same bytes; for short names it is
+// quicker than the runtime's comparison (as in the example's codec).
+func same(s string, b []byte) bool {
+	if len(s) != len(b) {
+		return false
+	}
+	for i := range b {
+		if s[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // interner hands out one string per distinct name of a message, so that a
 // batch allocates each name once. It remembers the first few names only.
 type interner struct {
@@ -239,7 +253,7 @@ type interner struct {
 
 func (in *interner) string(b []byte) string {
 	for _, s := range in.names[:in.n] {
-		if s == string(b) {
+		if same(s, b) {
 			return s
 		}
 	}

@@ -288,11 +288,14 @@ func (resultCodec) Decode(dst []Result, data []byte) ([]Result, error) {
 	}
 
 	dst = slices.Grow(dst, count)
+	out := dst[len(dst) : len(dst)+count]
 	var names interner
 	var errs [maxErrTexts]string
 	known = 0
-	for off := 0; off < len(data); {
-		r := Result{Value: int64(binary.LittleEndian.Uint64(data[off:]))}
+	off := 0
+	for i := range out {
+		r := &out[i]
+		r.Value = int64(binary.LittleEndian.Uint64(data[off:]))
 		end := off + resultHeader + int(data[off+8])
 		r.Backend = names.string(data[off+resultHeader : end])
 		k := int(data[end])
@@ -302,12 +305,28 @@ func (resultCodec) Decode(dst []Result, data []byte) ([]Result, error) {
 			known++
 			off = texts[k-1].end
 		}
+		r.Err = ""
 		if k > 0 {
 			r.Err = errs[k-1]
 		}
-		dst = append(dst, r)
 	}
+	dst = dst[:len(dst)+count]
 	return dst, nil
+}
+
+// same reports whether s and b hold the same bytes. Backend names are
+// short: comparing them here is quicker than calling the runtime's
+// comparison.
+func same(s string, b []byte) bool {
+	if len(s) != len(b) {
+		return false
+	}
+	for i := range b {
+		if s[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // interner hands out one string per distinct backend name of a message, so
@@ -320,7 +339,7 @@ type interner struct {
 
 func (in *interner) string(b []byte) string {
 	for _, s := range in.names[:in.n] {
-		if s == string(b) {
+		if same(s, b) {
 			return s
 		}
 	}
