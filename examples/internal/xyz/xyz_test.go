@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -33,6 +34,29 @@ func TestClassify(t *testing.T) {
 		got, err := xyz.Classify(tt.n)
 		require.NoError(t, err)
 		require.Equal(t, tt.want, got, "Classify(%d)", tt.n)
+	}
+	// Classify computes the route without branches; it must agree with the
+	// routing table's plain reading on numbers of every size and sign.
+	plain := func(n int64) string {
+		switch {
+		case n < 0:
+			return "x"
+		case n%2 == 0:
+			return "y"
+		}
+		return "z"
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 100_000 {
+		n := rng.Int64() >> rng.IntN(64) // magnitudes from 0 to MaxInt64
+		if rng.IntN(2) == 0 {
+			n = -n - 1
+		}
+		got, err := xyz.Classify(n)
+		require.NoError(t, err)
+		if got != plain(n) {
+			require.Equal(t, plain(n), got, "Classify(%d)", n)
+		}
 	}
 }
 
