@@ -57,7 +57,13 @@
 // backends among them, are reused by later calls once the backends have
 // returned, as the Backend contract allows: a backend that kept its items
 // after returning would see them change. A batch whose items all belong to
-// one route is passed to that route's backend without copying.
+// one route is passed to that route's backend without copying. Classifying
+// costs a call of the classifier and, usually, one comparison of the name
+// it returns with the route's: within a call the router remembers which
+// route each name was (by a small hash of the name, always checked), so
+// that items of many routes in no regular order do not cost a branch
+// mispredicted per item. A classifier that returns constant names, without
+// branching on the item where it can, keeps classification cheap.
 //
 // # Quick start
 //

@@ -3,6 +3,7 @@ package fanout_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/seed-c94cd834/fanout"
@@ -35,6 +36,28 @@ func BenchmarkRouterProcess(b *testing.B) {
 	}
 }
 
+// BenchmarkRouterProcessMixed spreads every batch over three routes in no
+// regular order, as mixed traffic arrives: which route an item takes cannot
+// be predicted from the items before it.
+func BenchmarkRouterProcessMixed(b *testing.B) {
+	r, err := fanout.NewRouter(byMod3, map[string]fanout.Backend[int64, int64]{
+		"r0": increment, "r1": increment, "r2": increment,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, size := range benchSizes[1:] {
+		items := make([]int64, size)
+		for i := range items {
+			items[i] = rng.Int64()
+		}
+		b.Run(fmt.Sprintf("routes=3/batch=%d", size), func(b *testing.B) {
+			benchmarkItems(b, r, items)
+		})
+	}
+}
+
 // BenchmarkRouterProcessSingleRoute sends every item of a batch to the same
 // route, the path where the router hands the batch over without grouping.
 func BenchmarkRouterProcessSingleRoute(b *testing.B) {
@@ -55,9 +78,13 @@ func benchmarkProcess(b *testing.B, r *fanout.Router[int64, int64], size int) {
 	for i := range items {
 		items[i] = int64(i)
 	}
+	benchmarkItems(b, r, items)
+}
+
+func benchmarkItems(b *testing.B, r *fanout.Router[int64, int64], items []int64) {
 	ctx := context.Background()
 	b.ReportAllocs()
-	b.SetBytes(int64(size) * 8)
+	b.SetBytes(int64(len(items)) * 8)
 	for b.Loop() {
 		if _, err := r.Process(ctx, items); err != nil {
 			b.Fatal(err)
