@@ -178,3 +178,17 @@ func TestExpected(t *testing.T) {
 		}
 	}
 }
+
+func TestClassify(t *testing.T) {
+	for _, tt := range []struct {
+		n    int64
+		want int
+	}{
+		{math.MinInt64, 0}, {-2, 0}, {-1, 0}, {0, 1}, {1, 2}, {2, 1},
+		{math.MaxInt64 - 1, 1}, {math.MaxInt64, 2},
+	} {
+		if got := classify(tt.n); got != tt.want {
+			t.Errorf("classify(%d) = %d, want %d", tt.n, got, tt.want)
+		}
+	}
+}
