@@ -216,3 +216,20 @@ func BenchmarkResultCodecDecode(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkResultCodecAppend(b *testing.B) {
+	c := xyz.ResultCodec()
+	batch := make([]xyz.Result, 65536)
+	for i := range batch {
+		batch[i] = xyz.Result{Value: int64(i), Backend: xyz.Routes()[i%3]}
+	}
+	data, err := c.Append(nil, batch)
+	require.NoError(b, err)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if data, err = c.Append(data[:0], batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
