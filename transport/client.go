@@ -132,8 +132,15 @@ func (c *Client[In, Out]) Close() error {
 // client is waiting to redial), [fanout.ErrInterrupted] if the connection
 // failed once the request may have been sent, or [fanout.ErrOverloaded] if
 // the client already had the maximum calls in flight.
+//
+// A call of more items than [WithChunks] allows is sent as several calls of
+// at most that many items each, some of them in flight at once on streams of
+// their own, so that the server works on the first while the others are on
+// the way, and the results are decoded into one slice. The server's backend
+// sees each chunk as a call of its own. If a chunk fails, the call fails with
+// its error and the chunks still in flight are cancelled.
 func (c *Client[In, Out]) Process(ctx context.Context, items []In) ([]Out, error) {
-	out, err := c.call(ctx, items)
+	out, err := c.process(ctx, items)
 	if err != nil {
 		var re *RemoteError
 		if errors.As(err, &re) {
@@ -144,16 +151,87 @@ func (c *Client[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 	return out, nil
 }
 
-func (c *Client[In, Out]) call(ctx context.Context, items []In) ([]Out, error) {
+func (c *Client[In, Out]) process(ctx context.Context, items []In) ([]Out, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if c.inFlight.Add(1) > int64(c.cfg.maxCalls) {
-		c.inFlight.Add(-1)
+	if !c.takeSlot() {
 		return nil, fmt.Errorf("%w: %d calls already in flight on this client", fanout.ErrOverloaded, c.cfg.maxCalls)
 	}
 	defer c.inFlight.Add(-1)
+	if size := c.cfg.chunkItems; size > 0 && len(items) > size {
+		return c.callChunks(ctx, items, size)
+	}
+	return c.call(ctx, items, make([]Out, 0, len(items)))
+}
 
+// takeSlot counts a call in flight, unless the client has the maximum
+// already; the caller gives the slot back with c.inFlight.Add(-1).
+func (c *Client[In, Out]) takeSlot() bool {
+	if c.inFlight.Add(1) > int64(c.cfg.maxCalls) {
+		c.inFlight.Add(-1)
+		return false
+	}
+	return true
+}
+
+// callChunks sends items in chunks of size items (see [Client.Process]).
+// The caller's goroutine sends chunks one after another, and so do up to
+// [WithChunks]' inFlight-1 goroutines more, each while it can take a slot
+// of [WithMaxConcurrentCalls]: a chunked call never makes other calls fail
+// as overloaded, it only has fewer chunks in flight.
+func (c *Client[In, Out]) callChunks(ctx context.Context, items []In, size int) ([]Out, error) {
+	out := make([]Out, len(items))
+	chunks := (len(items) + size - 1) / size
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		next   atomic.Int64 // the next chunk to send
+		failed sync.Once
+		err    error // the first failure, set by failed
+		wg     sync.WaitGroup
+	)
+	send := func() {
+		for ctx.Err() == nil {
+			i := int(next.Add(1) - 1)
+			if i >= chunks {
+				return
+			}
+			lo, hi := i*size, min((i+1)*size, len(items))
+			res, cerr := c.call(ctx, items[lo:hi], out[lo:lo:hi])
+			if cerr != nil {
+				failed.Do(func() { err = cerr; cancel() })
+				return
+			}
+			if len(res) > 0 && &res[0] != &out[lo] {
+				copy(out[lo:hi], res) // the codec decoded elsewhere
+			}
+		}
+	}
+	for range min(c.cfg.chunkCalls, chunks) - 1 {
+		if !c.takeSlot() {
+			break
+		}
+		wg.Go(func() {
+			defer c.inFlight.Add(-1)
+			send()
+		})
+	}
+	send()
+	wg.Wait()
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // the caller's context ended between two chunks
+	}
+	return out, nil
+}
+
+// call sends one request with items and decodes the answer into dst's
+// spare capacity (a codec may decode elsewhere), which holds len(items)
+// results.
+func (c *Client[In, Out]) call(ctx context.Context, items []In, dst []Out) ([]Out, error) {
 	bufp := getBuf()
 	owned := true // until roundTrip takes the buffer
 	defer func() {
@@ -193,7 +271,7 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In) ([]Out, error) {
 			return nil, fmt.Errorf("%w: open stream: %w", fanout.ErrUnavailable, err)
 		}
 		owned = false
-		return c.roundTrip(ctx, st, bufp, len(items))
+		return c.roundTrip(ctx, st, bufp, dst, len(items))
 	}
 }
 
@@ -264,7 +342,7 @@ func (c *Client[In, Out]) dropIdle() {
 // not read it), up to the write timeout. A smaller request fits the window
 // and is written first, on this goroutine. (yamux's send queue does not
 // fill unless the coalescer under it holds 64 MiB the peer has not taken.)
-func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp *[]byte, n int) ([]Out, error) {
+func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp *[]byte, dst []Out, n int) ([]Out, error) {
 	// Cancelling ctx unblocks the read and half-closes the stream, which the
 	// server takes as the signal to cancel the call.
 	stop := context.AfterFunc(ctx, func() {
@@ -347,7 +425,7 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 	}
 	switch k {
 	case kindResponse:
-		out, err := c.out.Decode(make([]Out, 0, n), payload)
+		out, err := c.out.Decode(dst, payload)
 		if err != nil {
 			return nil, fmt.Errorf("%w: decode response: %v", ErrProtocol, err)
 		}

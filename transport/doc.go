@@ -59,6 +59,16 @@
 // [ErrMessageTooLarge] and [ErrServerClosed] with [errors.Is]. Client errors
 // name the server's address.
 //
+// Large calls: a client sends a call of more than 131,072 items as calls of
+// that many items at most, four in flight at once on streams of their own
+// ([WithChunks]), and decodes their answers into one slice. The server
+// starts on the first chunk while the others are on the way and the client
+// decodes answers while the server works on the rest; each chunk is a call
+// of its own to the server's backend, so a backend must answer each item on
+// its own, as the [fanout.Backend] contract's routers and batchers already
+// assume. Ordering and count hold for the whole call; the first chunk that
+// fails fails the call and cancels the others.
+//
 // Whether a failed call may be sent again: a client's error wraps
 // [fanout.ErrUnavailable] when the request was not delivered (the dial or
 // the TLS or fanout handshake failed, the client is waiting to redial, the

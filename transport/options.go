@@ -31,6 +31,8 @@ type config struct {
 	backoffMax       time.Duration
 	maxCalls         int
 	maxPending       int64
+	chunkItems       int
+	chunkCalls       int
 	tlsConfig        *tls.Config
 	dial             func(ctx context.Context, addr string) (net.Conn, error)
 }
@@ -47,6 +49,8 @@ const (
 	DefaultBackoffMax       = time.Second
 	DefaultMaxCalls         = 1024
 	DefaultMaxPendingBytes  = 16 << 20
+	DefaultChunkItems       = 131072
+	DefaultChunksInFlight   = 4
 )
 
 // maxMessageLimit is the largest size a frame's 4-byte length can state, or
@@ -66,6 +70,8 @@ func newConfig(opts []Option) config {
 		backoffMax:       DefaultBackoffMax,
 		maxCalls:         DefaultMaxCalls,
 		maxPending:       DefaultMaxPendingBytes,
+		chunkItems:       DefaultChunkItems,
+		chunkCalls:       DefaultChunksInFlight,
 	}
 	for _, opt := range opts {
 		opt(&c)
@@ -173,6 +179,21 @@ func WithMaxConcurrentCalls(n int) Option {
 // [DefaultMaxPendingBytes]. Values below 1 mean no bound.
 func WithMaxPendingBytes(n int64) Option {
 	return func(c *config) { c.maxPending = n }
+}
+
+// WithChunks sets how a client sends a call with more than items items:
+// as calls of at most items items each, up to inFlight of them at once (see
+// [Client.Process]). Pipelining a large call this way lets the server, and
+// the backends behind it, work on its first chunks while the rest are
+// still being sent, and lets the client decode answers while the server
+// works on the rest. Each chunk counts against
+// [WithMaxConcurrentCalls] like a call, but only while a slot is free:
+// when none is, the call sends its chunks one after another instead of
+// failing. Items below 1 sends every call whole; inFlight below 1 means 1.
+// Client. Default: [DefaultChunkItems] items, [DefaultChunksInFlight] in
+// flight.
+func WithChunks(items, inFlight int) Option {
+	return func(c *config) { c.chunkItems, c.chunkCalls = items, max(inFlight, 1) }
 }
 
 // WithTLSConfig makes the connection speak TLS under the handshake and the
