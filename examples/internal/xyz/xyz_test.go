@@ -297,3 +297,24 @@ func TestPerItem(t *testing.T) {
 	})).Process(ctx, []int64{1})
 	require.ErrorIs(t, err, down)
 }
+
+// BenchmarkClassify classifies numbers of all three routes in no regular
+// order, as the middle layer gets them.
+func BenchmarkClassify(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	numbers := make([]int64, 1_000_000)
+	for i := range numbers {
+		numbers[i] = rng.Int64N(2_000_001) - 1_000_000
+	}
+	var perRoute [3]int
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, n := range numbers {
+			route, _ := xyz.Classify(n)
+			perRoute[route[0]-'x']++
+		}
+	}
+	if perRoute[0] == 0 || perRoute[1] == 0 || perRoute[2] == 0 {
+		b.Fatalf("a route got no numbers: %v", perRoute)
+	}
+}
