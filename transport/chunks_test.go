@@ -213,3 +213,37 @@ func TestChunksDecodedElsewhereAreCopied(t *testing.T) {
 	require.NoError(t, err)
 	requireTimesTen(t, items, out)
 }
+
+// TestRefusedChunkAfterOthersWereSentIsAnInterruption: a chunk the server
+// refuses was not delivered, but the chunks before it were, so the call's
+// error must not say that sending the call again is safe.
+func TestRefusedChunkAfterOthersWereSentIsAnInterruption(t *testing.T) {
+	var calls atomic.Int64
+	backend := fanout.BackendFunc[int64, int64](func(ctx context.Context, items []int64) ([]int64, error) {
+		calls.Add(1)
+		<-ctx.Done() // hold the stream until the call is abandoned
+		return nil, ctx.Err()
+	})
+	// The server takes two streams per connection and refuses the others.
+	addr := serve(t, backend, transport.WithMaxConcurrentCalls(2))
+	c := client(t, addr, transport.WithChunks(100, 4))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := c.Process(ctx, sequence(400))
+	require.Error(t, err)
+	require.NoError(t, ctx.Err(), "the call waited for its timeout")
+	require.ErrorIs(t, err, fanout.ErrInterrupted)
+	require.NotErrorIs(t, err, fanout.ErrOverloaded)
+	require.NotErrorIs(t, err, fanout.ErrUnavailable)
+	require.Contains(t, err.Error(), "overloaded")
+	require.Positive(t, calls.Load(), "no chunk reached the backend")
+}
+
+// TestChunkedCallToNoServerIsUnavailable: when no chunk was delivered the
+// call stays safe to send again.
+func TestChunkedCallToNoServerIsUnavailable(t *testing.T) {
+	c := client(t, freeAddr(t), transport.WithChunks(100, 4))
+	_, err := c.Process(context.Background(), sequence(400))
+	require.ErrorIs(t, err, fanout.ErrUnavailable)
+	require.NotErrorIs(t, err, fanout.ErrInterrupted)
+}

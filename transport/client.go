@@ -138,7 +138,10 @@ func (c *Client[In, Out]) Close() error {
 // their own, so that the server works on the first while the others are on
 // the way, and the results are decoded into one slice. The server's backend
 // sees each chunk as a call of its own. If a chunk fails, the call fails with
-// its error and the chunks still in flight are cancelled.
+// its error and the chunks still in flight are cancelled; if the chunk that
+// failed was not delivered ([fanout.ErrUnavailable], [fanout.ErrOverloaded])
+// but others may have been, the call's error wraps [fanout.ErrInterrupted]
+// instead, since sending the call again would process those twice.
 func (c *Client[In, Out]) Process(ctx context.Context, items []In) ([]Out, error) {
 	out, err := c.process(ctx, items)
 	if err != nil {
@@ -162,7 +165,7 @@ func (c *Client[In, Out]) process(ctx context.Context, items []In) ([]Out, error
 	if size := c.cfg.chunkItems; size > 0 && len(items) > size {
 		return c.callChunks(ctx, items, size)
 	}
-	return c.call(ctx, items, make([]Out, 0, len(items)))
+	return c.call(ctx, items, make([]Out, 0, len(items)), nil)
 }
 
 // takeSlot counts a call in flight, unless the client has the maximum
@@ -186,10 +189,11 @@ func (c *Client[In, Out]) callChunks(ctx context.Context, items []In, size int) 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
-		next   atomic.Int64 // the next chunk to send
-		failed sync.Once
-		err    error // the first failure, set by failed
-		wg     sync.WaitGroup
+		next      atomic.Int64 // the next chunk to send
+		delivered atomic.Bool  // a chunk's request may have reached the server
+		failed    sync.Once
+		err       error // the first failure, set by failed
+		wg        sync.WaitGroup
 	)
 	send := func() {
 		for ctx.Err() == nil {
@@ -198,7 +202,11 @@ func (c *Client[In, Out]) callChunks(ctx context.Context, items []In, size int) 
 				return
 			}
 			lo, hi := i*size, min((i+1)*size, len(items))
-			res, cerr := c.call(ctx, items[lo:hi], out[lo:lo:hi])
+			sent := false
+			res, cerr := c.call(ctx, items[lo:hi], out[lo:lo:hi], &sent)
+			if cerr == nil || sent && !undelivered(cerr) {
+				delivered.Store(true)
+			}
 			if cerr != nil {
 				failed.Do(func() { err = cerr; cancel() })
 				return
@@ -219,6 +227,11 @@ func (c *Client[In, Out]) callChunks(ctx context.Context, items []In, size int) 
 	}
 	send()
 	wg.Wait()
+	if err != nil && delivered.Load() && undelivered(err) {
+		// The chunk that failed was not delivered, but others may have
+		// been: the call as a whole is not safe to send again.
+		return nil, fmt.Errorf("%w: a chunk of the call failed after others were sent: %v", fanout.ErrInterrupted, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -228,10 +241,17 @@ func (c *Client[In, Out]) callChunks(ctx context.Context, items []In, size int) 
 	return out, nil
 }
 
+// undelivered reports whether err says that a request did not reach the
+// server's backend, so that sending it again is safe.
+func undelivered(err error) bool {
+	return errors.Is(err, fanout.ErrUnavailable) || errors.Is(err, fanout.ErrOverloaded)
+}
+
 // call sends one request with items and decodes the answer into dst's
 // spare capacity (a codec may decode elsewhere), which holds len(items)
-// results.
-func (c *Client[In, Out]) call(ctx context.Context, items []In, dst []Out) ([]Out, error) {
+// results. If sent is not nil, it is set once the request is being
+// written.
+func (c *Client[In, Out]) call(ctx context.Context, items []In, dst []Out, sent *bool) ([]Out, error) {
 	bufp := getBuf()
 	owned := true // until roundTrip takes the buffer
 	defer func() {
@@ -271,6 +291,9 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In, dst []Out) ([]Ou
 			return nil, fmt.Errorf("%w: open stream: %w", fanout.ErrUnavailable, err)
 		}
 		owned = false
+		if sent != nil {
+			*sent = true
+		}
 		return c.roundTrip(ctx, st, bufp, dst, len(items))
 	}
 }

@@ -67,7 +67,10 @@
 // of its own to the server's backend, so a backend must answer each item on
 // its own, as the [fanout.Backend] contract's routers and batchers already
 // assume. Ordering and count hold for the whole call; the first chunk that
-// fails fails the call and cancels the others.
+// fails fails the call and cancels the others. A call some of whose chunks
+// may have been delivered never fails with an error that calls it safe to
+// send again (below): a chunk refused after others were sent makes it
+// [fanout.ErrInterrupted].
 //
 // Whether a failed call may be sent again: a client's error wraps
 // [fanout.ErrUnavailable] when the request was not delivered (the dial or
