@@ -181,8 +181,9 @@ func (c *Client[In, Out]) takeSlot() bool {
 // callChunks sends items in chunks of size items (see [Client.Process]).
 // The caller's goroutine sends chunks one after another, and so do up to
 // [WithChunks]' inFlight-1 goroutines more, each while it can take a slot
-// of [WithMaxConcurrentCalls]: a chunked call never makes other calls fail
-// as overloaded, it only has fewer chunks in flight.
+// of [WithMaxConcurrentCalls]: a chunked call never fails for want of a
+// slot, it only has fewer chunks in flight. The slots its chunks hold are
+// taken from other calls, which can find the limit reached meanwhile.
 func (c *Client[In, Out]) callChunks(ctx context.Context, items []In, size int) ([]Out, error) {
 	out := make([]Out, len(items))
 	chunks := (len(items) + size - 1) / size

@@ -161,7 +161,8 @@ func WithRedialBackoff(lo, hi time.Duration) Option {
 // [fanout.ErrOverloaded], and nothing was processed. A server counts the
 // streams open on the connection, the idle streams a client keeps for later
 // calls included; a Client never has more streams than it had calls in
-// flight at once. Both sides (on a server, per connection). Default:
+// flight at once, each chunk in flight of a call it splits ([WithChunks])
+// counted as a call. Both sides (on a server, per connection). Default:
 // [DefaultMaxCalls]. Values below 1 mean 1.
 func WithMaxConcurrentCalls(n int) Option {
 	return func(c *config) { c.maxCalls = max(n, 1) }
@@ -189,7 +190,8 @@ func WithMaxPendingBytes(n int64) Option {
 // works on the rest. Each chunk counts against
 // [WithMaxConcurrentCalls] like a call, but only while a slot is free:
 // when none is, the call sends its chunks one after another instead of
-// failing. Items below 1 sends every call whole; inFlight below 1 means 1.
+// failing. The slots its chunks hold count for other calls too, which can
+// find the limit reached while a large call is in flight. Items below 1 sends every call whole; inFlight below 1 means 1.
 // Client. Default: [DefaultChunkItems] items, [DefaultChunksInFlight] in
 // flight.
 func WithChunks(items, inFlight int) Option {

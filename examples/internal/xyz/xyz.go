@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/seed-c94cd834/fanout"
 )
@@ -27,7 +28,7 @@ const ctxCheckEvery = 4096
 
 // Routes returns the names of the routes, in order: "x", "y", "z".
 func Routes() []string {
-	return []string{"x", "y", "z"}
+	return slices.Clone(routeNames[:])
 }
 
 // Classify returns the route that owns n: "x" for negative numbers, "y" for
