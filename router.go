@@ -7,8 +7,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-
-	"golang.org/x/sync/errgroup"
 )
 
 // Router is a content-based scatter-gather [Backend].
@@ -27,6 +25,7 @@ type Router[In, Out any] struct {
 	index      map[string]int
 	partial    bool
 	scratch    sync.Pool // of *scratch[In]: a call's working slices
+	workers    workers   // the goroutines that call routes
 }
 
 // scratch holds the working slices of a call, reused by later calls: fresh
@@ -189,20 +188,24 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 	if r.partial {
 		c.failed = make([]*RouteError, len(r.backends))
 	}
-	// Every route but the last runs on a goroutine of its own; the last
-	// runs on the caller's, which saves starting a goroutine (and growing
-	// its stack) and waking a thread to run it.
+	// Every route but the last runs on a worker goroutine, which the router
+	// keeps for later calls (see workers); the last runs on the caller's,
+	// which saves handing it over and waking a thread to run it.
 	last := len(r.backends) - 1
 	for bounds[last] == bounds[last+1] {
 		last--
 	}
 	for k := range last {
 		if lo, hi := bounds[k], bounds[k+1]; lo < hi {
-			c.g.Go(func() error { c.run(k, lo, hi); return nil })
+			c.wg.Add(1)
+			r.workers.run(func() {
+				defer c.wg.Done()
+				c.run(k, lo, hi)
+			})
 		}
 	}
 	c.run(last, bounds[last], bounds[last+1])
-	c.g.Wait() // nil: run records failures in first and failed
+	c.wg.Wait() // run records failures in first and failed
 	out, failed, err := c.out, c.failed, c.first.Load()
 	switch {
 	case err == nil:
@@ -227,7 +230,7 @@ type routeCalls[In, Out any] struct {
 	out     []Out
 	failed  []*RouteError // with partial results, each route's failure
 	first   atomic.Pointer[RouteError]
-	g       errgroup.Group
+	wg      sync.WaitGroup
 }
 
 // run calls route k with its items, grouped[lo:hi], and writes its results
