@@ -32,6 +32,20 @@ func waitIdle(t *testing.T, ws *workers, n int) {
 		5*time.Second, time.Millisecond, "want %d idle workers", n)
 }
 
+// runTogether runs n functions on ws that all wait until the last has been
+// handed over, so that each needs a worker of its own, and returns once they
+// have all returned.
+func runTogether(ws *workers, n int) {
+	release := make(chan struct{})
+	var ran sync.WaitGroup
+	ran.Add(n)
+	for range n {
+		ws.run(func() { <-release; ran.Done() })
+	}
+	close(release)
+	ran.Wait()
+}
+
 func TestWorkersRunConcurrently(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	ws := &workers{period: 10 * time.Millisecond}
@@ -73,14 +87,7 @@ func TestWorkersAreReused(t *testing.T) {
 	require.Equal(t, 1, startedWorkers(ws), "one worker ran every function")
 
 	// Two at once need two workers; both stay for later calls.
-	release := make(chan struct{})
-	var ran sync.WaitGroup
-	ran.Add(2)
-	for range 2 {
-		ws.run(func() { <-release; ran.Done() })
-	}
-	close(release)
-	ran.Wait()
+	runTogether(ws, 2)
 	waitIdle(t, ws, 2)
 	require.Equal(t, 2, startedWorkers(ws))
 
@@ -90,14 +97,7 @@ func TestWorkersAreReused(t *testing.T) {
 func TestIdleWorkersEnd(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	ws := &workers{period: 10 * time.Millisecond}
-	release := make(chan struct{})
-	var ran sync.WaitGroup
-	ran.Add(4)
-	for range 4 {
-		ws.run(func() { <-release; ran.Done() })
-	}
-	close(release)
-	ran.Wait()
+	runTogether(ws, 4)
 	waitIdle(t, ws, 0)
 	ws.mu.Lock()
 	armed := ws.armed
@@ -109,14 +109,7 @@ func TestIdleWorkersAreBounded(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	ws := &workers{period: time.Minute}
 	const n = maxIdleWorkers + 10
-	release := make(chan struct{})
-	var ran sync.WaitGroup
-	ran.Add(n)
-	for range n {
-		ws.run(func() { <-release; ran.Done() })
-	}
-	close(release)
-	ran.Wait()
+	runTogether(ws, n)
 	require.Equal(t, n, startedWorkers(ws))
 	waitIdle(t, ws, maxIdleWorkers)
 	time.Sleep(20 * time.Millisecond) // the last ones have parked or ended by now
