@@ -7,11 +7,11 @@ import (
 
 // workers runs functions on goroutines it keeps between calls.
 //
-// A router calls its routes concurrently, and starting a goroutine for each
-// route costs more than the goroutine itself: a new goroutine starts with a
-// small stack, and a route's call through a transport client goes deep
-// enough to grow it twice, each time copying it (see PERFORMANCE.md). A
-// worker that has run one route's call keeps its grown stack for the next.
+// A router calls its routes concurrently. A new goroutine for each route
+// would start with a small stack, and a route's call through a transport
+// client goes deep enough to grow it twice, each time copying it (see
+// PERFORMANCE.md, section 5). A worker that has run one route's call keeps
+// its grown stack for the next.
 //
 // A worker whose function returns waits for another one, most recently idle
 // first, for at most two idle periods: a sweep every idle period ends the
