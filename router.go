@@ -138,7 +138,7 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 		k := int(guesses[slot])
 		if name != r.names[k] {
 			var ok bool
-			if k, ok = r.route(name); !ok {
+			if k, ok = r.index[name]; !ok {
 				return nil, &ItemError{Index: i, Route: name, Err: ErrNoRoute}
 			}
 			guesses[slot] = uint8(k) // wrong for k > 255: then only a guess that fails
@@ -263,22 +263,6 @@ func (r *Router[In, Out]) routesContext(ctx context.Context) (context.Context, c
 	return context.WithCancel(ctx)
 }
 
-// route returns the index of the route called name. Routers have few
-// routes, and classifiers usually return the same few constant strings, so
-// a scan of the names beats hashing the name for every item.
-func (r *Router[In, Out]) route(name string) (int, bool) {
-	if len(r.names) > maxScannedRoutes {
-		k, ok := r.index[name]
-		return k, ok
-	}
-	for k, n := range r.names {
-		if n == name {
-			return k, true
-		}
-	}
-	return 0, false
-}
-
 // routeGuesses remembers, during a call, the route of the names the
 // classifier returned, by a hash of the name (see guessSlot). A guess is
 // only a guess: it is used once the name has been compared with the
@@ -299,9 +283,6 @@ func guessSlot(name string) int {
 	}
 	return (len(name)*37 + int(name[0])*7 + int(name[len(name)-1])) & (len(routeGuesses{}) - 1)
 }
-
-// maxScannedRoutes is the most routes that route finds by scanning.
-const maxScannedRoutes = 8
 
 // call invokes route k's backend and checks the length of its answer. The
 // returned error's Indices are left for the caller to fill.
