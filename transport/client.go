@@ -24,9 +24,10 @@ import (
 //
 // A Client holds at most one connection, with one yamux session on it; every
 // call in flight has a stream of its own, so any number of goroutines can
-// call at once and share the connection. A stream whose call ended with a
-// complete answer is kept for a later call (up to 256 idle streams); one
-// whose call was cancelled or failed is closed. The connection is made on
+// call at once and share the connection. A stream whose call ended with an
+// answer (results, or a [RemoteError] with [CodeBackend], [CodeDeadline] or
+// [CodeInternal]) and nothing after it is kept for a later call (up to 256
+// idle streams); any other stream is closed. The connection is made on
 // first use. When the
 // session dies (the server went away, a keepalive failed), the next call
 // dials again; after a failed dial, further attempts wait with capped

@@ -43,7 +43,7 @@ const (
 	CodeDeadline    Code = 5 // the call's deadline passed
 	CodeUnavailable Code = 6 // the server is shutting down
 	CodeInternal    Code = 7 // the backend panicked or broke its contract
-	CodeOverloaded  Code = 8 // the connection already carries as many calls as the server accepts
+	CodeOverloaded  Code = 8 // the connection already has as many streams open (idle ones included) as the server accepts
 )
 
 func (c Code) String() string {

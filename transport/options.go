@@ -116,8 +116,10 @@ func WithHandshakeTimeout(d time.Duration) Option {
 	return func(c *config) { c.handshakeTimeout = d }
 }
 
-// WithRequestTimeout bounds how long a server waits for a stream's request
-// once the stream is open. It is also how long either side waits for its
+// WithRequestTimeout bounds how long a server waits for the request on a new
+// stream, and for the rest of any request once its first byte has arrived
+// (not counting a wait for room in [WithMaxPendingBytes]); a stream kept
+// idle between calls waits for its next request without limit. It is also how long either side waits for its
 // peer to close a stream it has closed before resetting it (yamux's stream
 // close timeout). Both sides. Default: [DefaultRequestTimeout].
 func WithRequestTimeout(d time.Duration) Option {
