@@ -38,12 +38,21 @@ import (
 // them until the backend returns, which it does promptly as its context is
 // cancelled.
 //
-// Errors: if a dispatch fails, every caller with items in it gets the
-// backend's error, unchanged (so [errors.Is] finds [ErrUnavailable],
-// [ErrOverloaded], [ErrInterrupted], context errors and the like), and the
-// results of its other dispatches are discarded. A backend that answers the
-// wrong number of results fails every caller in the dispatch with an error
-// wrapping [ErrResultCount]. An empty batch bypasses the queue: it goes
+// Errors: one caller's items never fail another caller's call. If a
+// dispatch that carries the items of several callers fails with the
+// backend's own error (one that may come from the items: not
+// [ErrUnavailable], [ErrOverloaded], [ErrInterrupted], [ErrResultCount] or
+// a context's end), each caller's share is sent again on its own, on that
+// caller's context, and each caller gets the outcome of its own items. Any
+// other failure of a dispatch reaches every caller with items in it,
+// unchanged (so [errors.Is] finds the sentinel), and the results of its
+// other dispatches are discarded; so does the failure of a dispatch that
+// carries one caller's items. A split call whose part fails with
+// [ErrUnavailable] or [ErrOverloaded] after another part was sent fails
+// with [ErrInterrupted] instead, since sending it again would process that
+// other part twice. A backend that answers the wrong number of
+// results fails every caller in the dispatch with an error wrapping
+// [ErrResultCount]. An empty batch bypasses the queue: it goes
 // straight to the backend on the caller's context, as a probe should.
 //
 // A Batcher belongs in front of a leaf backend — a transport client, a
@@ -358,32 +367,13 @@ func (b *Batcher[In, Out]) run(d *dispatch[In, Out]) {
 		if err == nil && len(results) != len(d.items) {
 			err = resultCountError(len(results), len(d.items))
 		}
-		if err == nil {
-			// Outside mu: pieces write disjoint parts of their calls'
-			// results, and a call reads them only once finished.
-			pos := 0
-			for _, p := range d.pieces {
-				copy(p.call.out[p.off:p.off+p.n], results[pos:pos+p.n])
-				pos += p.n
-			}
+		if err != nil && len(d.pieces) > 1 && itemsMayBeTheCause(err) {
+			b.sendAlone(d)
+		} else {
+			b.deliver(d, d.pieces, results, err)
 		}
 
 		b.mu.Lock()
-		for _, p := range d.pieces {
-			c := p.call
-			if c.finished {
-				continue // gave up, or failed in another dispatch
-			}
-			c.dropCarrier(d)
-			if err != nil {
-				b.finishLocked(c, err)
-				continue
-			}
-			c.left -= p.n
-			if c.left == 0 {
-				b.finishLocked(c, nil)
-			}
-		}
 		next := b.formLocked()
 		if next == nil {
 			b.inFlight--
@@ -392,6 +382,78 @@ func (b *Batcher[In, Out]) run(d *dispatch[In, Out]) {
 
 		b.recycle(d)
 		d = next
+	}
+}
+
+// itemsMayBeTheCause reports whether err, the failure of a merged dispatch,
+// may come from some caller's items rather than from the backend's state:
+// the backend's own error, as opposed to a call that did not reach it or
+// whose outcome is unknown (sentinels), a context's end, or a backend that
+// broke its contract.
+func itemsMayBeTheCause(err error) bool {
+	for _, notItems := range []error{ErrUnavailable, ErrOverloaded, ErrInterrupted, ErrResultCount, context.Canceled, context.DeadlineExceeded} {
+		if errors.Is(err, notItems) {
+			return false
+		}
+	}
+	return true
+}
+
+// sendAlone sends each caller's share of the failed dispatch d again, on
+// its own and on its caller's context, so that one caller's items never
+// fail another's call. It is called on the goroutine that holds d's slot.
+func (b *Batcher[In, Out]) sendAlone(d *dispatch[In, Out]) {
+	pos := 0
+	for i, p := range d.pieces {
+		items := d.items[pos : pos+p.n]
+		pos += p.n
+		b.mu.Lock()
+		finished := p.call.finished
+		b.mu.Unlock()
+		if finished {
+			continue
+		}
+		results, err := b.backend.Process(p.call.ctx, items)
+		if err == nil && len(results) != len(items) {
+			err = resultCountError(len(results), len(items))
+		}
+		b.deliver(d, d.pieces[i:i+1], results, err)
+	}
+}
+
+// deliver hands the outcome of sending the items of pieces, carried by d,
+// to their callers: results in the order of the pieces, or err.
+func (b *Batcher[In, Out]) deliver(d *dispatch[In, Out], pieces []batchPiece[In, Out], results []Out, err error) {
+	if err == nil {
+		// Outside mu: pieces write disjoint parts of their calls'
+		// results, and a call reads them only once finished.
+		pos := 0
+		for _, p := range pieces {
+			copy(p.call.out[p.off:p.off+p.n], results[pos:pos+p.n])
+			pos += p.n
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, p := range pieces {
+		c := p.call
+		if c.finished {
+			continue // gave up, or failed in another dispatch
+		}
+		c.dropCarrier(d)
+		if err != nil {
+			if (errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOverloaded)) && (c.left < c.total || len(c.carriers) > 0) {
+				// Another part of the call may have been processed: sending
+				// the call again is no longer safe.
+				err = fmt.Errorf("%w: a part of the call failed after others were sent: %v", ErrInterrupted, err)
+			}
+			b.finishLocked(c, err)
+			continue
+		}
+		c.left -= p.n
+		if c.left == 0 {
+			b.finishLocked(c, nil)
+		}
 	}
 }
 

@@ -419,14 +419,63 @@ func TestBatcherDispatchErrorReachesEveryCallerInIt(t *testing.T) {
 
 	down := fmt.Errorf("dial 10.0.0.7:7001: %w", fanout.ErrUnavailable)
 	bc.fail(down)
-	for _, p := range []*pendingCall{pb, pc} {
-		_, err := p.wait(t)
-		require.ErrorIs(t, err, fanout.ErrUnavailable)
-		require.ErrorContains(t, err, "dial 10.0.0.7:7001")
-	}
+	_, err := pb.wait(t)
+	require.ErrorIs(t, err, fanout.ErrUnavailable, "none of B's items was sent: safe to send again")
+	require.ErrorContains(t, err, "dial 10.0.0.7:7001")
+	// C's other items are in the other dispatch, perhaps processed already:
+	// sending C's call again is not safe.
+	_, err = pc.wait(t)
+	require.ErrorIs(t, err, fanout.ErrInterrupted)
+	require.NotErrorIs(t, err, fanout.ErrUnavailable)
+	require.ErrorContains(t, err, "dial 10.0.0.7:7001")
 	require.NoError(t, cd.ctx.Err(), "the other dispatch still has a caller waiting for it")
 	cd.answer() // C's part of it is discarded
 	pd.requireAnswered(t)
+	idle(t, b)
+	g.noMore(t)
+}
+
+// TestBatcherIsolatesCallersWhenAMergedCallFails checks that a merged call
+// that fails with the backend's own error (one caller's item overflows, say)
+// is sent again caller by caller, so that the others get their answers and
+// only the caller whose items fail gets the error.
+func TestBatcherIsolatesCallersWhenAMergedCallFails(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	g := newGate(t)
+	b := newBatcher(t, g, fanout.WithConcurrency(1))
+	type caller struct{}
+
+	first := startProcess(t.Context(), b, []int64{-1})
+	held := g.next(t)
+	ctxB := context.WithValue(t.Context(), caller{}, "B")
+	ctxC := context.WithValue(t.Context(), caller{}, "C")
+	ctxD, cancelD := context.WithCancel(context.WithValue(t.Context(), caller{}, "D"))
+	pb := queue(t, ctxB, b, []int64{10, 11, 12})
+	pc := queue(t, ctxC, b, []int64{20, 21})
+	pd := queue(t, ctxD, b, []int64{30})
+	held.answer()
+	first.requireAnswered(t)
+
+	merged := g.next(t)
+	require.Equal(t, []int64{10, 11, 12, 20, 21, 30}, merged.items)
+	cancelD() // D gives up: its share is not sent again
+	_, err := pd.wait(t)
+	require.ErrorIs(t, err, context.Canceled)
+	bad := errors.New("11 overflows")
+	merged.fail(bad)
+
+	aloneB := g.next(t)
+	require.Equal(t, []int64{10, 11, 12}, aloneB.items)
+	require.Equal(t, "B", aloneB.ctx.Value(caller{}), "a share goes again on its caller's context")
+	aloneB.fail(bad)
+	_, err = pb.wait(t)
+	require.ErrorIs(t, err, bad)
+
+	aloneC := g.next(t)
+	require.Equal(t, []int64{20, 21}, aloneC.items)
+	require.Equal(t, "C", aloneC.ctx.Value(caller{}))
+	aloneC.answer()
+	pc.requireAnswered(t)
 	idle(t, b)
 	g.noMore(t)
 }
@@ -459,6 +508,26 @@ func TestBatcherFailedCallCancelsItsOtherChunks(t *testing.T) {
 	waitFor(t, c2.ctx.Done(), "the other chunk's context to be cancelled")
 	idle(t, b)
 	g.noMore(t) // the chunks still queued were never sent
+}
+
+// TestBatcherSplitCallIsNotRetrySafeOnceAPartWasSent checks that a split
+// call whose part is refused (ErrUnavailable) after another part was
+// answered fails with ErrInterrupted, so that no layer above sends it again.
+func TestBatcherSplitCallIsNotRetrySafeOnceAPartWasSent(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	g := newGate(t)
+	b := newBatcher(t, g, fanout.WithMaxBatch(10), fanout.WithConcurrency(1))
+
+	p := startProcess(t.Context(), b, seq(0, 25))
+	g.next(t).answer()
+	second := g.next(t)
+	require.Equal(t, seq(10, 10), second.items)
+	second.fail(fmt.Errorf("replica 2: %w", fanout.ErrUnavailable))
+	_, err := p.wait(t)
+	require.ErrorIs(t, err, fanout.ErrInterrupted)
+	require.NotErrorIs(t, err, fanout.ErrUnavailable)
+	idle(t, b)
+	g.noMore(t) // the last part was never sent
 }
 
 func TestBatcherRejectsWrongResultCount(t *testing.T) {
