@@ -69,20 +69,31 @@ func readFrame(r io.Reader, limit int, buf []byte) (kind, []byte, error) {
 	return readPayload(r, limit, hdr)
 }
 
-// readPayload checks a frame header already read into hdr and reads the
-// payload that follows, into hdr's array; see readFrame.
-func readPayload(r io.Reader, limit int, hdr []byte) (kind, []byte, error) {
+// parseHeader checks a frame header and returns its kind and payload
+// length: an unknown kind is an error wrapping ErrProtocol, a payload longer
+// than limit one wrapping ErrMessageTooLarge.
+func parseHeader(hdr []byte, limit int) (kind, int, error) {
 	k := kind(hdr[0])
 	if k < kindRequest || k > kindError {
-		return 0, hdr[:0], fmt.Errorf("%w: unknown message kind %d", ErrProtocol, hdr[0])
+		return 0, 0, fmt.Errorf("%w: unknown message kind %d", ErrProtocol, hdr[0])
 	}
 	n := binary.LittleEndian.Uint32(hdr[1:])
 	if uint64(n) > uint64(limit) {
-		return k, hdr[:0], fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, n, limit)
+		return k, 0, fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, n, limit)
+	}
+	return k, int(n), nil
+}
+
+// readPayload checks a frame header already read into hdr and reads the
+// payload that follows, into hdr's array; see readFrame.
+func readPayload(r io.Reader, limit int, hdr []byte) (kind, []byte, error) {
+	k, n, err := parseHeader(hdr, limit)
+	if err != nil {
+		return k, hdr[:0], err
 	}
 	buf := hdr[:0]
-	for len(buf) < int(n) {
-		step := min(int(n)-len(buf), max(readChunk, len(buf)))
+	for len(buf) < n {
+		step := min(n-len(buf), max(readChunk, len(buf)))
 		m := len(buf)
 		buf = slices.Grow(buf, step)[:m+step]
 		if _, err := io.ReadFull(r, buf[m:]); err != nil {

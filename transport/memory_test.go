@@ -148,3 +148,54 @@ func TestServerHandsEncodedAnswersBackToARecycler(t *testing.T) {
 	recycled, _ := r.state()
 	require.Equal(t, 5, recycled, "a failed call has no answer to hand back")
 }
+
+// TestServerRefusesAFrameThatIsNotARequestFromItsHeader sends, while the
+// server's byte budget is taken, a frame of another kind larger than a
+// stream's window: the server must refuse it from its header, without
+// reading (and so holding) its payload, which the budget does not cover.
+func TestServerRefusesAFrameThatIsNotARequestFromItsHeader(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	backend := fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		entered <- struct{}{}
+		<-release
+		return make([]int64, len(in)), nil
+	})
+	_, c := reuseServer(t, backend, WithMaxPendingBytes(1024))
+	letGo := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(letGo) // before the server's Close, even if the test fails
+	held := make(chan error, 1)
+	go func() { _, err := c.Process(context.Background(), make([]int64, 100)); held <- err }()
+	<-entered // the budget is taken
+
+	sess := rawClientSession(t, c.Addr(), 1<<20)
+	st, err := sess.OpenStream()
+	require.NoError(t, err)
+	frame := appendFrameHeader(nil, kindResponse)
+	frame = append(frame, make([]byte, 512<<10)...) // twice the stream's window
+	require.NoError(t, finishFrame(frame, 0, 1<<20))
+	written := make(chan error, 1)
+	go func() { _, err := st.Write(frame); written <- err }()
+
+	st.SetReadDeadline(time.Now().Add(10 * time.Second)) // a hang guard, not a speed check
+	k, payload, err := readFrame(st, 1<<20, nil)
+	require.NoError(t, err)
+	require.Equal(t, kindError, k)
+	code, msg, err := parseError(payload)
+	require.NoError(t, err)
+	require.Equal(t, CodeBadRequest, code)
+	require.Contains(t, msg, "expected a request")
+	select {
+	case <-written:
+		t.Fatal("the server read the payload of a frame it refused")
+	default: // the write waits for a window the server never opens
+	}
+	require.NoError(t, sess.Close())
+	letGo()
+	select {
+	case err := <-held:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call holding the budget did not return")
+	}
+}

@@ -443,9 +443,18 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In,
 		err = io.ErrUnexpectedEOF
 	}
 	var k kind
+	var n int
+	if err == nil {
+		k, n, err = parseHeader(hdr, s.cfg.maxMessage)
+	}
+	// A frame that is not a request, or that is too short to be one, is
+	// refused from its header: its payload is neither read nor held.
+	if err == nil && (k != kindRequest || n < requestPrefixSize) {
+		err = fmt.Errorf("%w: expected a request, got message kind %d of %d bytes", ErrProtocol, k, n)
+	}
 	var payload []byte
 	if err == nil {
-		held, err = s.reserve(st, hdr)
+		held, err = s.reserve(st, n)
 	}
 	if err == nil {
 		bufp := getBuf()
@@ -453,8 +462,8 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In,
 		buf := append((*bufp)[:0], hdr...)
 		// Room for the payload is reserved: no need to grow the buffer
 		// only as the bytes arrive.
-		buf = slices.Grow(buf, int(held))
-		k, payload, err = readPayload(st, s.cfg.maxMessage, buf)
+		buf = slices.Grow(buf, n)
+		_, payload, err = readPayload(st, s.cfg.maxMessage, buf)
 		*bufp = payload
 	}
 	switch {
@@ -464,9 +473,6 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In,
 		return nil, 0, held, &RemoteError{Code: CodeBadRequest, Message: err.Error()}
 	case err != nil:
 		return nil, 0, held, err
-	case k != kindRequest || len(payload) < requestPrefixSize:
-		return nil, 0, held, &RemoteError{Code: CodeBadRequest, Message: fmt.Sprintf(
-			"%v: expected a request, got message kind %d of %d bytes", ErrProtocol, k, len(payload))}
 	}
 	items, err = s.in.Decode(nil, payload[requestPrefixSize:])
 	if err != nil {
@@ -475,17 +481,15 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In,
 	return items, time.Duration(min(binary.LittleEndian.Uint64(payload), 1<<62)), held, nil
 }
 
-// reserve takes the payload of the request whose header is hdr from the
-// server's budget (see [WithMaxPendingBytes]), waiting for room if need be,
-// and returns the bytes taken. A header that the payload reader refuses
-// anyway takes nothing. The wait does not count against the request
-// timeout: the client is not the one who is slow.
-func (s *Server[In, Out]) reserve(st *yamux.Stream, hdr []byte) (int64, error) {
-	n := int64(binary.LittleEndian.Uint32(hdr[1:]))
-	if s.pending == nil || kind(hdr[0]) != kindRequest || n > int64(s.cfg.maxMessage) {
+// reserve takes size bytes, a request's payload, from the server's budget
+// (see [WithMaxPendingBytes]), waiting for room if need be, and returns the
+// bytes taken. The wait does not count against the request timeout: the
+// client is not the one who is slow.
+func (s *Server[In, Out]) reserve(st *yamux.Stream, size int) (int64, error) {
+	if s.pending == nil {
 		return 0, nil
 	}
-	n = min(n, s.cfg.maxPending)
+	n := min(int64(size), s.cfg.maxPending)
 	if s.pending.TryAcquire(n) {
 		return n, nil
 	}
