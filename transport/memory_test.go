@@ -147,6 +147,13 @@ func TestServerHandsEncodedAnswersBackToARecycler(t *testing.T) {
 	require.Error(t, err)
 	recycled, _ := r.state()
 	require.Equal(t, 5, recycled, "a failed call has no answer to hand back")
+
+	// An empty probe is answered without the backend: nothing to hand back.
+	out, err := c.Process(context.Background(), nil)
+	require.NoError(t, err)
+	require.Empty(t, out)
+	recycled, _ = r.state()
+	require.Equal(t, 5, recycled, "the backend returned nothing for a probe")
 }
 
 // TestServerRefusesAFrameThatIsNotARequestFromItsHeader sends, while the

@@ -510,10 +510,11 @@ func (s *Server[In, Out]) release(n int64) {
 
 // process calls the backend, turning a panic or a broken contract into an
 // error for this call only. An empty batch is answered without calling the
-// backend: it is how clients probe a server.
+// backend (it is how clients probe a server), with no results: out is
+// always what the backend returned, the only answers a Recycler is given.
 func (s *Server[In, Out]) process(ctx context.Context, items []In) (out []Out, code Code, err error) {
 	if len(items) == 0 {
-		return []Out{}, 0, nil
+		return nil, 0, nil
 	}
 	defer func() {
 		if r := recover(); r != nil {
