@@ -311,8 +311,13 @@ const inlineWrite = 64 << 10
 const maxIdleStreams = 256
 
 // stream returns a stream of sess for a call: one left idle by an earlier
-// call, or a new one.
+// call, or a new one. A session found closed gives no stream, idle or new,
+// so that the call goes to a new session rather than fail on a stream of a
+// dead one as if its request might have been sent.
 func (c *Client[In, Out]) stream(sess *yamux.Session) (*yamux.Stream, error) {
+	if sess.IsClosed() {
+		return nil, yamux.ErrSessionShutdown
+	}
 	c.mu.Lock()
 	if n := len(c.idle); n > 0 && c.sess == sess {
 		st := c.idle[n-1]
@@ -322,9 +327,6 @@ func (c *Client[In, Out]) stream(sess *yamux.Session) (*yamux.Stream, error) {
 		return st, nil
 	}
 	c.mu.Unlock()
-	if sess.IsClosed() {
-		return nil, yamux.ErrSessionShutdown
-	}
 	return sess.OpenStream()
 }
 
