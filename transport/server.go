@@ -288,12 +288,24 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *at
 			}
 		}
 		sc.early = false
+		// A call counts from its first byte on, so that Shutdown waits for
+		// a request still arriving or waiting for room in the budget; once
+		// shutting down, a request is refused before it is read.
+		s.mu.Lock()
+		if s.shutdown {
+			s.mu.Unlock()
+			s.refuse(st, CodeUnavailable, ErrServerClosed.Error(), peerMax)
+			return
+		}
+		s.calls.Add(1)
+		s.mu.Unlock()
 		if !first {
 			st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
 		}
 		items, timeout, held, err := s.readRequest(st, hdr)
 		if err != nil {
 			s.release(held)
+			s.calls.Done()
 			var refusal *RemoteError
 			if errors.As(err, &refusal) {
 				log.Warn("transport: request refused", "remote", st.RemoteAddr(), "err", refusal.Message)
@@ -303,15 +315,6 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *at
 			}
 			return
 		}
-		s.mu.Lock()
-		if s.shutdown {
-			s.mu.Unlock()
-			s.release(held)
-			s.refuse(st, CodeUnavailable, ErrServerClosed.Error(), peerMax)
-			return
-		}
-		s.calls.Add(1)
-		s.mu.Unlock()
 
 		var ctx context.Context
 		if timeout > 0 {
@@ -537,7 +540,9 @@ func (s *Server[In, Out]) process(ctx context.Context, items []In) (out []Out, c
 }
 
 // Shutdown stops the server gracefully: it closes the listeners, waits for
-// the calls in flight to finish, then closes every connection. If ctx ends
+// the calls in flight to finish (a call is in flight from the first byte of
+// its request, including while the request waits for room in
+// [WithMaxPendingBytes]), then closes every connection. If ctx ends
 // first, Shutdown closes everything at once, cancelling the calls still
 // running, and returns ctx's error. Calls that arrive during the shutdown
 // are refused with [CodeUnavailable], which tells their client that they

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -556,6 +557,54 @@ func TestAbandonedCallDoesNotHoldTheServer(t *testing.T) {
 
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(context.Background()) }()
+	require.NoError(t, waitErr(t, shut))
+	require.ErrorIs(t, waitErr(t, served), transport.ErrServerClosed)
+}
+
+// TestShutdownServesARequestWaitingForTheBudget starts a shutdown while a
+// request waits for room in the byte budget behind a call in flight: the
+// server must serve it (the call arrived before the shutdown) or, if the
+// shutdown came first, refuse it as unavailable; never cut it, which would
+// leave its client unable to tell whether it was processed.
+func TestShutdownServesARequestWaitingForTheBudget(t *testing.T) {
+	entered := make(chan struct{}, 2)
+	release := make(chan struct{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := transport.NewServer[int64, int64](fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		entered <- struct{}{}
+		<-release
+		return make([]int64, len(in)), nil
+	}), transport.Int64(), transport.Int64(), quiet, transport.WithMaxPendingBytes(600<<10))
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	letGo := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(func() { letGo(); srv.Close() })
+
+	c := client(t, l.Addr().String(), transport.WithChunks(0, 0))
+	call := func() chan error {
+		errc := make(chan error, 1)
+		go func() {
+			out, err := c.Process(context.Background(), make([]int64, 50000)) // 400 KB
+			if err == nil && len(out) != 50000 {
+				err = fmt.Errorf("%d results", len(out))
+			}
+			errc <- err
+		}()
+		return errc
+	}
+	a := call()
+	<-entered // a holds most of the budget
+	b := call()
+	time.Sleep(100 * time.Millisecond) // b most likely waits for room by now; either order must pass
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(context.Background()) }()
+	time.Sleep(20 * time.Millisecond)
+	letGo()
+	require.NoError(t, waitErr(t, a))
+	if err := waitErr(t, b); err != nil {
+		require.ErrorIs(t, err, fanout.ErrUnavailable, "a request is served or refused, never cut")
+	}
 	require.NoError(t, waitErr(t, shut))
 	require.ErrorIs(t, waitErr(t, served), transport.ErrServerClosed)
 }
