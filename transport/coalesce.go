@@ -220,7 +220,7 @@ func (c *coalescer) writeDirectLocked(p []byte) {
 // writeLocked writes what is buffered, in one write. It is called with mu
 // held, and releases it during the write, so that frames can gather for the
 // next one.
-func (c *coalescer) writeLocked() error {
+func (c *coalescer) writeLocked() {
 	buf := c.pending
 	c.pending = c.spare[:0]
 	timeout := c.writeTimeout
@@ -242,7 +242,6 @@ func (c *coalescer) writeLocked() error {
 		c.Conn.Close() // so that yamux's reader stops too
 	}
 	c.space.Broadcast()
-	return c.err
 }
 
 // Close writes what is buffered, so that an answer queued just before a

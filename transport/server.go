@@ -377,8 +377,7 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 	st := sc.st
 	log := s.cfg.logger
 
-	sc.gone.Store(false)
-	sc.watch.Reset(watchAfter)
+	sc.watch.Reset(watchAfter) // gone is false: serveStream returns once it is set
 	out, code, err := s.process(ctx, items)
 	answer := out // handed back to a Recycler once encoded or discarded
 	if !sc.watch.Stop() {
@@ -412,7 +411,7 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 		// reused while buf is written.
 		s.recycle(answer)
 	}
-	// An answer larger than half the stream's window can wait for the
+	// An answer larger than inlineWrite can wait for the
 	// client to read: watch while writing it, so that a client that gives
 	// up ends the write at once rather than at the write timeout. A
 	// smaller one always fits (the client acknowledges each half window it
@@ -476,6 +475,9 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In,
 		return nil, 0, held, &RemoteError{Code: CodeBadRequest, Message: err.Error()}
 	case err != nil:
 		return nil, 0, held, err
+	}
+	if len(payload) > readChunk {
+		st.Shrink() // an idle stream keeps no large receive buffer, as on the client
 	}
 	items, err = s.in.Decode(nil, payload[requestPrefixSize:])
 	if err != nil {
