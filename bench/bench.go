@@ -39,17 +39,19 @@ type measurement struct {
 
 // results are the measurements of a benchmark run, in the order they ran.
 type results struct {
-	reps     int
-	duration time.Duration
-	started  time.Time
-	runs     []measurement
+	reps       int
+	duration   time.Duration
+	burst      int      // bulk calls sent at once to fanout's middle layer
+	middleArgs []string // extra flags of fanout's middle layer
+	started    time.Time
+	runs       []measurement
 }
 
 // benchmark builds the example programs and measures the three systems
 // cfg.reps times, alternating their order: fanout, raw TCP, gRPC in even
 // repetitions and the reverse in odd ones.
 func benchmark(ctx context.Context, cfg config) (*results, error) {
-	res := &results{reps: cfg.reps, duration: cfg.duration, started: time.Now()}
+	res := &results{reps: cfg.reps, duration: cfg.duration, burst: cfg.burst, middleArgs: cfg.middleArgs, started: time.Now()}
 	if _, err := os.Stat(filepath.Join(cfg.root, "examples", "middle")); err != nil {
 		return res, fmt.Errorf("-root %s is not the fanout repository: %w", cfg.root, err)
 	}
@@ -76,8 +78,12 @@ func benchmark(ctx context.Context, cfg config) (*results, error) {
 			if err != nil {
 				return res, fmt.Errorf("%s, repetition %d: %w", sys.name, rep+1, err)
 			}
-			fmt.Fprintf(cfg.log, "  p50 %v  p99 %v  %.0f requests/s  %v CPU/request  %.0f numbers/s  middle peak %d MiB (after the burst %d MiB)  %d wrong  %d errors\n",
-				f.P50, f.P99, f.RequestsPerSec, f.CPUPerRequest, f.NumbersPerSec, f.PeakRSS>>20, f.BurstPeakRSS>>20, f.Wrong, f.Errors)
+			burst := ""
+			if f.BurstPeakRSS > 0 {
+				burst = fmt.Sprintf(" (after the burst %d MiB)", f.BurstPeakRSS>>20)
+			}
+			fmt.Fprintf(cfg.log, "  p50 %v  p99 %v  %.0f requests/s  %v CPU/request  %.0f numbers/s  middle peak %d MiB%s  %d wrong  %d errors\n",
+				f.P50, f.P99, f.RequestsPerSec, f.CPUPerRequest, f.NumbersPerSec, f.PeakRSS>>20, burst, f.Wrong, f.Errors)
 			res.runs = append(res.runs, measurement{system: sys.name, rep: rep, figures: f})
 		}
 	}

@@ -4,7 +4,7 @@
 //
 // Usage, from this directory:
 //
-//	go run . [-reps N] [-duration D] [-out DIR] [-root DIR] [-quick]
+//	go run . [-reps N] [-duration D] [-out DIR] [-root DIR] [-middle-args "FLAGS"] [-quick]
 //
 // It prints a markdown report to standard output and writes it, with a
 // chart, to DIR/latest.md and DIR/latest.png; progress goes to standard

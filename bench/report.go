@@ -148,8 +148,12 @@ func (r *results) markdown(command string) string {
 		}
 	}
 	if len(burst) > 0 {
-		p("\nMemory bound: after %d callers each sent fanout's middle layer a 1,000,000-number request at once, its peak memory (VmHWM) was %s (median; every repetition: %s). The middle layer runs with its default limits: at most %d MiB of requests held at once (`-max-request-mb`), the others waiting unread in their streams.\n",
-			burstCallers, formatBytes(median(burst)), formatEach(burst, formatBytes), transport.DefaultMaxPendingBytes>>20)
+		limits := fmt.Sprintf("its default limits: at most %d MiB of requests held at once (`-max-request-mb`), the others waiting unread in their streams", transport.DefaultMaxPendingBytes>>20)
+		if len(r.middleArgs) > 0 {
+			limits = fmt.Sprintf("the flags `%s`", strings.Join(r.middleArgs, " "))
+		}
+		p("\nMemory bound: after %d callers each sent fanout's middle layer a 1,000,000-number request at once, its peak memory (VmHWM, the most over the process's life, so the bulk workload's peak too) was %s (median; every repetition: %s). The middle layer runs with %s.\n",
+			r.burst, formatBytes(median(burst)), formatEach(burst, formatBytes), limits)
 	}
 	wrong, errs := r.problems()
 	p("\nWrong answers: %d. Failed calls: %d. (Every answer, value and backend, is checked against the routing table.)\n", wrong, errs)
