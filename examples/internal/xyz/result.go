@@ -138,10 +138,16 @@ func (p *perItem) Process(ctx context.Context, items []int64) ([]Result, error) 
 }
 
 // results returns a slice of n answers to fill, reusing the spare one if it
-// is large enough.
+// fits: large enough, and not more than twice as large, so that small calls
+// leave a large spare to the large calls it saves most for.
 func (p *perItem) results(n int) []Result {
-	if sp := p.spare.Swap(nil); sp != nil && cap(*sp) >= n {
+	sp := p.spare.Swap(nil)
+	switch {
+	case sp == nil:
+	case cap(*sp) >= n && cap(*sp) <= 2*n:
 		return (*sp)[:n]
+	case cap(*sp) > 2*n:
+		p.spare.CompareAndSwap(nil, sp) // keep it for a larger call
 	}
 	return make([]Result, n)
 }
@@ -150,9 +156,12 @@ func (p *perItem) results(n int) []Result {
 // [transport.Recycler]) and keeps it as the spare, unless it already has
 // one: one spare serves a stream of large calls, and bounds what is kept.
 func (p *perItem) Recycle(out []Result) {
-	if cap(out) > 0 {
-		p.spare.CompareAndSwap(nil, &out)
+	if cap(out) == 0 || p.spare.Load() != nil {
+		return
 	}
+	sp := new([]Result) // allocated only when kept
+	*sp = out
+	p.spare.CompareAndSwap(nil, sp)
 }
 
 // ResultCodec returns the binary codec of [Result], named "xyz.result/2".

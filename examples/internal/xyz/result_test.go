@@ -2,6 +2,7 @@ package xyz_test
 
 import (
 	"bytes"
+	"context"
 	"math"
 	"strconv"
 	"strings"
@@ -10,7 +11,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
+	"github.com/seed-c94cd834/fanout/transport"
 )
 
 var resultBatches = [][]xyz.Result{
@@ -236,4 +239,30 @@ func BenchmarkResultCodecAppend(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestPerItemReusesItsSpareForCallsItFits checks PerItem's reuse of the
+// answers handed back to it: a call of about the spare's size gets it, a
+// much smaller one leaves it for later, and handing back an answer while a
+// spare is kept allocates nothing.
+func TestPerItemReusesItsSpareForCallsItFits(t *testing.T) {
+	b := xyz.PerItem(fanout.BackendFunc[int64, int64](func(_ context.Context, items []int64) ([]int64, error) {
+		return make([]int64, len(items)), nil
+	}))
+	rec := b.(transport.Recycler[xyz.Result])
+	process := func(n int) []xyz.Result {
+		out, err := b.Process(context.Background(), make([]int64, n))
+		require.NoError(t, err)
+		require.Len(t, out, n)
+		return out
+	}
+	large := process(1000)
+	rec.Recycle(large)
+	small := process(10)
+	require.NotSame(t, &large[0], &small[0], "a small call leaves the large spare")
+	again := process(800)
+	require.Same(t, &large[0], &again[0], "a call the spare fits gets it")
+
+	rec.Recycle(again) // the spare again
+	require.Zero(t, testing.AllocsPerRun(100, func() { rec.Recycle(small) }), "a spare is kept already")
 }
