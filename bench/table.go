@@ -139,34 +139,67 @@ const (
 func (c resultCodec) Name() string { return fmt.Sprintf("xyz.result/%d", c.version) }
 
 func (c resultCodec) Append(dst []byte, items []Result) ([]byte, error) {
-	var texts []string // version 2: the error texts written so far
-	for i, r := range items {
+	// Two passes, as in the example's codec, so that the three middle
+	// layers encode equally fast: the first checks every result and sizes
+	// the encoding, the second writes it in place.
+	mark := 0 // version 2: a byte after each name, 0 or an error text's number
+	if c.version == 2 {
+		mark = 1
+	}
+	var texts []string // version 2: distinct error texts, in order of first use
+	size := 0
+	for i := range items {
+		r := &items[i]
 		if len(r.Backend) > math.MaxUint8 {
 			return dst, fmt.Errorf("result %d: backend name %q is too long", i, r.Backend)
 		}
-		dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Value))
-		dst = append(dst, byte(len(r.Backend)))
-		dst = append(dst, r.Backend...)
+		size += resultHeader + len(r.Backend) + mark
 		switch {
-		case r.Err == "":
-			if c.version == 2 {
-				dst = append(dst, 0)
-			}
+		case r.Err == "" || slices.Contains(texts, r.Err):
 			continue
 		case c.version == 1:
 			return dst, fmt.Errorf("result %d: version 1 cannot carry an error", i)
-		}
-		if k := slices.Index(texts, r.Err); k >= 0 {
-			dst = append(dst, byte(k+1))
-			continue
-		}
-		if len(texts) == maxErrTexts || len(r.Err) > maxErrLen {
+		case len(texts) == maxErrTexts || len(r.Err) > maxErrLen:
 			return dst, fmt.Errorf("result %d: too many or too long error texts", i)
 		}
 		texts = append(texts, r.Err)
-		dst = append(dst, byte(len(texts)))
-		dst = binary.LittleEndian.AppendUint16(dst, uint16(len(r.Err)))
-		dst = append(dst, r.Err...)
+		size += 2 + len(r.Err)
+	}
+	start := len(dst)
+	dst = slices.Grow(dst, size)[:start+size]
+	b := dst[start:]
+	off, known := 0, 0 // known: texts written so far
+	for i := range items {
+		r := &items[i]
+		n := len(r.Backend)
+		binary.LittleEndian.PutUint64(b[off:], uint64(r.Value))
+		b[off+8] = byte(n)
+		if n == 1 {
+			b[off+resultHeader] = r.Backend[0]
+		} else {
+			copy(b[off+resultHeader:], r.Backend)
+		}
+		off += resultHeader + n
+		switch {
+		case mark == 0:
+			continue
+		case r.Err == "":
+			b[off] = 0
+			off++
+			continue
+		}
+		k := slices.Index(texts[:known], r.Err)
+		first := k < 0
+		if first {
+			k = known
+			known++
+		}
+		b[off] = byte(k + 1)
+		off++
+		if first {
+			binary.LittleEndian.PutUint16(b[off:], uint16(len(r.Err)))
+			off += 2 + copy(b[off+2:], r.Err)
+		}
 	}
 	return dst, nil
 }
