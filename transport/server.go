@@ -476,9 +476,6 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In,
 	case err != nil:
 		return nil, 0, held, err
 	}
-	if len(payload) > readChunk {
-		st.Shrink() // an idle stream keeps no large receive buffer, as on the client
-	}
 	items, err = s.in.Decode(nil, payload[requestPrefixSize:])
 	if err != nil {
 		return nil, 0, held, &RemoteError{Code: CodeBadRequest, Message: "decode request: " + err.Error()}
