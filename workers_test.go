@@ -162,9 +162,15 @@ func TestWorkersUnderChurn(t *testing.T) {
 // the second call with three routes starts no goroutine.
 func TestRouterReusesWorkers(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	// Each call's three routes wait for one another, so that the two on
+	// workers need a worker each however fast the machine.
+	var barrier atomic.Pointer[sync.WaitGroup]
 	routes := map[string]Backend[int, int]{}
 	for _, name := range []string{"a", "b", "c"} {
 		routes[name] = BackendFunc[int, int](func(_ context.Context, items []int) ([]int, error) {
+			wg := barrier.Load()
+			wg.Done()
+			wg.Wait()
 			return items, nil
 		})
 	}
@@ -174,6 +180,9 @@ func TestRouterReusesWorkers(t *testing.T) {
 	r.workers.period = time.Minute // no sweep during the test, however slow the machine
 	items := []int{0, 1, 2, 3, 4, 5}
 	for range 3 {
+		wg := new(sync.WaitGroup)
+		wg.Add(3)
+		barrier.Store(wg)
 		out, err := r.Process(context.Background(), items)
 		require.NoError(t, err)
 		require.Equal(t, items, out)
