@@ -592,11 +592,14 @@ func FuzzServerRequest(f *testing.F) {
 			outcome, code = refused, CodeBadRequest
 		case uint64(binary.LittleEndian.Uint32(data[1:])) > fuzzLimit:
 			outcome, code = refused, CodeTooLarge
+		case data[0] != byte(kindRequest) || binary.LittleEndian.Uint32(data[1:]) < requestPrefixSize:
+			// Refused from the header: the payload is never read.
+			outcome, code = refused, CodeBadRequest
 		case frameHeaderSize+int(binary.LittleEndian.Uint32(data[1:])) > len(data):
 			outcome = noAnswer
 		default:
 			n = int(binary.LittleEndian.Uint32(data[1:]))
-			if data[0] != byte(kindRequest) || n < requestPrefixSize || (n-requestPrefixSize)%8 != 0 {
+			if (n-requestPrefixSize)%8 != 0 {
 				outcome, code = refused, CodeBadRequest
 			}
 		}
