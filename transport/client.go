@@ -300,11 +300,10 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In, dst []Out, sent 
 	}
 }
 
-// inlineWrite is the largest message written without a goroutine of its
-// own to end the write early: a client's request, or a server's answer. A
-// stream's peer acknowledges each half window (256 KiB) it reads, so a
-// stream between calls has at least half its window free, and a message
-// this small never waits for the peer.
+// inlineWrite is the largest answer a server writes without watching for
+// its client to give up meanwhile. A stream's peer acknowledges each half
+// window (256 KiB) it reads, so a stream between calls has at least half
+// its window free, and a message this small never waits for the peer.
 const inlineWrite = 64 << 10
 
 // maxIdleStreams bounds the streams a client keeps open between calls.
@@ -362,18 +361,18 @@ func (c *Client[In, Out]) dropIdle() {
 // roundTrip sends the request in *reqp on st and reads the answer. It owns
 // reqp and returns it to the pool once the request is written.
 //
-// A request larger than inlineWrite is written on a goroutine of its own
-// while this one reads the answer, so that neither the caller's deadline nor
-// a refusal waits for a write that cannot finish: yamux blocks a write while
-// the stream's window is full (a server that refuses a large request does
-// not read it), up to the write timeout. A smaller request fits the window
-// and is written first, on this goroutine. (yamux's send queue does not
-// fill unless the coalescer under it holds 64 MiB the peer has not taken.)
+// A request of up to continueAbove bytes of payload is written whole. A
+// larger one is written in two steps: its header, and its payload once the
+// server has answered with a continue frame, which it sends once its budget
+// has room for the payload (PROTOCOL.md). Either way the server reads
+// everything written to it, so the write never waits for a peer that will
+// not read; if the caller gives up meanwhile, its write ends at once.
 func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp *[]byte, dst []Out, n int) ([]Out, error) {
-	// Cancelling ctx unblocks the read and half-closes the stream, which the
-	// server takes as the signal to cancel the call.
+	// Cancelling ctx unblocks the read and the write and half-closes the
+	// stream, which the server takes as the signal to cancel the call.
 	stop := context.AfterFunc(ctx, func() {
 		st.SetReadDeadline(time.Now())
+		st.SetWriteDeadline(time.Now())
 		st.Close()
 	})
 	// After a complete answer that leaves the stream usable, the stream is
@@ -394,92 +393,100 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 		}
 	}()
 
+	respp := getBuf()
+	defer putBuf(respp)
 	req := *reqp
+	if len(req)-frameHeaderSize > continueAbove {
+		// The payload waits for the server's go-ahead: its answer is a
+		// continue frame, or a refusal.
+		st.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
+		_, err := st.Write(req[:frameHeaderSize])
+		if err != nil {
+			putBuf(reqp)
+			return nil, c.streamErr(ctx, st, err)
+		}
+		k, payload, err := readFrame(st, c.cfg.maxMessage, (*respp)[:0])
+		*respp = payload
+		if err != nil || k != kindContinue {
+			putBuf(reqp)
+			if err != nil {
+				return nil, c.streamErr(ctx, st, err)
+			}
+			if k == kindResponse {
+				return nil, fmt.Errorf("%w: a response before the request was sent", ErrProtocol)
+			}
+			// A refusal: the server, which has not read the payload, does
+			// not keep the stream.
+			var out []Out
+			out, ok, _, err = c.answer(st, k, payload, dst, n)
+			return out, err
+		}
+		if len(payload) != 0 {
+			putBuf(reqp)
+			return nil, fmt.Errorf("%w: a continue frame of %d bytes", ErrProtocol, len(payload))
+		}
+		req = req[frameHeaderSize:]
+	}
+	// The timeout is what is left of the caller's deadline when the
+	// payload goes.
 	var timeout uint64
 	if d, ok := ctx.Deadline(); ok {
 		timeout = uint64(max(time.Until(d), 1))
 	}
-	binary.LittleEndian.PutUint64(req[frameHeaderSize:], timeout)
+	binary.LittleEndian.PutUint64((*reqp)[frameHeaderSize:], timeout)
 	st.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
-	// written reports the outcome of a write on its own goroutine; it stays
-	// nil for a request written here, whose write is over.
-	var written chan error
-	if len(req) <= inlineWrite {
-		_, err := st.Write(req)
-		putBuf(reqp)
-		if err != nil {
-			return nil, c.streamErr(ctx, st, err)
-		}
-	} else {
-		written = make(chan error, 1)
-		go func() {
-			_, err := st.Write(req)
-			putBuf(reqp)
-			written <- err
-			if err != nil {
-				st.SetReadDeadline(time.Now()) // no answer is coming
-			}
-		}()
-	}
-	// wrote waits for the write to end and returns its error.
-	wrote := func() error {
-		if written == nil {
-			return nil
-		}
-		return <-written
+	_, err := st.Write(req)
+	putBuf(reqp)
+	if err != nil {
+		return nil, c.streamErr(ctx, st, err)
 	}
 
-	respp := getBuf()
-	defer putBuf(respp)
 	k, payload, err := readFrame(st, c.cfg.maxMessage, (*respp)[:0])
 	*respp = payload
 	if err != nil {
-		select {
-		case werr := <-written: // never ready if written is nil
-			if werr != nil {
-				err = werr // the cause: the read only stopped because of it
-			}
-		default:
-		}
 		return nil, c.streamErr(ctx, st, err)
 	}
-	if k == kindResponse {
-		// The server read the whole request before it answered, so the
-		// write has finished.
-		if err := wrote(); err != nil {
-			return nil, c.streamErr(ctx, st, err)
-		}
-	}
+	var out []Out
+	out, ok, reuse, err = c.answer(st, k, payload, dst, n)
+	return out, err
+}
+
+// answer makes the outcome of a call of n items of the frame of kind k
+// and payload that answered it on st, decoding results into dst. complete
+// reports that the answer is well formed, and reuse that st is fit for
+// another call.
+func (c *Client[In, Out]) answer(st *yamux.Stream, k kind, payload []byte, dst []Out, n int) (out []Out, complete, reuse bool, err error) {
 	switch k {
 	case kindResponse:
 		out, err := c.out.Decode(dst, payload)
 		if err != nil {
-			return nil, fmt.Errorf("%w: decode response: %v", ErrProtocol, err)
+			return nil, false, false, fmt.Errorf("%w: decode response: %v", ErrProtocol, err)
 		}
 		if len(out) != n {
-			return nil, fmt.Errorf("%w: %d results for %d items", ErrProtocol, len(out), n)
+			return nil, false, false, fmt.Errorf("%w: %d results for %d items", ErrProtocol, len(out), n)
 		}
 		if len(payload) > readChunk {
 			st.Shrink() // an idle stream keeps no large receive buffer
 		}
-		ok, reuse = true, quiet(st, payload[:1])
-		return out, nil
+		return out, true, quiet(st, payload[:1]), nil
 	case kindError:
 		code, msg, err := parseError(payload)
 		if err != nil {
-			return nil, err
+			return nil, false, false, err
 		}
 		if code == CodeUnavailable {
 			// The server is shutting down: calls go to a new connection.
 			c.retire(st.Session())
 		}
-		if keepsStream(code) && wrote() == nil {
-			// The server read the whole request and keeps the stream.
-			ok, reuse = true, quiet(st, payload[:1])
+		// A server that keeps the stream after this code has read the whole
+		// request.
+		complete = keepsStream(code)
+		if complete {
+			reuse = quiet(st, payload[:1])
 		}
-		return nil, &RemoteError{Addr: c.addr, Code: code, Message: msg}
+		return nil, complete, reuse, &RemoteError{Addr: c.addr, Code: code, Message: msg}
 	}
-	return nil, fmt.Errorf("%w: expected a response, got message kind %d", ErrProtocol, k)
+	return nil, false, false, fmt.Errorf("%w: expected a response, got message kind %d", ErrProtocol, k)
 }
 
 // quiet reports whether st, whose answer has been read, is fit for another

@@ -96,8 +96,10 @@
 // and [Client.Close] stop at once. Both are idempotent.
 //
 // Memory: a server holds at most [WithMaxPendingBytes] of requests at once
-// (16 MiB by default); a request that does not fit waits, unread, in its
-// stream. Buffers are pooled. A backend that also implements [Recycler]
+// (16 MiB by default); a request that does not fit waits. A client sends a
+// request of more than 64 KiB in two steps, its header and then, once the
+// server has room for it, its payload, so that requests waiting hold
+// almost nothing. Buffers are pooled. A backend that also implements [Recycler]
 // gets each answer back once the server has encoded it, to reuse its
 // memory. PERFORMANCE.md at the repository's root gives the measurements
 // behind these choices.

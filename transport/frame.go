@@ -19,7 +19,20 @@ const (
 	kindRequest  kind = 1 // timeout (8 bytes) + encoded items
 	kindResponse kind = 2 // encoded results
 	kindError    kind = 3 // code (1 byte) + UTF-8 message
+	kindContinue kind = 4 // empty: the server has room for a large request's payload
 )
+
+// continueAbove is the largest request payload a client sends with its
+// header. The client sends the header of a larger one alone, and its
+// payload once the server answers with a continue frame, which the server
+// sends once it has room for the payload in its byte budget
+// (WithMaxPendingBytes). So a request waiting for room holds its header
+// only, not a stream window of its payload in the server's yamux buffers,
+// and the memory of requests waiting grows by little with their number.
+const continueAbove = 64 << 10
+
+// continueFrame is the whole continue frame. It is only ever read.
+var continueFrame = []byte{byte(kindContinue), 0, 0, 0, 0}
 
 // requestPrefixSize is the fixed part of a request payload: the remaining
 // time of the caller's deadline in nanoseconds, 0 for none.
@@ -74,7 +87,7 @@ func readFrame(r io.Reader, limit int, buf []byte) (kind, []byte, error) {
 // than limit one wrapping ErrMessageTooLarge.
 func parseHeader(hdr []byte, limit int) (kind, int, error) {
 	k := kind(hdr[0])
-	if k < kindRequest || k > kindError {
+	if k < kindRequest || k > kindContinue {
 		return 0, 0, fmt.Errorf("%w: unknown message kind %d", ErrProtocol, hdr[0])
 	}
 	n := binary.LittleEndian.Uint32(hdr[1:])

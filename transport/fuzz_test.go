@@ -78,7 +78,7 @@ func FuzzReadFrame(f *testing.F) {
 				case errors.Is(err, ErrMessageTooLarge):
 					require.Greater(t, uint64(binary.LittleEndian.Uint32(data[1:])), uint64(limit))
 				case errors.Is(err, ErrProtocol):
-					require.True(t, data[0] < byte(kindRequest) || data[0] > byte(kindError), "kind %d refused", data[0])
+					require.True(t, data[0] < byte(kindRequest) || data[0] > byte(kindContinue), "kind %d refused", data[0])
 				case err == io.EOF:
 					require.Empty(t, data)
 				default:
@@ -89,7 +89,7 @@ func FuzzReadFrame(f *testing.F) {
 
 			require.LessOrEqual(t, len(payload), limit)
 			require.GreaterOrEqual(t, k, kindRequest)
-			require.LessOrEqual(t, k, kindError)
+			require.LessOrEqual(t, k, kindContinue)
 
 			// Re-encoding gives back the bytes read, and reads back the same.
 			again := appendFrameHeader(nil, k)
@@ -588,7 +588,7 @@ func FuzzServerRequest(f *testing.F) {
 		switch {
 		case len(data) < frameHeaderSize:
 			outcome = noAnswer
-		case data[0] < byte(kindRequest) || data[0] > byte(kindError):
+		case data[0] < byte(kindRequest) || data[0] > byte(kindContinue):
 			outcome, code = refused, CodeBadRequest
 		case uint64(binary.LittleEndian.Uint32(data[1:])) > fuzzLimit:
 			outcome, code = refused, CodeTooLarge
@@ -782,6 +782,7 @@ func FuzzClientResponse(f *testing.F) {
 	f.Add(appendErrorFrame(nil, CodeUnavailable, "shutting down", limit)) // the client dials again
 	f.Add([]byte{byte(kindError), 0, 0, 0, 0})
 	f.Add(fuzzFrame(f, kindRequest, results))
+	f.Add(fuzzFrame(f, kindContinue, nil))
 	f.Add([]byte{byte(kindResponse), 0x01, 0x04, 0x00, 0x00}) // limit + 1
 	f.Add(fuzzFrame(f, kindResponse, results)[:10])
 	f.Add([]byte{})
@@ -805,14 +806,16 @@ func FuzzClientResponse(f *testing.F) {
 		switch {
 		case len(data) < frameHeaderSize:
 			require.ErrorIs(t, err, fanout.ErrInterrupted)
-		case data[0] < byte(kindRequest) || data[0] > byte(kindError):
+		case data[0] < byte(kindRequest) || data[0] > byte(kindContinue):
 			require.ErrorIs(t, err, ErrProtocol)
 		case n > limit:
 			require.ErrorIs(t, err, ErrMessageTooLarge)
 			require.False(t, errors.As(err, &re))
 		case frameHeaderSize+n > uint64(len(data)):
 			require.ErrorIs(t, err, fanout.ErrInterrupted)
-		case data[0] == byte(kindRequest):
+		case data[0] == byte(kindRequest), data[0] == byte(kindContinue):
+			// A continue frame answers only a request sent without its
+			// payload, and this one was small enough to send whole.
 			require.ErrorIs(t, err, ErrProtocol)
 		case data[0] == byte(kindError) && n == 0:
 			require.ErrorIs(t, err, ErrProtocol)

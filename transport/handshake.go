@@ -9,7 +9,7 @@ import (
 // The handshake opens every connection, before yamux starts. See PROTOCOL.md.
 var magic = [6]byte{'f', 'a', 'n', 'o', 'u', 't'}
 
-const protocolVersion = 2
+const protocolVersion = 3
 
 const (
 	statusOK      = 0

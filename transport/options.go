@@ -173,13 +173,17 @@ func WithMaxConcurrentCalls(n int) Option {
 // WithMaxPendingBytes bounds the memory a server spends on requests: the
 // request payloads it holds at once, from reading them until their answers
 // are written, counted over all its connections. A request that does not
-// fit waits, unread, in its stream (whose flow-control window bounds what
-// the client can send meanwhile), until earlier calls have answered; so the
-// server's memory depends on this bound and not on how many clients send
-// large requests at once. A request larger than the bound waits until it is
+// fit waits until earlier calls have answered. A request with more than 64
+// KiB of payload waits before its client sends the payload (the client
+// sends the header alone and the payload once the server has room, see
+// PROTOCOL.md), and its stream gives back the receive buffer of its earlier
+// requests meanwhile; a smaller one waits with its payload. So the server's
+// memory depends on this bound and not on how many clients send large
+// requests at once. A request larger than the bound waits until it is
 // alone. The decoded items, the backend's work and the answer are not
-// counted, but are usually proportional to the payload. Server. Default:
-// [DefaultMaxPendingBytes]. Values below 1 mean no bound.
+// counted, but are usually proportional to the payload: the example middle
+// layer peaks at about ten times this bound (PERFORMANCE.md). Server.
+// Default: [DefaultMaxPendingBytes]. Values below 1 mean no bound.
 func WithMaxPendingBytes(n int64) Option {
 	return func(c *config) { c.maxPending = n }
 }

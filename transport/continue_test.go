@@ -1,0 +1,285 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-c94cd834/fanout"
+)
+
+// Tests of the continue frame: a request of more than continueAbove bytes
+// of payload sends its header alone, and its payload once the server has
+// room for it (PROTOCOL.md).
+
+// quietFor is how long the tests below watch for a message that must not
+// come. A correct peer never sends it, so a slow machine cannot fail them;
+// it only gives a wrong peer the time to show itself.
+const quietFor = 200 * time.Millisecond
+
+// hangGuard bounds a wait for something that must come, so that a broken
+// peer fails the test rather than hanging it. It is not a speed check.
+const hangGuard = 10 * time.Second
+
+// heldBudget starts a server whose byte budget of 200 KiB is all taken by
+// a call its backend holds until release is called, and returns a client
+// of it and the count of backend calls. The budget's holder is released at
+// cleanup at the latest.
+func heldBudget(t *testing.T) (c *Client[int64, int64], release func(), calls *atomic.Int64) {
+	t.Helper()
+	calls = new(atomic.Int64)
+	entered := make(chan struct{}, 1)
+	gate := make(chan struct{})
+	var first atomic.Bool
+	backend := fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		calls.Add(1)
+		if first.CompareAndSwap(false, true) {
+			entered <- struct{}{}
+			<-gate
+		}
+		return negate(ctx, in)
+	})
+	_, c = reuseServer(t, backend, WithMaxPendingBytes(200<<10))
+	letGo := sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(letGo) // before the server's Close, even if the test fails
+
+	held := make(chan error, 1)
+	go func() {
+		// 30,000 numbers are more than the budget: the call takes all of it.
+		_, err := c.Process(context.Background(), make([]int64, 30000))
+		held <- err
+	}()
+	<-entered
+	release = func() {
+		letGo()
+		select {
+		case err := <-held:
+			require.NoError(t, err, "the call that held the budget")
+		case <-time.After(hangGuard):
+			t.Fatal("the call holding the budget did not return")
+		}
+	}
+	return c, release, calls
+}
+
+func TestServerAsksForALargePayloadOnceItHasRoom(t *testing.T) {
+	c, release, _ := heldBudget(t)
+
+	sess := rawClientSession(t, c.Addr(), 1<<20)
+	defer sess.Close()
+	st, err := sess.OpenStream()
+	require.NoError(t, err)
+	items := make([]int64, 10000)
+	for i := range items {
+		items[i] = int64(i)
+	}
+	req := appendFrameHeader(nil, kindRequest)
+	req = append(req, make([]byte, requestPrefixSize)...)
+	req, err = Int64().Append(req, items)
+	require.NoError(t, err)
+	require.NoError(t, finishFrame(req, 0, 1<<20))
+	require.Greater(t, len(req)-frameHeaderSize, continueAbove)
+
+	_, err = st.Write(req[:frameHeaderSize])
+	require.NoError(t, err)
+	// While the budget is taken, the server does not ask for the payload.
+	st.SetReadDeadline(time.Now().Add(quietFor))
+	var b [1]byte
+	_, err = st.Read(b[:])
+	require.ErrorIs(t, err, yamux.ErrTimeout, "the server answered a request it has no room for")
+
+	release()
+	st.SetReadDeadline(time.Now().Add(hangGuard))
+	k, payload, err := readFrame(st, 1<<20, nil)
+	require.NoError(t, err)
+	require.Equal(t, kindContinue, k)
+	require.Empty(t, payload)
+
+	_, err = st.Write(req[frameHeaderSize:])
+	require.NoError(t, err)
+	k, payload, err = readFrame(st, 1<<20, nil)
+	require.NoError(t, err)
+	require.Equal(t, kindResponse, k)
+	out, err := Int64().Decode(nil, payload)
+	require.NoError(t, err)
+	require.Len(t, out, len(items))
+	for i, v := range out {
+		require.Equal(t, -items[i], v)
+	}
+
+	// A request small enough to go whole is answered without a continue,
+	// on the same stream.
+	small := appendFrameHeader(nil, kindRequest)
+	small = append(small, make([]byte, requestPrefixSize)...)
+	small, err = Int64().Append(small, []int64{7, -8})
+	require.NoError(t, err)
+	require.NoError(t, finishFrame(small, 0, 1<<20))
+	_, err = st.Write(small)
+	require.NoError(t, err)
+	k, payload, err = readFrame(st, 1<<20, nil)
+	require.NoError(t, err)
+	require.Equal(t, kindResponse, k)
+	out, err = Int64().Decode(nil, payload)
+	require.NoError(t, err)
+	require.Equal(t, []int64{-7, 8}, out)
+}
+
+func TestCallGivenUpWhileWaitingForRoomGivesNothingBack(t *testing.T) {
+	c, release, calls := heldBudget(t)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Process(ctx, make([]int64, 10000))
+		done <- err
+	}()
+	// However long this waits, the call is waiting for room, or has not
+	// sent its header yet: cancelling must end it either way.
+	time.Sleep(quietFor)
+	cancel()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(hangGuard):
+		t.Fatal("a call waiting for the server's room did not end when cancelled")
+	}
+
+	release()
+	// The abandoned request holds none of the budget once room is made:
+	// a call that needs all of it is served.
+	ctx, cancel = context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	out, err := c.Process(ctx, []int64{1, 2})
+	require.NoError(t, err)
+	require.Equal(t, []int64{-1, -2}, out)
+	out, err = c.Process(ctx, make([]int64, 30000))
+	require.NoError(t, err)
+	require.Len(t, out, 30000)
+	require.EqualValues(t, 3, calls.Load(), "the backend saw the abandoned request")
+}
+
+// continueServer is a raw server whose streams each read a request's
+// header, then hand the stream to serve.
+func continueServer(t *testing.T, serve func(st *yamux.Stream, hdr []byte)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var sessions []*yamux.Session
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, s := range sessions {
+			s.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			sess, err := rawServerSession(conn)
+			if err != nil {
+				conn.Close()
+				continue
+			}
+			mu.Lock()
+			sessions = append(sessions, sess)
+			mu.Unlock()
+			wg.Go(func() {
+				for {
+					st, err := sess.AcceptStream()
+					if err != nil {
+						return
+					}
+					wg.Go(func() {
+						defer st.Close()
+						hdr := make([]byte, frameHeaderSize)
+						if _, err := io.ReadFull(st, hdr); err == nil {
+							serve(st, hdr)
+						}
+					})
+				}
+			})
+		}
+	})
+	return l.Addr().String()
+}
+
+func TestClientSendsALargePayloadOnlyWhenAsked(t *testing.T) {
+	early := make(chan error, 1) // what the server saw before its continue
+	addr := continueServer(t, func(st *yamux.Stream, hdr []byte) {
+		st.SetReadDeadline(time.Now().Add(quietFor))
+		var b [1]byte
+		_, err := st.Read(b[:])
+		early <- err
+		st.SetReadDeadline(time.Now().Add(hangGuard))
+		st.Write(continueFrame)
+		_, payload, err := readPayload(st, 1<<20, hdr)
+		if err != nil {
+			return
+		}
+		in, err := Int64().Decode(nil, payload[requestPrefixSize:])
+		if err != nil {
+			return
+		}
+		out, _ := negate(context.Background(), in)
+		resp := appendFrameHeader(nil, kindResponse)
+		resp, _ = Int64().Append(resp, out)
+		setFrameLength(resp, 0)
+		st.Write(resp)
+	})
+	c := NewClient(addr, Int64(), Int64(), WithLogger(nil))
+	defer c.Close()
+	items := make([]int64, 10000)
+	for i := range items {
+		items[i] = int64(i)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	out, err := c.Process(ctx, items)
+	require.NoError(t, err)
+	require.Len(t, out, len(items))
+	for i, v := range out {
+		require.Equal(t, -items[i], v)
+	}
+	require.ErrorIs(t, <-early, yamux.ErrTimeout, "the client sent the payload before it was asked to")
+}
+
+func TestClientTakesARefusalInsteadOfAContinue(t *testing.T) {
+	addr := continueServer(t, func(st *yamux.Stream, hdr []byte) {
+		st.Write(appendErrorFrame(nil, CodeOverloaded, "no room", 1<<20))
+	})
+	c := NewClient(addr, Int64(), Int64(), WithLogger(nil))
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	_, err := c.Process(ctx, make([]int64, 10000))
+	var re *RemoteError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, CodeOverloaded, re.Code)
+	require.ErrorIs(t, err, fanout.ErrOverloaded, "a refused request was not sent: safe to send again")
+	require.Empty(t, idleIDs(c), "a stream refused before its payload is not kept")
+
+	// A continue frame with a payload breaks the protocol.
+	addr = continueServer(t, func(st *yamux.Stream, hdr []byte) {
+		st.Write([]byte{byte(kindContinue), 1, 0, 0, 0, 0})
+	})
+	c2 := NewClient(addr, Int64(), Int64(), WithLogger(nil))
+	defer c2.Close()
+	_, err = c2.Process(ctx, make([]int64, 10000))
+	require.ErrorIs(t, err, ErrProtocol)
+	require.False(t, errors.Is(err, fanout.ErrUnavailable))
+}
