@@ -1,11 +1,19 @@
 package examples_test
 
 import (
+	"context"
+	"fmt"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
+	"github.com/seed-c94cd834/fanout/transport"
 )
 
 // TestMergingAndMemoryFlags runs the system with the middle layer's merging
@@ -58,4 +66,87 @@ func TestMergingAndMemoryFlags(t *testing.T) {
 			requireCleanLoad(t, runProgram(t, "", "loadgen", "-addr", middle.addr, "-duration", "1s", "-concurrency", "32", "-json"))
 		})
 	}
+}
+
+// peakMemory returns the most resident memory process pid has had, from
+// Linux's /proc (VmHWM), in bytes; the test is skipped elsewhere.
+func peakMemory(t *testing.T, pid int) int64 {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Skipf("no /proc to read a process's peak memory from: %v", err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			require.NoError(t, err, line)
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmHWM in /proc/%d/status", pid)
+	return 0
+}
+
+// TestMiddleMemoryFollowsItsBudgetNotItsCallers sends a burst of large
+// calls at once to a middle layer with a small request budget, 4 calls to
+// one middle layer and 32 to another, and compares their peak memory.
+// Requests that wait for room in the budget must hold almost nothing, so
+// that 8 times the callers cost little more memory. (Before requests
+// waited for the server's continue frame, each waiting stream held a
+// window of payload: the 32 callers' middle layer peaked at 2.6 times the
+// 4 callers'. With it, the ratio was about 1.2.)
+func TestMiddleMemoryFollowsItsBudgetNotItsCallers(t *testing.T) {
+	skipShort(t)
+	batch := make([]int64, 500_000)
+	for i := range batch {
+		batch[i] = int64(i-250_000) * 7_919
+	}
+	peak := func(callers int) int64 {
+		x, y, z := startReplicas(t, "x", 1), startReplicas(t, "y", 1), startReplicas(t, "z", 1)
+		middle := startMiddle(t, x, y, z, "-max-request-mb", "2")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c, err := transport.Dial(ctx, middle.addr, transport.Int64(), xyz.ResultCodec())
+		require.NoError(t, err)
+		defer c.Close()
+		var wg sync.WaitGroup
+		errs := make(chan error, callers)
+		for range callers {
+			wg.Go(func() {
+				out, err := c.Process(ctx, batch)
+				if err == nil {
+					err = checkAnswers(batch, out)
+				}
+				errs <- err
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+		return peakMemory(t, middle.cmd.Process.Pid)
+	}
+	few, many := peak(4), peak(32)
+	t.Logf("middle layer's peak memory: %d MiB for 4 callers, %d MiB for 32", few>>20, many>>20)
+	require.Less(t, float64(many), 1.6*float64(few),
+		"8 times the callers took the middle layer's memory from %d MiB to %d MiB", few>>20, many>>20)
+}
+
+// checkAnswers checks out, the answers to batch, against the routing
+// table.
+func checkAnswers(batch []int64, out []xyz.Result) error {
+	if len(out) != len(batch) {
+		return fmt.Errorf("%d answers for %d numbers", len(out), len(batch))
+	}
+	for i, n := range batch {
+		want, err := xyz.Expected(n)
+		if err != nil {
+			return err
+		}
+		if out[i] != want {
+			return fmt.Errorf("%d answered %+v, want %+v", n, out[i], want)
+		}
+	}
+	return nil
 }
