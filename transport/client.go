@@ -129,9 +129,11 @@ func (c *Client[In, Out]) Close() error {
 // of the server (see [fanout.WithProbe]).
 //
 // An error that does not come from the server wraps [fanout.ErrUnavailable]
-// if the request was not sent (the server could not be reached, or the
-// client is waiting to redial), [fanout.ErrInterrupted] if the connection
-// failed once the request may have been sent, or [fanout.ErrOverloaded] if
+// if the request was not sent (the server could not be reached, the
+// client is waiting to redial, or the connection failed while a large
+// request waited for the server's room, before its payload was sent),
+// [fanout.ErrInterrupted] if the connection failed once the request may
+// have been sent, or [fanout.ErrOverloaded] if
 // the client already had the maximum calls in flight.
 //
 // A call of more items than [WithChunks] allows is sent as several calls of
@@ -403,14 +405,14 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 		_, err := st.Write(req[:frameHeaderSize])
 		if err != nil {
 			putBuf(reqp)
-			return nil, c.streamErr(ctx, st, err)
+			return nil, c.unsentErr(ctx, st, err)
 		}
 		k, payload, err := readFrame(st, c.cfg.maxMessage, (*respp)[:0])
 		*respp = payload
 		if err != nil || k != kindContinue {
 			putBuf(reqp)
 			if err != nil {
-				return nil, c.streamErr(ctx, st, err)
+				return nil, c.unsentErr(ctx, st, err)
 			}
 			if k == kindResponse {
 				return nil, fmt.Errorf("%w: a response before the request was sent", ErrProtocol)
@@ -507,6 +509,19 @@ func quiet(st *yamux.Stream, scratch []byte) bool {
 // a stream reset: yamux resets a stream it refuses, but also one whose
 // answer was left unread for the whole request timeout.)
 func (c *Client[In, Out]) streamErr(ctx context.Context, st *yamux.Stream, err error) error {
+	return c.failure(ctx, st, err, fanout.ErrInterrupted)
+}
+
+// unsentErr explains a failure before the server asked for a large
+// request's payload: the request cannot have been processed, so sending it
+// again is safe.
+func (c *Client[In, Out]) unsentErr(ctx context.Context, st *yamux.Stream, err error) error {
+	return c.failure(ctx, st, fmt.Errorf("before the request's payload was sent: %w", err), fanout.ErrUnavailable)
+}
+
+// failure is streamErr and unsentErr, with kind the error that says
+// whether the request may have been processed.
+func (c *Client[In, Out]) failure(ctx context.Context, st *yamux.Stream, err, kind error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return ctxErr
 	}
@@ -515,11 +530,11 @@ func (c *Client[In, Out]) streamErr(ctx context.Context, st *yamux.Stream, err e
 		return err
 	case st.Session().IsClosed():
 		c.retire(st.Session())
-		return fmt.Errorf("%w: connection lost: %w", fanout.ErrInterrupted, err)
+		return fmt.Errorf("%w: connection lost: %w", kind, err)
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("%w: server closed the stream without an answer: %w", fanout.ErrInterrupted, err)
+		return fmt.Errorf("%w: server closed the stream without an answer: %w", kind, err)
 	}
-	return fmt.Errorf("%w: %w", fanout.ErrInterrupted, err)
+	return fmt.Errorf("%w: %w", kind, err)
 }
 
 // retire forgets sess, which takes no new calls, but lets the calls already

@@ -283,3 +283,45 @@ func TestClientTakesARefusalInsteadOfAContinue(t *testing.T) {
 	require.ErrorIs(t, err, ErrProtocol)
 	require.False(t, errors.Is(err, fanout.ErrUnavailable))
 }
+
+// TestServerGoneBeforeTheContinueIsSafeToRetry closes the server while a
+// large request waits for room: the request's payload was never sent, so
+// the call's error says that it was not processed.
+func TestServerGoneBeforeTheContinueIsSafeToRetry(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	backend := fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		entered <- struct{}{}
+		<-ctx.Done() // until the server closes
+		return nil, ctx.Err()
+	})
+	srv, c := reuseServer(t, backend, WithMaxPendingBytes(200<<10))
+	held := make(chan error, 1)
+	go func() {
+		_, err := c.Process(context.Background(), make([]int64, 30000)) // all of the budget
+		held <- err
+	}()
+	<-entered
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := c.Process(context.Background(), make([]int64, 10000))
+		waiting <- err
+	}()
+	// However long this waits, the second call is waiting for room or has
+	// not sent its header yet; either way its payload is not sent.
+	time.Sleep(quietFor)
+	srv.Close()
+	for _, ch := range []chan error{waiting, held} {
+		select {
+		case err := <-ch:
+			require.Error(t, err)
+			if ch == waiting {
+				require.ErrorIs(t, err, fanout.ErrUnavailable, "a request whose payload was not sent")
+				require.False(t, errors.Is(err, fanout.ErrInterrupted))
+			} else {
+				require.ErrorIs(t, err, fanout.ErrInterrupted, "a request the server was processing")
+			}
+		case <-time.After(hangGuard):
+			t.Fatal("a call did not end when its server closed")
+		}
+	}
+}
