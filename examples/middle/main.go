@@ -52,10 +52,10 @@
 //	                  client, more are refused at once as overloaded; to one
 //	                  backend replica, more fail at once (and go to another replica)
 //	-max-request-mb N MiB of requests from clients held at once (default 16);
-//	                  more wait, unread, until earlier calls answer: this bounds
-//	                  the request bytes held however many clients send at once
-//	                  (results, answers and stream buffers still grow with the
-//	                  calls in flight)
+//	                  more wait until earlier calls answer, the larger ones
+//	                  before their clients send them: the middle layer's memory
+//	                  follows this bound (about ten times it at peak), not the
+//	                  number of clients sending at once
 //	-log-level LEVEL  least important level logged: DEBUG, INFO, WARN or ERROR (default INFO)
 //	-tls-cert FILE    with -tls-key and -tls-ca: speak mutual TLS, with this
 //	-tls-key FILE     certificate and key both to serve clients and to call x,
