@@ -206,3 +206,26 @@ func TestServerRefusesAFrameThatIsNotARequestFromItsHeader(t *testing.T) {
 		t.Fatal("the call holding the budget did not return")
 	}
 }
+
+// panickyRecycler is a backend whose Recycle panics.
+type panickyRecycler struct{ recycled atomic.Int64 }
+
+func (p *panickyRecycler) Process(ctx context.Context, items []int64) ([]int64, error) {
+	return negate(ctx, items)
+}
+
+func (p *panickyRecycler) Recycle([]int64) {
+	p.recycled.Add(1)
+	panic("recycle failed")
+}
+
+func TestServerSurvivesARecyclerThatPanics(t *testing.T) {
+	r := &panickyRecycler{}
+	_, c := reuseServer(t, r)
+	for i := range int64(3) {
+		out, err := c.Process(context.Background(), []int64{i, 10})
+		require.NoError(t, err, "the answer is encoded before Recycle, and goes out all the same")
+		require.Equal(t, []int64{-i, -10}, out)
+	}
+	require.EqualValues(t, 3, r.recycled.Load())
+}

@@ -26,6 +26,7 @@ import (
 // server calls Recycle once with every answer its backend returned, once it
 // is done with it (encoded, or discarded because the client gave up), and
 // before it writes the encoded answer; it holds no reference to it after.
+// A panic in Recycle is logged, and the answer is sent all the same.
 type Recycler[Out any] interface {
 	Recycle(out []Out)
 }
@@ -410,7 +411,7 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 	if s.recycle != nil && answer != nil {
 		// The answer is in buf now, or discarded: its memory can be
 		// reused while buf is written.
-		s.recycle(answer)
+		s.giveBack(answer)
 	}
 	// An answer larger than inlineWrite can wait for the
 	// client to read: watch while writing it, so that a client that gives
@@ -538,6 +539,18 @@ func (s *Server[In, Out]) release(n int64) {
 // busy reports whether more than half of the server's budget is taken.
 func (s *Server[In, Out]) busy() bool {
 	return s.pending != nil && 2*s.held.Load() > s.cfg.maxPending
+}
+
+// giveBack hands an answer back to the backend's Recycler. A panic in
+// Recycle is logged and goes no further: the answer is encoded already, and
+// the server goes on serving.
+func (s *Server[In, Out]) giveBack(answer []Out) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.cfg.logger.Error("transport: backend's Recycle panicked", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	s.recycle(answer)
 }
 
 // process calls the backend, turning a panic or a broken contract into an
