@@ -94,7 +94,7 @@ func benchBatch(n int) []int64 {
 func BenchmarkClientProcess(b *testing.B) {
 	c := benchServe(b)
 	ctx := context.Background()
-	for _, n := range []int{10, 1000, 1000000} {
+	for _, n := range []int{10, 1000, 10000, 100000, 1000000} {
 		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
 			items := benchBatch(n)
 			b.ReportAllocs()
