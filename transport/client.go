@@ -253,8 +253,9 @@ func undelivered(err error) bool {
 
 // call sends one request with items and decodes the answer into dst's
 // spare capacity (a codec may decode elsewhere), which holds len(items)
-// results. If sent is not nil, it is set once the request is being
-// written.
+// results. If sent is not nil, it is set once the request, or a large
+// request's payload, is being written: until then the server cannot have
+// processed it.
 func (c *Client[In, Out]) call(ctx context.Context, items []In, dst []Out, sent *bool) ([]Out, error) {
 	bufp := getBuf()
 	owned := true // until roundTrip takes the buffer
@@ -295,10 +296,7 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In, dst []Out, sent 
 			return nil, fmt.Errorf("%w: open stream: %w", fanout.ErrUnavailable, err)
 		}
 		owned = false
-		if sent != nil {
-			*sent = true
-		}
-		return c.roundTrip(ctx, st, bufp, dst, len(items))
+		return c.roundTrip(ctx, st, bufp, dst, len(items), sent)
 	}
 }
 
@@ -361,15 +359,18 @@ func (c *Client[In, Out]) dropIdle() {
 }
 
 // roundTrip sends the request in *reqp on st and reads the answer. It owns
-// reqp and returns it to the pool once the request is written.
+// reqp and returns it to the pool once the request is written. It sets
+// *sent, if sent is not nil, once it starts to write what the server could
+// process: a request written whole, or a large request's payload.
 //
 // A request of up to continueAbove bytes of payload is written whole. A
 // larger one is written in two steps: its header, and its payload once the
 // server has answered with a continue frame, which it sends once its budget
 // has room for the payload (PROTOCOL.md). Either way the server reads
-// everything written to it, so the write never waits for a peer that will
-// not read; if the caller gives up meanwhile, its write ends at once.
-func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp *[]byte, dst []Out, n int) ([]Out, error) {
+// everything written to it, so the write does not wait for a peer that
+// will not read; if the caller gives up meanwhile, a write waiting for the
+// stream's window ends at once.
+func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp *[]byte, dst []Out, n int, sent *bool) ([]Out, error) {
 	// Cancelling ctx unblocks the read and the write and half-closes the
 	// stream, which the server takes as the signal to cancel the call.
 	stop := context.AfterFunc(ctx, func() {
@@ -436,6 +437,9 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 		timeout = uint64(max(time.Until(d), 1))
 	}
 	binary.LittleEndian.PutUint64((*reqp)[frameHeaderSize:], timeout)
+	if sent != nil {
+		*sent = true
+	}
 	st.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
 	_, err := st.Write(req)
 	putBuf(reqp)

@@ -289,12 +289,17 @@ func TestClientTakesARefusalInsteadOfAContinue(t *testing.T) {
 // the call's error says that it was not processed.
 func TestServerGoneBeforeTheContinueIsSafeToRetry(t *testing.T) {
 	entered := make(chan struct{}, 1)
+	gate := make(chan struct{})
 	backend := fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
 		entered <- struct{}{}
-		<-ctx.Done() // until the server closes
+		// Not before the other calls have seen the server close: the
+		// budget this call holds must not make room for them meanwhile.
+		<-gate
 		return nil, ctx.Err()
 	})
 	srv, c := reuseServer(t, backend, WithMaxPendingBytes(200<<10))
+	letGo := sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(letGo) // before the server's Close, even if the test fails
 	held := make(chan error, 1)
 	go func() {
 		_, err := c.Process(context.Background(), make([]int64, 30000)) // all of the budget
@@ -306,22 +311,40 @@ func TestServerGoneBeforeTheContinueIsSafeToRetry(t *testing.T) {
 		_, err := c.Process(context.Background(), make([]int64, 10000))
 		waiting <- err
 	}()
-	// However long this waits, the second call is waiting for room or has
-	// not sent its header yet; either way its payload is not sent.
+	// A call in four chunks, all of them waiting for room: the first to
+	// fail cancels the others, which were not sent either.
+	chunked := NewClient(c.Addr(), Int64(), Int64(), WithLogger(nil), WithChunks(30000, 4))
+	defer chunked.Close()
+	waitingChunks := make(chan error, 1)
+	go func() {
+		_, err := chunked.Process(context.Background(), make([]int64, 120000))
+		waitingChunks <- err
+	}()
+	// However long this waits, the calls are waiting for room or have not
+	// sent their headers yet; either way no payload is sent.
 	time.Sleep(quietFor)
-	srv.Close()
-	for _, ch := range []chan error{waiting, held} {
+	closed := make(chan error, 1)
+	go func() { closed <- srv.Close() }() // which waits for the held call
+	for _, ch := range []chan error{waiting, waitingChunks, held} {
+		if ch == held {
+			letGo()
+		}
 		select {
 		case err := <-ch:
 			require.Error(t, err)
-			if ch == waiting {
-				require.ErrorIs(t, err, fanout.ErrUnavailable, "a request whose payload was not sent")
-				require.False(t, errors.Is(err, fanout.ErrInterrupted))
-			} else {
+			if ch == held {
 				require.ErrorIs(t, err, fanout.ErrInterrupted, "a request the server was processing")
+			} else {
+				require.ErrorIs(t, err, fanout.ErrUnavailable, "a request whose payload was not sent")
+				require.False(t, errors.Is(err, fanout.ErrInterrupted), "%v", err)
 			}
 		case <-time.After(hangGuard):
 			t.Fatal("a call did not end when its server closed")
 		}
+	}
+	select {
+	case <-closed:
+	case <-time.After(hangGuard):
+		t.Fatal("the server's Close did not return")
 	}
 }
