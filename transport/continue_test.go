@@ -33,7 +33,7 @@ const hangGuard = 10 * time.Second
 // a call its backend holds until release is called, and returns a client
 // of it and the count of backend calls. The budget's holder is released at
 // cleanup at the latest.
-func heldBudget(t *testing.T) (c *Client[int64, int64], release func(), calls *atomic.Int64) {
+func heldBudget(t *testing.T, opts ...Option) (c *Client[int64, int64], release func(), calls *atomic.Int64) {
 	t.Helper()
 	calls = new(atomic.Int64)
 	entered := make(chan struct{}, 1)
@@ -47,7 +47,7 @@ func heldBudget(t *testing.T) (c *Client[int64, int64], release func(), calls *a
 		}
 		return negate(ctx, in)
 	})
-	_, c = reuseServer(t, backend, WithMaxPendingBytes(200<<10))
+	_, c = reuseServer(t, backend, append([]Option{WithMaxPendingBytes(200 << 10)}, opts...)...)
 	letGo := sync.OnceFunc(func() { close(gate) })
 	t.Cleanup(letGo) // before the server's Close, even if the test fails
 
@@ -166,6 +166,38 @@ func TestCallGivenUpWhileWaitingForRoomGivesNothingBack(t *testing.T) {
 	require.EqualValues(t, 3, calls.Load(), "the backend saw the abandoned request")
 }
 
+// TestServerForgetsARequestGivenUpWhileWaitingForRoom gives up on large
+// requests waiting for room on a server that takes 4 streams per
+// connection: the server must see each client leave and free its stream
+// at once, not when room comes, so that the connection's next call is not
+// refused as overloaded meanwhile.
+func TestServerForgetsARequestGivenUpWhileWaitingForRoom(t *testing.T) {
+	c, release, _ := heldBudget(t, WithMaxConcurrentCalls(4))
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		_, err := c.Process(ctx, make([]int64, 10000))
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	}
+	// A small call waits for room too (the budget is all taken), rather
+	// than being refused: once the server has seen the three clients
+	// leave, which takes no longer than their streams' ends take to
+	// arrive.
+	stop := time.Now().Add(hangGuard)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		_, err := c.Process(ctx, []int64{1})
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+		require.ErrorIs(t, err, fanout.ErrOverloaded)
+		require.True(t, time.Now().Before(stop), "the server still holds the streams of requests given up: %v", err)
+		time.Sleep(10 * time.Millisecond)
+	}
+	release()
+}
+
 // continueServer is a raw server whose streams each read a request's
 // header, then hand the stream to serve.
 func continueServer(t *testing.T, serve func(st *yamux.Stream, hdr []byte)) string {
@@ -259,7 +291,12 @@ func TestClientSendsALargePayloadOnlyWhenAsked(t *testing.T) {
 }
 
 func TestClientTakesARefusalInsteadOfAContinue(t *testing.T) {
+	early := make(chan error, 1) // what the server saw before its refusal
 	addr := continueServer(t, func(st *yamux.Stream, hdr []byte) {
+		st.SetReadDeadline(time.Now().Add(quietFor))
+		var b [1]byte
+		_, err := st.Read(b[:])
+		early <- err
 		st.Write(appendErrorFrame(nil, CodeOverloaded, "no room", 1<<20))
 	})
 	c := NewClient(addr, Int64(), Int64(), WithLogger(nil))
@@ -272,6 +309,7 @@ func TestClientTakesARefusalInsteadOfAContinue(t *testing.T) {
 	require.Equal(t, CodeOverloaded, re.Code)
 	require.ErrorIs(t, err, fanout.ErrOverloaded, "a refused request was not sent: safe to send again")
 	require.Empty(t, idleIDs(c), "a stream refused before its payload is not kept")
+	require.ErrorIs(t, <-early, yamux.ErrTimeout, "the client sent more than the header before the continue")
 
 	// A continue frame with a payload breaks the protocol.
 	addr = continueServer(t, func(st *yamux.Stream, hdr []byte) {

@@ -467,6 +467,8 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In,
 		// for it (PROTOCOL.md).
 		st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
 		_, err = st.Write(continueFrame)
+		// The payload has the whole request timeout from now.
+		st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
 	}
 	if err == nil {
 		bufp := getBuf()
@@ -477,14 +479,14 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In,
 		buf = slices.Grow(buf, n)
 		_, payload, err = readPayload(st, s.cfg.maxMessage, buf)
 		*bufp = payload
-		if n > readChunk && s.busy() {
+		if n > readChunk && s.busy(held) {
 			// yamux keeps a stream's receive buffer, up to twice its
-			// largest message, for the next one. While requests compete
-			// for the budget, streams hand theirs back instead: a busy
-			// server's streams are many, and the budget bounds only the
-			// requests being read or served. (A server with room to
-			// spare keeps them: allocating one per request cost 6-8% of
-			// the bulk numbers/s, PERFORMANCE.md.)
+			// largest message, for the next one. While other requests
+			// take more than half the budget, streams hand theirs back
+			// instead: a busy server's streams are many, and the budget
+			// bounds only the requests being read or served. (A server
+			// with room to spare keeps them: allocating one per request
+			// cost 6-8% of the bulk numbers/s, PERFORMANCE.md.)
 			st.Shrink()
 		}
 	}
@@ -506,7 +508,9 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In,
 // reserve takes size bytes, a request's payload, from the server's budget
 // (see [WithMaxPendingBytes]), waiting for room if need be, and returns the
 // bytes taken. The wait does not count against the request timeout: the
-// client is not the one who is slow.
+// client is not the one who is slow. A large request's client sends nothing
+// more until the continue frame, so the end of its stream during the wait
+// means it gave up, and ends the wait.
 func (s *Server[In, Out]) reserve(st *yamux.Stream, size int) (int64, error) {
 	if s.pending == nil {
 		return 0, nil
@@ -520,12 +524,58 @@ func (s *Server[In, Out]) reserve(st *yamux.Stream, size int) (int64, error) {
 	// while it waits.
 	st.Shrink()
 	st.SetReadDeadline(time.Time{})
-	if err := s.pending.Acquire(s.ctx, n); err != nil {
+	ctx, stop := s.ctx, func() error { return nil }
+	if size > continueAbove {
+		ctx, stop = watchWait(s.ctx, st)
+	}
+	err := s.pending.Acquire(ctx, n)
+	if gone := stop(); gone != nil {
+		if err == nil {
+			s.pending.Release(n)
+		}
+		return 0, gone
+	}
+	if err != nil {
 		return 0, fmt.Errorf("waiting for memory for a request of %d bytes: %w", n, err)
 	}
 	s.held.Add(n)
 	st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
 	return n, nil
+}
+
+// watchWait watches st while its large request waits for room, until stop
+// is called: the client sends nothing before the continue frame, so a read
+// that returns means it gave up (the end of its stream) or broke the
+// protocol (a byte), and cancels ctx. stop ends the watch and returns why
+// the read returned, or nil if stop ended it.
+func watchWait(parent context.Context, st *yamux.Stream) (ctx context.Context, stop func() error) {
+	ctx, cancel := context.WithCancel(parent)
+	done := make(chan error, 1)
+	go func() {
+		var b [1]byte
+		n, err := st.Read(b[:])
+		switch {
+		case n > 0:
+			err = fmt.Errorf("%w: request payload sent before the continue frame", ErrProtocol)
+		case errors.Is(err, yamux.ErrTimeout):
+			err = nil // stopped
+		case err == nil:
+			err = io.ErrNoProgress
+		default:
+			err = fmt.Errorf("client gave up while its request waited for room: %w", err)
+		}
+		if err != nil {
+			cancel()
+		}
+		done <- err
+	}()
+	return ctx, func() error {
+		st.SetReadDeadline(time.Now())
+		err := <-done
+		st.SetReadDeadline(time.Time{})
+		cancel()
+		return err
+	}
 }
 
 // release gives n bytes back to the server's budget.
@@ -536,9 +586,10 @@ func (s *Server[In, Out]) release(n int64) {
 	}
 }
 
-// busy reports whether more than half of the server's budget is taken.
-func (s *Server[In, Out]) busy() bool {
-	return s.pending != nil && 2*s.held.Load() > s.cfg.maxPending
+// busy reports whether other requests than one holding own bytes take
+// more than half of the server's budget.
+func (s *Server[In, Out]) busy(own int64) bool {
+	return s.pending != nil && 2*(s.held.Load()-own) > s.cfg.maxPending
 }
 
 // giveBack hands an answer back to the backend's Recycler. A panic in
