@@ -130,8 +130,8 @@ func (c *Client[In, Out]) Close() error {
 //
 // An error that does not come from the server wraps [fanout.ErrUnavailable]
 // if the request was not sent (the server could not be reached, the
-// client is waiting to redial, or the connection failed while a large
-// request waited for the server's room, before its payload was sent),
+// client is waiting to redial, or the stream or connection failed while a
+// large request waited for the server's room, before its payload was sent),
 // [fanout.ErrInterrupted] if the connection failed once the request may
 // have been sent, or [fanout.ErrOverloaded] if
 // the client already had the maximum calls in flight.
@@ -366,10 +366,11 @@ func (c *Client[In, Out]) dropIdle() {
 // A request of up to continueAbove bytes of payload is written whole. A
 // larger one is written in two steps: its header, and its payload once the
 // server has answered with a continue frame, which it sends once its budget
-// has room for the payload (PROTOCOL.md). Either way the server reads
-// everything written to it, so the write does not wait for a peer that
-// will not read; if the caller gives up meanwhile, a write waiting for the
-// stream's window ends at once.
+// has room for the payload (PROTOCOL.md). A request the server may leave
+// unread (refused from its header) is small enough to fit the stream's
+// window, and a large payload goes only once the server reads it, so the
+// write does not wait for a peer that will not read; if the caller gives
+// up meanwhile, a write waiting for the stream's window ends at once.
 func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp *[]byte, dst []Out, n int, sent *bool) ([]Out, error) {
 	// Cancelling ctx unblocks the read and the write and half-closes the
 	// stream, which the server takes as the signal to cancel the call.

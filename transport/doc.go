@@ -46,7 +46,8 @@
 // half-closes its stream, which cancels the backend's context (the server
 // looks for that once a call has run 10 ms, so a shorter call runs to its
 // end). Handshakes, writes, a new stream's wait for its request and a
-// request once it has started are bounded by timeouts, and keepalive pings
+// request once it has started (a wait for room in the server's budget
+// aside) are bounded by timeouts, and keepalive pings
 // detect a dead peer, so no call hangs forever on a peer that died or went
 // silent. A stream kept idle between calls waits for its next request as
 // long as the connection lives.
@@ -75,7 +76,8 @@
 // Whether a failed call may be sent again: a client's error wraps
 // [fanout.ErrUnavailable] when the request was not delivered (the dial or
 // the TLS or fanout handshake failed, the client is waiting to redial, the
-// server was shutting down), [fanout.ErrOverloaded] when a limit refused it,
+// server was shutting down, the stream or connection failed before a large
+// request's payload was sent), [fanout.ErrOverloaded] when a limit refused it,
 // and [fanout.ErrInterrupted] when the connection failed, or the stream was
 // reset, after the request may have been delivered. A [fanout.Balancer]
 // retries the first two on another replica. An empty batch is a round trip

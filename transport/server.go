@@ -23,7 +23,8 @@ import (
 // Recycler is implemented by a backend that wants the results it returns
 // back once a [Server] has encoded them, to reuse their memory: a large
 // batch's results cost more to zero and fault in afresh than to fill. The
-// server calls Recycle once with every answer its backend returned, once it
+// server calls Recycle once with every successful answer its backend
+// returned (a nil error and one result per item), once it
 // is done with it (encoded, or discarded because the client gave up), and
 // before it writes the encoded answer; it holds no reference to it after.
 // A panic in Recycle is logged, and the answer is sent all the same.
@@ -335,11 +336,12 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *at
 const idleShrink = 50 * time.Millisecond
 
 // awaitRequest reads the first byte of a stream's next request into
-// hdr[0]. yamux keeps a stream's receive buffer, up to twice its largest
-// message, for the next one; after a large request (hdr still holds its
+// hdr[0]. yamux keeps a stream's receive buffer, up to about twice what it
+// held unread (at most two stream windows), for the next message; after a
+// large request (hdr still holds its
 // header), a stream that stays idle for idleShrink gives it back, so that
 // the streams a client keeps between calls hold little. (Giving it back
-// after every large request cost 6-8% of the bulk numbers/s: the chunks of
+// after every large request cost 3-14% of the bulk numbers/s: the chunks of
 // a bulk call follow one another closer than that.)
 func awaitRequest(st *yamux.Stream, hdr []byte) error {
 	if binary.LittleEndian.Uint32(hdr[1:]) <= readChunk {
@@ -506,13 +508,13 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In,
 		_, payload, err = readPayload(st, s.cfg.maxMessage, buf)
 		*bufp = payload
 		if n > readChunk && s.busy(held) {
-			// yamux keeps a stream's receive buffer, up to twice its
-			// largest message, for the next one. While other requests
+			// yamux keeps a stream's receive buffer, up to about twice
+			// what it held unread, for the next message. While other requests
 			// take half the budget or more, streams hand theirs back
 			// instead: a busy server's streams are many, and the budget
 			// bounds only the requests being read or served. (A server
 			// with room to spare keeps them: allocating one per request
-			// cost 6-8% of the bulk numbers/s, PERFORMANCE.md.)
+			// cost 3-14% of the bulk numbers/s, PERFORMANCE.md.)
 			st.Shrink()
 		}
 	}

@@ -273,7 +273,7 @@ func (f *Flags) Register(fs *flag.FlagSet, defaultListen string) {
 	fs.IntVar(&f.MaxCalls, "max-calls", transport.DefaultMaxCalls,
 		"calls in flight per connection; past it, a call fails at once as overloaded")
 	fs.Int64Var(&f.MaxMemMB, "max-request-mb", transport.DefaultMaxPendingBytes>>20,
-		"MiB of requests held at once, over all connections; more wait, unread, for room")
+		"MiB of requests held at once, over all connections; more wait for room (those over 64 KiB before their clients send them)")
 	fs.TextVar(&f.LogLevel, "log-level", slog.LevelInfo, "least important `level` logged: DEBUG, INFO, WARN or ERROR")
 	f.TLS.Register(fs)
 }
