@@ -386,3 +386,44 @@ func TestServerGoneBeforeTheContinueIsSafeToRetry(t *testing.T) {
 		t.Fatal("the server's Close did not return")
 	}
 }
+
+// TestServerServesAVersion2Client speaks version 2 to a version 3 server:
+// a large request's payload follows its header at once, as version 2
+// sends it, and the server reads it when it has room, without a continue
+// frame, so that servers can be upgraded before their clients.
+func TestServerServesAVersion2Client(t *testing.T) {
+	c, release, _ := heldBudget(t)
+	sess := rawClientSessionOf(t, 2, c.Addr(), 1<<20)
+	defer sess.Close()
+	st, err := sess.OpenStream()
+	require.NoError(t, err)
+	items := make([]int64, 10000)
+	for i := range items {
+		items[i] = int64(i)
+	}
+	req := appendFrameHeader(nil, kindRequest)
+	req = append(req, make([]byte, requestPrefixSize)...)
+	req, err = Int64().Append(req, items)
+	require.NoError(t, err)
+	require.NoError(t, finishFrame(req, 0, 1<<20))
+	require.Greater(t, len(req)-frameHeaderSize, continueAbove)
+	_, err = st.Write(req) // whole, while the budget is taken
+	require.NoError(t, err)
+	// The request waits for room: no answer, and no continue frame.
+	st.SetReadDeadline(time.Now().Add(quietFor))
+	var b [1]byte
+	_, err = st.Read(b[:])
+	require.ErrorIs(t, err, yamux.ErrTimeout, "the server answered a request it has no room for")
+
+	release()
+	st.SetReadDeadline(time.Now().Add(hangGuard))
+	k, payload, err := readFrame(st, 1<<20, nil)
+	require.NoError(t, err)
+	require.Equal(t, kindResponse, k, "a version 2 client gets its answer, not a continue frame")
+	out, err := Int64().Decode(nil, payload)
+	require.NoError(t, err)
+	require.Len(t, out, len(items))
+	for i, v := range out {
+		require.Equal(t, -items[i], v)
+	}
+}

@@ -150,8 +150,8 @@ func FuzzReadHello(f *testing.F) {
 		}
 		require.Equal(t, magic[:], data[:len(magic)])
 		require.Equal(t, data[len(magic)], h.version)
-		if h.version != protocolVersion {
-			require.Equal(t, hello{version: h.version}, h, "a hello of another version is not parsed further")
+		if !served(h.version) {
+			require.Equal(t, hello{version: h.version}, h, "a hello of a version not served is not parsed further")
 			return
 		}
 		again := appendHello(nil, h)
@@ -417,11 +417,23 @@ func fuzzHandshakeSeeds() [][]byte {
 	return append(seeds,
 		good[:len(good)-1], // truncated
 		append(appendHello(nil, hello{version: protocolVersion + 1}), 0xff, 0xff), // another version
-		append([]byte("fanouX"), good[len(magic):]...),                            // bad magic
-		[]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00},                          // a TLS ClientHello
-		[]byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28},                          // a TLS alert
+		appendHello(nil, hello{version: oldestVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: 1 << 20}),
+		appendHello(nil, hello{version: oldestVersion - 1, reqCodec: "int64le", respCodec: "int64le", maxMessage: 1 << 20}),
+		append([]byte("fanouX"), good[len(magic):]...),   // bad magic
+		[]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00}, // a TLS ClientHello
+		[]byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28}, // a TLS alert
 		nil,
 	)
+}
+
+// readAnyReply reads a server's reply in any version the server serves, as
+// readReply does for this client's version only.
+func readAnyReply(r io.Reader) (h hello, status uint8, msg string, err error) {
+	if h, err = readHello(r); err != nil {
+		return h, 0, "", err
+	}
+	status, msg, err = readStatus(r)
+	return h, status, msg, err
 }
 
 func FuzzServerHandshake(f *testing.F) {
@@ -432,7 +444,7 @@ func FuzzServerHandshake(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		want, wantErr := readHello(bytes.NewReader(data))
 		conn := newFuzzConn(data, false)
-		peerMax, err := srv.handshake(conn)
+		p, err := srv.handshake(conn)
 		out := conn.written()
 
 		if wantErr != nil {
@@ -442,11 +454,16 @@ func FuzzServerHandshake(f *testing.F) {
 			require.Empty(t, out, "answered a peer that sent no hello")
 			return
 		}
-		// A hello of any version is answered with the server's own hello
-		// and a status, in the layout of version 1.
-		h, status, msg, rerr := readReply(bytes.NewReader(out))
+		// A hello of any version is answered with the server's own hello,
+		// in the client's version if the server serves it, and a status, in
+		// the layout of version 1.
+		h, status, msg, rerr := readAnyReply(bytes.NewReader(out))
 		require.NoError(t, rerr)
-		require.Equal(t, srv.hello, h)
+		mine := srv.hello
+		if served(want.version) {
+			mine.version = want.version
+		}
+		require.Equal(t, mine, h)
 		require.Equal(t, appendReply(nil, h, status, msg), out, "trailing bytes after the reply")
 		if reason := checkHello(srv.hello, want); reason != "" {
 			require.ErrorIs(t, err, ErrHandshake)
@@ -457,7 +474,7 @@ func FuzzServerHandshake(f *testing.F) {
 		require.NoError(t, err)
 		require.EqualValues(t, statusOK, status)
 		require.Empty(t, msg)
-		require.Equal(t, int(min(want.maxMessage, maxMessageLimit)), peerMax)
+		require.Equal(t, peer{max: int(min(want.maxMessage, maxMessageLimit)), continues: want.version >= 3}, p)
 	})
 }
 

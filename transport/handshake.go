@@ -9,7 +9,18 @@ import (
 // The handshake opens every connection, before yamux starts. See PROTOCOL.md.
 var magic = [6]byte{'f', 'a', 'n', 'o', 'u', 't'}
 
+// protocolVersion is the version this package speaks. A server also
+// serves clients of every version from oldestVersion on, by the rules of
+// theirs; a client speaks this version only.
 const protocolVersion = 3
+
+// oldestVersion is the oldest version a server serves. Version 2 differs
+// from 3 only in that a client sends a large request's payload with its
+// header, without waiting for a continue frame.
+const oldestVersion = 2
+
+// served reports whether a server serves clients that speak version v.
+func served(v uint8) bool { return v >= oldestVersion && v <= protocolVersion }
 
 const (
 	statusOK      = 0
@@ -54,8 +65,8 @@ const (
 )
 
 // readHello reads a hello. A wrong magic fails at once with ErrProtocol; a
-// different version is returned without reading further, since its layout
-// may differ.
+// version a server does not serve is returned without reading further,
+// since its layout may differ.
 func readHello(r io.Reader) (hello, error) {
 	var h hello
 	var head [len(magic) + 1]byte
@@ -69,7 +80,7 @@ func readHello(r io.Reader) (hello, error) {
 		return h, fmt.Errorf("%w: bad magic %q, not a fanout peer", ErrProtocol, head[:6])
 	}
 	h.version = head[6]
-	if h.version != protocolVersion {
+	if !served(h.version) {
 		return h, nil
 	}
 	var err error
@@ -117,22 +128,28 @@ func readReply(r io.Reader) (h hello, status uint8, msg string, err error) {
 	if h.version != protocolVersion {
 		return h, 0, "", fmt.Errorf("%w: server speaks protocol version %d, this client %d", ErrHandshake, h.version, protocolVersion)
 	}
+	status, msg, err = readStatus(r)
+	return h, status, msg, err
+}
+
+// readStatus reads the status and message that follow the server's hello.
+func readStatus(r io.Reader) (status uint8, msg string, err error) {
 	var tail [3]byte
 	if _, err := io.ReadFull(r, tail[:]); err != nil {
-		return h, 0, "", err
+		return 0, "", err
 	}
 	b := make([]byte, binary.LittleEndian.Uint16(tail[1:]))
 	if _, err := io.ReadFull(r, b); err != nil {
-		return h, 0, "", err
+		return 0, "", err
 	}
-	return h, tail[0], string(b), nil
+	return tail[0], string(b), nil
 }
 
 // checkHello compares a client's hello with the server's and returns the
 // reason to refuse it, or "" if they agree.
 func checkHello(server, client hello) string {
-	if client.version != server.version {
-		return fmt.Sprintf("protocol version %d not supported, server speaks %d", client.version, server.version)
+	if !served(client.version) {
+		return fmt.Sprintf("protocol version %d not supported, server speaks %d to %d", client.version, oldestVersion, server.version)
 	}
 	if client.reqCodec != server.reqCodec || client.respCodec != server.respCodec {
 		return fmt.Sprintf("codec mismatch: client sends %q and expects %q, server expects %q and sends %q",

@@ -31,11 +31,21 @@ func rawServerSession(conn net.Conn) (*yamux.Session, error) {
 // which the session closes.
 func rawClientSession(tb testing.TB, addr string, maxMessage uint32) *yamux.Session {
 	tb.Helper()
+	return rawClientSessionOf(tb, protocolVersion, addr, maxMessage)
+}
+
+// rawClientSessionOf is rawClientSession for a client that speaks protocol
+// version v.
+func rawClientSessionOf(tb testing.TB, v uint8, addr string, maxMessage uint32) *yamux.Session {
+	tb.Helper()
 	conn, err := net.Dial("tcp", addr)
 	require.NoError(tb, err)
-	_, err = conn.Write(appendHello(nil, hello{version: protocolVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: maxMessage}))
+	_, err = conn.Write(appendHello(nil, hello{version: v, reqCodec: "int64le", respCodec: "int64le", maxMessage: maxMessage}))
 	require.NoError(tb, err)
-	_, status, msg, err := readReply(conn)
+	h, err := readHello(conn)
+	require.NoError(tb, err)
+	require.Equal(tb, v, h.version, "the server answers in the client's version")
+	status, msg, err := readStatus(conn)
 	require.NoError(tb, err)
 	require.EqualValues(tb, statusOK, status, msg)
 	sess, err := yamux.Client(conn, rawYamuxConfig())

@@ -180,7 +180,7 @@ func (s *Server[In, Out]) serveConn(raw net.Conn) {
 		}
 		conn = tc
 	}
-	peerMax, err := s.handshake(conn)
+	peer, err := s.handshake(conn)
 	if err != nil {
 		log.Warn("transport: handshake failed", "err", err)
 		return
@@ -205,46 +205,56 @@ func (s *Server[In, Out]) serveConn(raw net.Conn) {
 		s.mu.Lock()
 		if s.shutdown {
 			s.mu.Unlock()
-			s.refuse(st, CodeUnavailable, ErrServerClosed.Error(), peerMax)
+			s.refuse(st, CodeUnavailable, ErrServerClosed.Error(), peer.max)
 			continue
 		}
 		if streams.Load() >= int64(s.cfg.maxCalls) {
 			s.mu.Unlock()
 			log.Debug("transport: call refused: overloaded", "limit", s.cfg.maxCalls)
-			s.refuse(st, CodeOverloaded, fmt.Sprintf("server overloaded: stream limit of %d reached on this connection", s.cfg.maxCalls), peerMax)
+			s.refuse(st, CodeOverloaded, fmt.Sprintf("server overloaded: stream limit of %d reached on this connection", s.cfg.maxCalls), peer.max)
 			continue
 		}
 		// Only this goroutine adds to streams, so the check above holds.
 		streams.Add(1)
 		s.streams.Add(1)
 		s.mu.Unlock()
-		go s.serveStream(st, peerMax, &streams)
+		go s.serveStream(st, peer, &streams)
 	}
 }
 
-// handshake checks the client's hello and answers it. It returns the
-// largest message payload the client accepts.
-func (s *Server[In, Out]) handshake(conn net.Conn) (int, error) {
+// peer is what a server knows of a connection's client.
+type peer struct {
+	max       int  // the largest message payload the client accepts
+	continues bool // the client waits for a continue frame before a large payload (version 3)
+}
+
+// handshake checks the client's hello and answers it, in the client's
+// version if the server serves it and in its own otherwise.
+func (s *Server[In, Out]) handshake(conn net.Conn) (peer, error) {
 	conn.SetDeadline(time.Now().Add(s.cfg.handshakeTimeout))
 	h, err := readHello(conn)
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return 0, fmt.Errorf("%w: connection closed during handshake", ErrProtocol)
+			return peer{}, fmt.Errorf("%w: connection closed during handshake", ErrProtocol)
 		}
-		return 0, err
+		return peer{}, err
 	}
 	reason := checkHello(s.hello, h)
 	status := uint8(statusOK)
 	if reason != "" {
 		status = statusRefused
 	}
-	if _, err := conn.Write(appendReply(nil, s.hello, status, reason)); err != nil {
-		return 0, err
+	mine := s.hello
+	if served(h.version) {
+		mine.version = h.version
+	}
+	if _, err := conn.Write(appendReply(nil, mine, status, reason)); err != nil {
+		return peer{}, err
 	}
 	if reason != "" {
-		return 0, fmt.Errorf("%w: %s", ErrHandshake, reason)
+		return peer{}, fmt.Errorf("%w: %s", ErrHandshake, reason)
 	}
-	return int(min(h.maxMessage, maxMessageLimit)), conn.SetDeadline(time.Time{})
+	return peer{max: int(min(h.maxMessage, maxMessageLimit)), continues: h.version >= 3}, conn.SetDeadline(time.Time{})
 }
 
 // refuse answers a stream with an error, cut to the client's limit, and
@@ -256,16 +266,17 @@ func (s *Server[In, Out]) refuse(st *yamux.Stream, code Code, msg string, peerMa
 }
 
 // serveStream answers the calls of one stream, one after another, until the
-// client closes it. peerMax is the largest message payload the client
-// accepts: a larger answer is replaced by an error. streams counts the
-// connection's streams.
+// client closes it. An answer larger than peer.max is replaced by an
+// error, and a large request is asked for with a continue frame if the
+// client waits for one (peer.continues). streams counts the connection's
+// streams.
 //
 // Each call runs on this goroutine. A call that lasts longer than
 // watchAfter gets a watcher, which waits for the stream's next byte: the end
 // of the stream means the client gave up, and cancels the call; any data is
 // the start of the client's next request, read once the current call has
 // answered. A short call thus costs no goroutine and no wake-up.
-func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *atomic.Int64) {
+func (s *Server[In, Out]) serveStream(st *yamux.Stream, peer peer, streams *atomic.Int64) {
 	defer s.streams.Done()
 	defer streams.Add(-1)
 	defer st.Close()
@@ -297,7 +308,7 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *at
 		s.mu.Lock()
 		if s.shutdown {
 			s.mu.Unlock()
-			s.refuse(st, CodeUnavailable, ErrServerClosed.Error(), peerMax)
+			s.refuse(st, CodeUnavailable, ErrServerClosed.Error(), peer.max)
 			return
 		}
 		s.calls.Add(1)
@@ -305,14 +316,14 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *at
 		if !first {
 			st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
 		}
-		items, timeout, held, err := s.readRequest(st, hdr)
+		items, timeout, held, err := s.readRequest(st, hdr, peer.continues)
 		if err != nil {
 			s.release(held)
 			s.calls.Done()
 			var refusal *RemoteError
 			if errors.As(err, &refusal) {
 				log.Warn("transport: request refused", "remote", st.RemoteAddr(), "err", refusal.Message)
-				s.refuse(st, refusal.Code, refusal.Message, peerMax)
+				s.refuse(st, refusal.Code, refusal.Message, peer.max)
 			} else {
 				log.Debug("transport: stream ended inside a request", "remote", st.RemoteAddr(), "err", err)
 			}
@@ -325,7 +336,7 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peerMax int, streams *at
 		} else {
 			ctx, sc.cancel = context.WithCancel(s.ctx)
 		}
-		if code := s.runCall(ctx, items, held, peerMax, sc); sc.gone.Load() || !keepsStream(code) {
+		if code := s.runCall(ctx, items, held, peer.max, sc); sc.gone.Load() || !keepsStream(code) {
 			return // the client ended its side, or the answer ends the stream
 		}
 	}
@@ -470,7 +481,7 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 // whatever the error. A request the server refuses is returned as a
 // *RemoteError, the answer to send back; a stream that ended or timed out
 // inside the request, as any other error.
-func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In, timeout time.Duration, held int64, err error) {
+func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte, continues bool) (items []In, timeout time.Duration, held int64, err error) {
 	defer st.SetReadDeadline(time.Time{})
 	_, err = io.ReadFull(st, hdr[1:])
 	if err == io.EOF {
@@ -488,9 +499,9 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In,
 	}
 	var payload []byte
 	if err == nil {
-		held, err = s.reserve(st, n)
+		held, err = s.reserve(st, n, continues && n > continueAbove)
 	}
-	if err == nil && n > continueAbove {
+	if err == nil && continues && n > continueAbove {
 		// The client sends a large payload only once told there is room
 		// for it (PROTOCOL.md).
 		st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
@@ -536,10 +547,10 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In,
 // reserve takes size bytes, a request's payload, from the server's budget
 // (see [WithMaxPendingBytes]), waiting for room if need be, and returns the
 // bytes taken. The wait does not count against the request timeout: the
-// client is not the one who is slow. A large request's client sends nothing
-// more until the continue frame, so the end of its stream during the wait
-// means it gave up, and ends the wait.
-func (s *Server[In, Out]) reserve(st *yamux.Stream, size int) (int64, error) {
+// client is not the one who is slow. With watch, for a large request whose
+// client sends nothing more until the continue frame, the end of its stream
+// during the wait means it gave up, and ends the wait.
+func (s *Server[In, Out]) reserve(st *yamux.Stream, size int, watch bool) (int64, error) {
 	if s.pending == nil {
 		return 0, nil
 	}
@@ -553,7 +564,7 @@ func (s *Server[In, Out]) reserve(st *yamux.Stream, size int) (int64, error) {
 	st.Shrink()
 	st.SetReadDeadline(time.Time{})
 	ctx, stop := s.ctx, func() error { return nil }
-	if size > continueAbove {
+	if watch {
 		ctx, stop = watchWait(s.ctx, st)
 	}
 	err := s.pending.Acquire(ctx, n)
