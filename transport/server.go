@@ -342,20 +342,26 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peer peer, streams *atom
 	}
 }
 
-// idleShrink is how long a stream waits for its next request after a large
-// one before it gives its yamux receive buffer back.
+// idleShrink is how long a stream waits for its next request, after one of
+// more than shrinkAbove bytes, before it gives its yamux receive buffer
+// back.
 const idleShrink = 50 * time.Millisecond
+
+// shrinkAbove is the size of a request after which a stream gives its
+// receive buffer back once idle. After a smaller one the buffer is small,
+// and the stream waits for its next request without a timer.
+const shrinkAbove = 4 << 10
 
 // awaitRequest reads the first byte of a stream's next request into
 // hdr[0]. yamux keeps a stream's receive buffer, up to about twice what it
-// held unread (at most two stream windows), for the next message; after a
-// large request (hdr still holds its
-// header), a stream that stays idle for idleShrink gives it back, so that
-// the streams a client keeps between calls hold little. (Giving it back
-// after every large request cost 3-14% of the bulk numbers/s: the chunks of
-// a bulk call follow one another closer than that.)
+// held unread (at most two stream windows), for the next message. After a
+// request of more than shrinkAbove bytes (hdr still holds its header), a
+// stream that stays idle for idleShrink gives it back, so that the streams
+// a client keeps between calls hold little. (Giving it back after every
+// large request cost 3-14% of the bulk numbers/s: the chunks of a bulk call
+// follow one another closer than that.)
 func awaitRequest(st *yamux.Stream, hdr []byte) error {
-	if binary.LittleEndian.Uint32(hdr[1:]) <= readChunk {
+	if binary.LittleEndian.Uint32(hdr[1:]) <= shrinkAbove {
 		_, err := io.ReadFull(st, hdr[:1])
 		return err
 	}
