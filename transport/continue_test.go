@@ -77,24 +77,13 @@ func TestServerAsksForALargePayloadOnceItHasRoom(t *testing.T) {
 	defer sess.Close()
 	st, err := sess.OpenStream()
 	require.NoError(t, err)
-	items := make([]int64, 10000)
-	for i := range items {
-		items[i] = int64(i)
-	}
-	req := appendFrameHeader(nil, kindRequest)
-	req = append(req, make([]byte, requestPrefixSize)...)
-	req, err = Int64().Append(req, items)
-	require.NoError(t, err)
-	require.NoError(t, finishFrame(req, 0, 1<<20))
+	items, req := requestFrame(t, 10000)
 	require.Greater(t, len(req)-frameHeaderSize, continueAbove)
 
 	_, err = st.Write(req[:frameHeaderSize])
 	require.NoError(t, err)
 	// While the budget is taken, the server does not ask for the payload.
-	st.SetReadDeadline(time.Now().Add(quietFor))
-	var b [1]byte
-	_, err = st.Read(b[:])
-	require.ErrorIs(t, err, yamux.ErrTimeout, "the server answered a request it has no room for")
+	requireQuiet(t, st)
 
 	release()
 	st.SetReadDeadline(time.Now().Add(hangGuard))
@@ -105,31 +94,14 @@ func TestServerAsksForALargePayloadOnceItHasRoom(t *testing.T) {
 
 	_, err = st.Write(req[frameHeaderSize:])
 	require.NoError(t, err)
-	k, payload, err = readFrame(st, 1<<20, nil)
-	require.NoError(t, err)
-	require.Equal(t, kindResponse, k)
-	out, err := Int64().Decode(nil, payload)
-	require.NoError(t, err)
-	require.Len(t, out, len(items))
-	for i, v := range out {
-		require.Equal(t, -items[i], v)
-	}
+	requireNegated(t, st, items)
 
 	// A request small enough to go whole is answered without a continue,
 	// on the same stream.
-	small := appendFrameHeader(nil, kindRequest)
-	small = append(small, make([]byte, requestPrefixSize)...)
-	small, err = Int64().Append(small, []int64{7, -8})
+	small, frame := requestFrame(t, 2)
+	_, err = st.Write(frame)
 	require.NoError(t, err)
-	require.NoError(t, finishFrame(small, 0, 1<<20))
-	_, err = st.Write(small)
-	require.NoError(t, err)
-	k, payload, err = readFrame(st, 1<<20, nil)
-	require.NoError(t, err)
-	require.Equal(t, kindResponse, k)
-	out, err = Int64().Decode(nil, payload)
-	require.NoError(t, err)
-	require.Equal(t, []int64{-7, 8}, out)
+	requireNegated(t, st, small)
 }
 
 func TestCallGivenUpWhileWaitingForRoomGivesNothingBack(t *testing.T) {
@@ -397,33 +369,57 @@ func TestServerServesAVersion2Client(t *testing.T) {
 	defer sess.Close()
 	st, err := sess.OpenStream()
 	require.NoError(t, err)
-	items := make([]int64, 10000)
+	items, req := requestFrame(t, 10000)
+	require.Greater(t, len(req)-frameHeaderSize, continueAbove)
+	_, err = st.Write(req) // whole, while the budget is taken
+	require.NoError(t, err)
+	// The request waits for room: no answer, and no continue frame.
+	requireQuiet(t, st)
+
+	release()
+	st.SetReadDeadline(time.Now().Add(hangGuard))
+	requireNegated(t, st, items) // not a continue frame first
+}
+
+// requestFrame returns n items, 0 to n-1, and a whole request frame of
+// them without a deadline.
+func requestFrame(t *testing.T, n int) ([]int64, []byte) {
+	t.Helper()
+	items := make([]int64, n)
 	for i := range items {
 		items[i] = int64(i)
 	}
 	req := appendFrameHeader(nil, kindRequest)
 	req = append(req, make([]byte, requestPrefixSize)...)
-	req, err = Int64().Append(req, items)
+	req, err := Int64().Append(req, items)
 	require.NoError(t, err)
 	require.NoError(t, finishFrame(req, 0, 1<<20))
-	require.Greater(t, len(req)-frameHeaderSize, continueAbove)
-	_, err = st.Write(req) // whole, while the budget is taken
-	require.NoError(t, err)
-	// The request waits for room: no answer, and no continue frame.
+	return items, req
+}
+
+// requireQuiet checks that the server sends nothing on st for quietFor:
+// it has no room for the request, and neither answers it nor asks for its
+// payload.
+func requireQuiet(t *testing.T, st *yamux.Stream) {
+	t.Helper()
 	st.SetReadDeadline(time.Now().Add(quietFor))
 	var b [1]byte
-	_, err = st.Read(b[:])
+	_, err := st.Read(b[:])
 	require.ErrorIs(t, err, yamux.ErrTimeout, "the server answered a request it has no room for")
+	st.SetReadDeadline(time.Time{})
+}
 
-	release()
-	st.SetReadDeadline(time.Now().Add(hangGuard))
+// requireNegated reads the next frame on st and checks that it is the
+// response to items: each item negated.
+func requireNegated(t *testing.T, st *yamux.Stream, items []int64) {
+	t.Helper()
 	k, payload, err := readFrame(st, 1<<20, nil)
 	require.NoError(t, err)
-	require.Equal(t, kindResponse, k, "a version 2 client gets its answer, not a continue frame")
+	require.Equal(t, kindResponse, k)
 	out, err := Int64().Decode(nil, payload)
 	require.NoError(t, err)
-	require.Len(t, out, len(items))
+	require.Equal(t, len(items), len(out))
 	for i, v := range out {
-		require.Equal(t, -items[i], v)
+		require.Equal(t, -items[i], v, "item %d", i)
 	}
 }
