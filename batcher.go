@@ -442,12 +442,13 @@ func (b *Batcher[In, Out]) deliver(d *dispatch[In, Out], pieces []batchPiece[In,
 		}
 		c.dropCarrier(d)
 		if err != nil {
+			cerr := err // this caller's: others may still retry err
 			if (errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOverloaded)) && (c.left < c.total || len(c.carriers) > 0) {
 				// Another part of the call may have been processed: sending
 				// the call again is no longer safe.
-				err = fmt.Errorf("%w: a part of the call failed after others were sent: %v", ErrInterrupted, err)
+				cerr = fmt.Errorf("%w: a part of the call failed after others were sent: %v", ErrInterrupted, err)
 			}
-			b.finishLocked(c, err)
+			b.finishLocked(c, cerr)
 			continue
 		}
 		c.left -= p.n

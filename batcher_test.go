@@ -435,6 +435,44 @@ func TestBatcherDispatchErrorReachesEveryCallerInIt(t *testing.T) {
 	g.noMore(t)
 }
 
+// TestBatcherSplitCallFailureKeepsOthersRetrySafe fails a dispatch that
+// carries the second part of a split call, then a whole call: the split
+// call fails as interrupted, and the whole call, none of whose items was
+// sent, still as unavailable.
+func TestBatcherSplitCallFailureKeepsOthersRetrySafe(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	g := newGate(t)
+	b := newBatcher(t, g, fanout.WithMaxBatch(4), fanout.WithConcurrency(2))
+
+	a1 := startProcess(t.Context(), b, []int64{-1})
+	a2 := startProcess(t.Context(), b, []int64{-2})
+	h1, h2 := g.next(t), g.next(t)
+	pc := queue(t, t.Context(), b, []int64{10, 11, 12, 20, 21, 22})
+	pd := queue(t, t.Context(), b, []int64{30, 31})
+
+	h1.answer()
+	h2.answer()
+	a1.requireAnswered(t)
+	a2.requireAnswered(t)
+	first, second := g.next(t), g.next(t)
+	if first.items[0] != 10 {
+		first, second = second, first
+	}
+	require.Equal(t, []int64{10, 11, 12, 20}, first.items)
+	require.Equal(t, []int64{21, 22, 30, 31}, second.items)
+
+	first.answer()
+	down := fmt.Errorf("dial 10.0.0.7:7001: %w", fanout.ErrUnavailable)
+	second.fail(down)
+	_, err := pc.wait(t)
+	require.ErrorIs(t, err, fanout.ErrInterrupted, "part of C's call was processed")
+	_, err = pd.wait(t)
+	require.ErrorIs(t, err, fanout.ErrUnavailable, "none of D's items was sent: safe to send again")
+	require.NotErrorIs(t, err, fanout.ErrInterrupted)
+	idle(t, b)
+	g.noMore(t)
+}
+
 // TestBatcherIsolatesCallersWhenAMergedCallFails checks that a merged call
 // that fails with the backend's own error (one caller's item overflows, say)
 // is sent again caller by caller, so that the others get their answers and
