@@ -119,9 +119,10 @@ func WithHandshakeTimeout(d time.Duration) Option {
 // WithRequestTimeout bounds how long a server waits for the request on a new
 // stream, and for the rest of any request once its first byte has arrived
 // (not counting a wait for room in [WithMaxPendingBytes]); a stream kept
-// idle between calls waits for its next request without limit. It is also how long either side waits for its
-// peer to close a stream it has closed before resetting it (yamux's stream
-// close timeout). Both sides. Default: [DefaultRequestTimeout].
+// idle between calls waits for its next request without limit. It is also
+// how long either side waits for its peer to close a stream it has closed
+// before resetting it (yamux's stream close timeout). Both sides. Default:
+// [DefaultRequestTimeout].
 func WithRequestTimeout(d time.Duration) Option {
 	return func(c *config) { c.requestTimeout = d }
 }
@@ -182,7 +183,8 @@ func WithMaxConcurrentCalls(n int) Option {
 // requests at once. A request larger than the bound waits until it is
 // alone. The decoded items, the backend's work and the answer are not
 // counted, but are usually proportional to the payload: the example middle
-// layer peaks at about ten times this bound (PERFORMANCE.md). Server.
+// layer peaks at about 40-120 MiB plus ten times this bound
+// (PERFORMANCE.md). Server.
 // Default: [DefaultMaxPendingBytes]. Values below 1 mean no bound.
 func WithMaxPendingBytes(n int64) Option {
 	return func(c *config) { c.maxPending = n }
@@ -197,9 +199,9 @@ func WithMaxPendingBytes(n int64) Option {
 // [WithMaxConcurrentCalls] like a call, but only while a slot is free:
 // when none is, the call sends its chunks one after another instead of
 // failing. The slots its chunks hold count for other calls too, which can
-// find the limit reached while a large call is in flight. Items below 1 sends every call whole; inFlight below 1 means 1.
-// Client. Default: [DefaultChunkItems] items, [DefaultChunksInFlight] in
-// flight.
+// find the limit reached while a large call is in flight. Items below 1
+// sends every call whole; inFlight below 1 means 1. Client. Default:
+// [DefaultChunkItems] items, [DefaultChunksInFlight] in flight.
 func WithChunks(items, inFlight int) Option {
 	return func(c *config) { c.chunkItems, c.chunkCalls = items, max(inFlight, 1) }
 }

@@ -50,7 +50,6 @@ type Server[In, Out any] struct {
 	cancel context.CancelFunc
 
 	pending *semaphore.Weighted // bytes of requests held; nil for no bound
-	held    atomic.Int64        // bytes taken from pending
 
 	mu        sync.Mutex
 	shutdown  bool // no new listeners, sessions or calls
@@ -504,10 +503,11 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte, continues bo
 		err = fmt.Errorf("%w: expected a request, got message kind %d of %d bytes", ErrProtocol, k, n)
 	}
 	var payload []byte
+	asks := continues && n > continueAbove // the client waits for a continue frame
 	if err == nil {
-		held, err = s.reserve(st, n, continues && n > continueAbove)
+		held, err = s.reserve(st, n, asks)
 	}
-	if err == nil && continues && n > continueAbove {
+	if err == nil && asks {
 		// The client sends a large payload only once told there is room
 		// for it (PROTOCOL.md).
 		st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
@@ -524,16 +524,6 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte, continues bo
 		buf = slices.Grow(buf, n)
 		_, payload, err = readPayload(st, s.cfg.maxMessage, buf)
 		*bufp = payload
-		if n > readChunk && s.busy(held) {
-			// yamux keeps a stream's receive buffer, up to about twice
-			// what it held unread, for the next message. While other requests
-			// take half the budget or more, streams hand theirs back
-			// instead: a busy server's streams are many, and the budget
-			// bounds only the requests being read or served. (A server
-			// with room to spare keeps them: allocating one per request
-			// cost 3-14% of the bulk numbers/s, PERFORMANCE.md.)
-			st.Shrink()
-		}
 	}
 	switch {
 	case errors.Is(err, ErrMessageTooLarge):
@@ -562,7 +552,6 @@ func (s *Server[In, Out]) reserve(st *yamux.Stream, size int, watch bool) (int64
 	}
 	n := min(int64(size), s.cfg.maxPending)
 	if s.pending.TryAcquire(n) {
-		s.held.Add(n)
 		return n, nil
 	}
 	// The stream's receive buffer from its last request is not needed
@@ -583,7 +572,6 @@ func (s *Server[In, Out]) reserve(st *yamux.Stream, size int, watch bool) (int64
 	if err != nil {
 		return 0, fmt.Errorf("waiting for memory for a request of %d bytes: %w", n, err)
 	}
-	s.held.Add(n)
 	st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
 	return n, nil
 }
@@ -626,15 +614,8 @@ func watchWait(parent context.Context, st *yamux.Stream) (ctx context.Context, s
 // release gives n bytes back to the server's budget.
 func (s *Server[In, Out]) release(n int64) {
 	if n > 0 {
-		s.held.Add(-n)
 		s.pending.Release(n)
 	}
-}
-
-// busy reports whether other requests than one holding own bytes take at
-// least half of the server's budget.
-func (s *Server[In, Out]) busy(own int64) bool {
-	return s.pending != nil && 2*(s.held.Load()-own) >= s.cfg.maxPending
 }
 
 // giveBack hands an answer back to the backend's Recycler. A panic in
