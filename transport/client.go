@@ -300,12 +300,6 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In, dst []Out, sent 
 	}
 }
 
-// inlineWrite is the largest answer a server writes without watching for
-// its client to give up meanwhile. A stream's peer acknowledges each half
-// window (256 KiB) it reads, so a stream between calls has at least half
-// its window free, and a message this small never waits for the peer.
-const inlineWrite = 64 << 10
-
 // maxIdleStreams bounds the streams a client keeps open between calls.
 const maxIdleStreams = 256
 

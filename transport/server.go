@@ -374,6 +374,12 @@ func awaitRequest(st *yamux.Stream, hdr []byte) error {
 	return err
 }
 
+// inlineWrite is the largest answer a server writes without watching for
+// its client to give up meanwhile. A stream's peer acknowledges each half
+// window (256 KiB) it reads, so a stream between calls has at least half
+// its window free, and a message this small never waits for the peer.
+const inlineWrite = 64 << 10
+
 // watchAfter is how long a call runs before a watcher starts to look for
 // the client giving up on it.
 const watchAfter = 10 * time.Millisecond
