@@ -44,8 +44,8 @@
 // as time remaining and becomes the deadline of the backend's context on the
 // server. Cancelling the caller's context abandons the call at once and
 // half-closes its stream, which cancels the backend's context (the server
-// looks for that once a call has run 10 ms, so a shorter call runs to its
-// end). Handshakes, writes, a new stream's wait for its request and a
+// looks for that once a call has run 10 to 20 ms, so a shorter call runs to
+// its end). Handshakes, writes, a new stream's wait for its request and a
 // request once it has started (a wait for room in the server's budget
 // aside) are bounded by timeouts, and keepalive pings
 // detect a dead peer, so no call hangs forever on a peer that died or went

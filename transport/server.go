@@ -51,6 +51,13 @@ type Server[In, Out any] struct {
 
 	pending *semaphore.Weighted // bytes of requests held; nil for no bound
 
+	// The calls' watcher (see sweep).
+	epoch    time.Time // calls' start times count from it
+	watchMu  sync.Mutex
+	watched  map[*streamCall]struct{} // the calls of every stream being served
+	sweeping atomic.Bool              // a sweeper runs; set only under watchMu
+	sweeps   sync.WaitGroup           // the sweeper goroutine
+
 	mu        sync.Mutex
 	shutdown  bool // no new listeners, sessions or calls
 	listeners map[net.Listener]struct{}
@@ -87,6 +94,8 @@ func NewServer[In, Out any](backend fanout.Backend[In, Out], in Codec[In], out C
 		hello:     hello{version: protocolVersion, reqCodec: in.Name(), respCodec: out.Name(), maxMessage: uint32(cfg.maxMessage)},
 		ctx:       ctx,
 		cancel:    cancel,
+		epoch:     time.Now(),
+		watched:   make(map[*streamCall]struct{}),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[net.Conn]*yamux.Session),
 	}
@@ -271,10 +280,11 @@ func (s *Server[In, Out]) refuse(st *yamux.Stream, code Code, msg string, peerMa
 // streams.
 //
 // Each call runs on this goroutine. A call that lasts longer than
-// watchAfter gets a watcher, which waits for the stream's next byte: the end
-// of the stream means the client gave up, and cancels the call; any data is
-// the start of the client's next request, read once the current call has
-// answered. A short call thus costs no goroutine and no wake-up.
+// watchAfter gets a watcher (see sweep), which waits for the stream's next
+// byte: the end of the stream means the client gave up, and cancels the
+// call; any data is the start of the client's next request, read once the
+// current call has answered. A short call thus costs no goroutine and no
+// timer.
 func (s *Server[In, Out]) serveStream(st *yamux.Stream, peer peer, streams *atomic.Int64) {
 	defer s.streams.Done()
 	defer streams.Add(-1)
@@ -282,8 +292,14 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peer peer, streams *atom
 	log := s.cfg.logger // attributes are built only where something is logged
 
 	sc := &streamCall{st: st, done: make(chan struct{}, 1)}
-	sc.watch = time.AfterFunc(time.Hour, sc.watchStream)
-	sc.watch.Stop()
+	s.watchMu.Lock()
+	s.watched[sc] = struct{}{}
+	s.watchMu.Unlock()
+	defer func() {
+		s.watchMu.Lock()
+		delete(s.watched, sc)
+		s.watchMu.Unlock()
+	}()
 	for first := true; ; first = false {
 		if first {
 			st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
@@ -381,8 +397,20 @@ func awaitRequest(st *yamux.Stream, hdr []byte) error {
 const inlineWrite = 64 << 10
 
 // watchAfter is how long a call runs before a watcher starts to look for
-// the client giving up on it.
+// the client giving up on it: between one and two times this, since the
+// sweeper looks at the calls once every watchAfter.
 const watchAfter = 10 * time.Millisecond
+
+// sweepIdle is how many looks in a row that find no call running end the
+// sweeper; the next call starts another.
+const sweepIdle = 100
+
+// States of a streamCall.
+const (
+	callIdle    = iota // between calls
+	callRunning        // a call runs, not watched
+	callWatched        // a call runs, and its watcher has started
+)
 
 // streamCall is the state of a stream's calls, shared by the stream's
 // goroutine and the watcher of its call in flight, and reused from one call
@@ -392,10 +420,90 @@ type streamCall struct {
 	hdr    [frameHeaderSize]byte // the header of the request being read
 	early  bool                  // the watcher read hdr[0], the start of the next request
 	peek   [1]byte
-	watch  *time.Timer   // starts watchStream
+	state  atomic.Int32  // callIdle, callRunning or callWatched
+	since  atomic.Int64  // when the call started, from the server's epoch
 	done   chan struct{} // receives once watchStream has returned
 	gone   atomic.Bool   // the client gave up on the call
 	cancel context.CancelFunc
+}
+
+// watch marks the start of a call on sc, for the sweeper to find, and
+// makes sure a sweeper runs.
+func (s *Server[In, Out]) watch(sc *streamCall) {
+	sc.since.Store(int64(time.Since(s.epoch)))
+	sc.state.Store(callRunning)
+	if s.sweeping.Load() {
+		return
+	}
+	s.watchMu.Lock()
+	if !s.sweeping.Load() && s.ctx.Err() == nil {
+		s.sweeping.Store(true)
+		s.sweeps.Add(1)
+		go s.sweep()
+	}
+	s.watchMu.Unlock()
+}
+
+// unwatch marks the end of the call on sc: it stops the call's watcher, if
+// one started, and waits for it.
+func (sc *streamCall) unwatch() {
+	if sc.state.CompareAndSwap(callRunning, callIdle) {
+		return
+	}
+	sc.st.SetReadDeadline(time.Now())
+	<-sc.done
+	sc.st.SetReadDeadline(time.Time{})
+	sc.state.Store(callIdle)
+}
+
+// sweep starts a watcher for each call that has run for watchAfter. It
+// looks at every stream's call once every watchAfter, and returns after
+// sweepIdle looks that found no call running, or once the server is
+// closed. One timer for the whole server costs less than one per call: on
+// a quiet machine, arming a timer for each call woke the thread waiting in
+// the network poller about once per call (PERFORMANCE.md).
+func (s *Server[In, Out]) sweep() {
+	defer s.sweeps.Done()
+	tick := time.NewTicker(watchAfter)
+	defer tick.Stop()
+	for idle := 0; ; {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s.watchMu.Lock()
+		if s.watchCalls() {
+			idle = 0
+		} else if idle++; idle >= sweepIdle {
+			s.sweeping.Store(false)
+			// A call that started before the store above may have seen
+			// the sweeper running: look once more.
+			if !s.watchCalls() {
+				s.watchMu.Unlock()
+				return
+			}
+			s.sweeping.Store(true)
+			idle = 0
+		}
+		s.watchMu.Unlock()
+	}
+}
+
+// watchCalls starts a watcher for each call that has run for watchAfter,
+// and reports whether any call is running. s.watchMu must be held.
+func (s *Server[In, Out]) watchCalls() (running bool) {
+	now := int64(time.Since(s.epoch))
+	for sc := range s.watched {
+		if sc.state.Load() == callIdle {
+			continue
+		}
+		running = true
+		if now-sc.since.Load() >= int64(watchAfter) && sc.state.CompareAndSwap(callRunning, callWatched) {
+			go sc.watchStream()
+		}
+	}
+	return running
 }
 
 // watchStream waits for the stream's next byte while a call runs, until the
@@ -429,15 +537,10 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 	st := sc.st
 	log := s.cfg.logger
 
-	sc.watch.Reset(watchAfter) // gone is false: serveStream returns once it is set
+	s.watch(sc) // gone is false: serveStream returns once it is set
 	out, code, err := s.process(ctx, items)
 	answer := out // handed back to a Recycler once encoded or discarded
-	if !sc.watch.Stop() {
-		// The watcher started: end its read, and wait for it.
-		st.SetReadDeadline(time.Now())
-		<-sc.done
-		st.SetReadDeadline(time.Time{})
-	}
+	sc.unwatch()
 	st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
 	if sc.gone.Load() {
 		out, code, err = nil, CodeCanceled, errors.New("call cancelled by the client")
@@ -732,5 +835,6 @@ func (s *Server[In, Out]) Close() error {
 	s.conn.Wait()
 	s.streams.Wait()
 	s.calls.Wait()
+	s.sweeps.Wait() // no stream is left to start another
 	return nil
 }
