@@ -26,6 +26,7 @@ type callLog struct {
 	inFlight int
 	most     int
 	all      chan struct{} // closed once gather calls were in flight together
+	gathered bool          // all is closed
 }
 
 func newCallLog(gather int) *callLog {
@@ -37,7 +38,9 @@ func (l *callLog) Process(ctx context.Context, items []int64) ([]int64, error) {
 	l.sizes = append(l.sizes, len(items))
 	l.inFlight++
 	l.most = max(l.most, l.inFlight)
-	if l.inFlight == l.gather {
+	if l.inFlight == l.gather && !l.gathered {
+		// Later calls may be as many in flight again.
+		l.gathered = true
 		close(l.all)
 	}
 	l.mu.Unlock()
