@@ -409,7 +409,7 @@ const sweepIdle = 100
 const (
 	callIdle    = iota // between calls
 	callRunning        // a call runs, not watched
-	callWatched        // a call runs, and its watcher has started
+	callWatched        // a watcher runs: a call ran long, or a large answer is written
 )
 
 // streamCall is the state of a stream's calls, shared by the stream's
@@ -444,10 +444,11 @@ func (s *Server[In, Out]) watch(sc *streamCall) {
 	s.watchMu.Unlock()
 }
 
-// unwatch marks the end of the call on sc: it stops the call's watcher, if
-// one started, and waits for it.
+// unwatch marks the end of the call on sc, or of the write of its answer:
+// it stops the watcher, if one started, and waits for it. (Only the
+// stream's goroutine moves sc out of callIdle.)
 func (sc *streamCall) unwatch() {
-	if sc.state.CompareAndSwap(callRunning, callIdle) {
+	if sc.state.Load() == callIdle || sc.state.CompareAndSwap(callRunning, callIdle) {
 		return
 	}
 	sc.st.SetReadDeadline(time.Now())
@@ -571,18 +572,14 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 	// up ends the write at once rather than at the write timeout. A
 	// smaller one always fits (the client acknowledges each half window it
 	// reads), and the write cannot block.
-	watching := len(buf) > inlineWrite && !sc.gone.Load()
-	if watching {
+	if len(buf) > inlineWrite && !sc.gone.Load() {
+		sc.state.Store(callWatched)
 		go sc.watchStream()
 	}
 	if _, err := st.Write(buf); err != nil {
 		log.Debug("transport: writing response", "remote", st.RemoteAddr(), "err", err)
 	}
-	if watching {
-		st.SetReadDeadline(time.Now())
-		<-sc.done
-		st.SetReadDeadline(time.Time{})
-	}
+	sc.unwatch()
 	return code
 }
 
