@@ -139,6 +139,32 @@ func TestMaxCalls(t *testing.T) {
 	})
 }
 
+// TestMaxConns runs x with -max-conns 1: the middle layer that connected
+// first is served, a second middle layer's calls to x are refused with the
+// limit named, and the first is served on.
+func TestMaxConns(t *testing.T) {
+	skipShort(t)
+	x := startServer(t, "x", "-listen", "127.0.0.1:0", "-max-conns", "1")
+	y, z := startReplicas(t, "y", 1), startReplicas(t, "z", 1)
+	first := startMiddle(t, []*server{x}, y, z).addr
+	second := startMiddle(t, []*server{x}, y, z).addr
+
+	out := runProgram(t, "", "client", "-addr", first, "-3")
+	require.Equal(t, 0, out.code, out.stderr)
+	require.Equal(t, textOutput(t, -3), out.stdout)
+
+	out = runProgram(t, "", "client", "-addr", second, "-partial", "-5", "4")
+	require.Equal(t, 1, out.code)
+	require.Contains(t, out.stdout, "-5 -> failed (backend x): x could not process -5: ")
+	require.Contains(t, out.stdout, "server at its limit of 1 connections")
+	require.Contains(t, out.stdout, "4 -> 2 (backend y)\n")
+	x.waitLog(t, "connection refused: server at its limit of 1 connections", 1, 10*time.Second)
+
+	out = runProgram(t, "", "client", "-addr", first, "-7", "8")
+	require.Equal(t, 0, out.code, out.stderr)
+	require.Equal(t, textOutput(t, -7, 8), out.stdout)
+}
+
 // TestShutdownLetsCallsFinish stops a backend with SIGTERM while it is
 // processing a call: the call is answered, then the backend exits with
 // status 0.

@@ -672,7 +672,12 @@ func (c *Client[In, Out]) handshake(ctx context.Context) (*yamux.Session, int, e
 		}
 		return nil, 0, fmt.Errorf("handshake: %w", err)
 	}
-	if status != statusOK {
+	switch status {
+	case statusOK:
+	case statusBusy:
+		conn.Close()
+		return nil, 0, fmt.Errorf("handshake: connection refused: %s", msg)
+	default:
 		conn.Close()
 		return nil, 0, fmt.Errorf("%w by server: %s", ErrHandshake, msg)
 	}

@@ -38,7 +38,11 @@
 // ([WithMaxConcurrentCalls], 1024 by default; a server counts the streams
 // open, the idle streams a client keeps included): past the bound a server
 // answers at once with [CodeOverloaded] without reading the request, and a
-// client refuses the call before sending it. Nothing queues without bound.
+// client refuses the call before sending it. Connections are bounded per
+// server ([WithMaxConnections], 1024 by default, over all listeners): past
+// the bound a server still accepts each connection and refuses it in the
+// handshake, naming the limit, and the client's calls fail as unavailable
+// until a redial succeeds. Nothing queues without bound.
 //
 // Deadlines and cancellation: the caller's deadline travels with the request
 // as time remaining and becomes the deadline of the backend's context on the

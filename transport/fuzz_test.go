@@ -444,7 +444,7 @@ func FuzzServerHandshake(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		want, wantErr := readHello(bytes.NewReader(data))
 		conn := newFuzzConn(data, false)
-		p, err := srv.handshake(conn)
+		p, err := srv.handshake(conn, false)
 		out := conn.written()
 
 		if wantErr != nil {

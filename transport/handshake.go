@@ -22,9 +22,12 @@ const oldestVersion = 2
 // served reports whether a server serves clients that speak version v.
 func served(v uint8) bool { return v >= oldestVersion && v <= protocolVersion }
 
+// The status of the server's reply. A client treats any status but
+// statusOK as a refusal, and reports its message.
 const (
 	statusOK      = 0
-	statusRefused = 1
+	statusRefused = 1 // the hellos do not agree: version or codecs
+	statusBusy    = 2 // the server is at its connection limit
 )
 
 // maxCodecName is the longest codec name the hello can carry.

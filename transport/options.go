@@ -30,6 +30,7 @@ type config struct {
 	backoffMin       time.Duration
 	backoffMax       time.Duration
 	maxCalls         int
+	maxConns         int
 	maxPending       int64
 	chunkItems       int
 	chunkCalls       int
@@ -48,6 +49,7 @@ const (
 	DefaultBackoffMin       = 50 * time.Millisecond
 	DefaultBackoffMax       = time.Second
 	DefaultMaxCalls         = 1024
+	DefaultMaxConnections   = 1024
 	DefaultMaxPendingBytes  = 16 << 20
 	DefaultChunkItems       = 131072
 	DefaultChunksInFlight   = 4
@@ -69,6 +71,7 @@ func newConfig(opts []Option) config {
 		backoffMin:       DefaultBackoffMin,
 		backoffMax:       DefaultBackoffMax,
 		maxCalls:         DefaultMaxCalls,
+		maxConns:         DefaultMaxConnections,
 		maxPending:       DefaultMaxPendingBytes,
 		chunkItems:       DefaultChunkItems,
 		chunkCalls:       DefaultChunksInFlight,
@@ -169,6 +172,21 @@ func WithRedialBackoff(lo, hi time.Duration) Option {
 // [DefaultMaxCalls]. Values below 1 mean 1.
 func WithMaxConcurrentCalls(n int) Option {
 	return func(c *config) { c.maxCalls = max(n, 1) }
+}
+
+// WithMaxConnections bounds the connections a server keeps open at once,
+// over all its listeners, those still in their handshake included. Past it,
+// the server still accepts each new connection, at once, and refuses it in
+// the handshake (PROTOCOL.md, status 2): the client's call fails with an
+// error that wraps [fanout.ErrUnavailable] and names the limit, and the
+// client waits out its redial backoff ([WithRedialBackoff]) before it tries
+// again. The server answers up to 64 such connections at a time and closes
+// any more unanswered. Connections served go on as before. Together with
+// [WithMaxConcurrentCalls] this bounds the streams, and so the yamux
+// buffers, a server keeps. Server. Default: [DefaultMaxConnections].
+// Values below 1 mean 1.
+func WithMaxConnections(n int) Option {
+	return func(c *config) { c.maxConns = max(n, 1) }
 }
 
 // WithMaxPendingBytes bounds the memory a server spends on requests: the

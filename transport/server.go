@@ -62,6 +62,7 @@ type Server[In, Out any] struct {
 	shutdown  bool // no new listeners, sessions or calls
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]*yamux.Session // session is nil during the handshake
+	refusing  int                         // of conns, those being refused (see admit)
 	calls     sync.WaitGroup              // calls in flight; Add only under mu while !shutdown
 	streams   sync.WaitGroup              // stream goroutines; Add only under mu while !shutdown
 	conn      sync.WaitGroup              // connection goroutines
@@ -137,12 +138,59 @@ func (s *Server[In, Out]) Serve(l net.Listener) error {
 			return err
 		}
 		delay = 0
-		if !s.track(conn, nil) {
+		switch s.admit(conn) {
+		case admitClosed:
 			conn.Close()
 			return ErrServerClosed
+		case admitDrop:
+			// Debug: the refusals under way log the limit at Warn, and
+			// a flood must not flood the log too.
+			s.cfg.logger.Debug("transport: connection closed unanswered: at the connection limit, with as many refusals under way as allowed",
+				"remote", conn.RemoteAddr().String(), "limit", s.cfg.maxConns, "refusing", maxRefusing)
+			conn.Close()
+		case admitRefuse:
+			go s.serveConn(conn, true)
+		default:
+			go s.serveConn(conn, false)
 		}
-		go s.serveConn(conn)
 	}
+}
+
+// An admission is what a server does with a connection it accepted.
+type admission int
+
+const (
+	admitServe  admission = iota // handshake and serve
+	admitRefuse                  // handshake and refuse: the server is at its connection limit
+	admitDrop                    // close at once: at the limit, and refusing as many as allowed
+	admitClosed                  // the server is shutting down
+)
+
+// maxRefusing is how many connections over its limit a server answers at
+// once with a refusal (each waits up to the handshake timeout for its
+// client's hello). Beyond that, it closes them unanswered, so that a flood
+// of connections costs no more than this many goroutines.
+const maxRefusing = 64
+
+// admit decides what to do with a new conn, and records it unless it is
+// to be closed at once, counting its goroutine.
+func (s *Server[In, Out]) admit(conn net.Conn) admission {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := admitServe
+	switch {
+	case s.shutdown:
+		return admitClosed
+	case len(s.conns)-s.refusing < s.cfg.maxConns:
+	case s.refusing >= maxRefusing:
+		return admitDrop
+	default:
+		a = admitRefuse
+		s.refusing++
+	}
+	s.conn.Add(1)
+	s.conns[conn] = nil
+	return a
 }
 
 func (s *Server[In, Out]) closing() bool {
@@ -151,27 +199,28 @@ func (s *Server[In, Out]) closing() bool {
 	return s.shutdown
 }
 
-// track records a new conn, counting its goroutine, or its session once
-// there is one. It reports false if the server is shutting down, in which
-// case the caller closes conn.
+// track records the session of conn, admitted earlier. It reports false if
+// the server is shutting down, in which case the caller closes conn.
 func (s *Server[In, Out]) track(conn net.Conn, sess *yamux.Session) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shutdown {
 		return false
 	}
-	if sess == nil {
-		s.conn.Add(1)
-	}
 	s.conns[conn] = sess
 	return true
 }
 
-func (s *Server[In, Out]) serveConn(raw net.Conn) {
+// serveConn serves a connection that admit recorded; busy says to refuse
+// it in the handshake, the server being at its connection limit.
+func (s *Server[In, Out]) serveConn(raw net.Conn, busy bool) {
 	defer s.conn.Done()
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, raw)
+		if busy {
+			s.refusing--
+		}
 		s.mu.Unlock()
 		raw.Close()
 	}()
@@ -188,7 +237,7 @@ func (s *Server[In, Out]) serveConn(raw net.Conn) {
 		}
 		conn = tc
 	}
-	peer, err := s.handshake(conn)
+	peer, err := s.handshake(conn, busy)
 	if err != nil {
 		log.Warn("transport: handshake failed", "err", err)
 		return
@@ -237,8 +286,9 @@ type peer struct {
 }
 
 // handshake checks the client's hello and answers it, in the client's
-// version if the server serves it and in its own otherwise.
-func (s *Server[In, Out]) handshake(conn net.Conn) (peer, error) {
+// version if the server serves it and in its own otherwise. If busy, a
+// hello the server would accept is refused with statusBusy.
+func (s *Server[In, Out]) handshake(conn net.Conn, busy bool) (peer, error) {
 	conn.SetDeadline(time.Now().Add(s.cfg.handshakeTimeout))
 	h, err := readHello(conn)
 	if err != nil {
@@ -249,8 +299,12 @@ func (s *Server[In, Out]) handshake(conn net.Conn) (peer, error) {
 	}
 	reason := checkHello(s.hello, h)
 	status := uint8(statusOK)
-	if reason != "" {
+	switch {
+	case reason != "":
 		status = statusRefused
+	case busy:
+		status = statusBusy
+		reason = fmt.Sprintf("server at its limit of %d connections", s.cfg.maxConns)
 	}
 	mine := s.hello
 	if served(h.version) {
@@ -259,7 +313,10 @@ func (s *Server[In, Out]) handshake(conn net.Conn) (peer, error) {
 	if _, err := conn.Write(appendReply(nil, mine, status, reason)); err != nil {
 		return peer{}, err
 	}
-	if reason != "" {
+	switch {
+	case status == statusBusy:
+		return peer{}, fmt.Errorf("connection refused: %s", reason)
+	case reason != "":
 		return peer{}, fmt.Errorf("%w: %s", ErrHandshake, reason)
 	}
 	return peer{max: int(min(h.maxMessage, maxMessageLimit)), continues: h.version >= 3}, conn.SetDeadline(time.Time{})

@@ -28,7 +28,7 @@
 //
 //	middle [-listen ADDR] [-x ADDRS] [-y ADDRS] [-z ADDRS] [-grace D]
 //	  [-max-inflight N] [-batch N] [-batch-calls N] [-max-calls N]
-//	  [-max-request-mb N] [-log-level LEVEL]
+//	  [-max-conns N] [-max-request-mb N] [-log-level LEVEL]
 //	  [-tls-cert FILE -tls-key FILE -tls-ca FILE]
 //
 // Flags:
@@ -51,6 +51,9 @@
 //	-max-calls N      calls in flight per connection (default 1024): from one
 //	                  client, more are refused at once as overloaded; to one
 //	                  backend replica, more fail at once (and go to another replica)
+//	-max-conns N      connections from clients served at once (default 1024); a
+//	                  client past it is refused in the handshake with a message
+//	                  naming the limit
 //	-max-request-mb N MiB of requests from clients held at once (default 16);
 //	                  more wait until earlier calls answer, the larger ones
 //	                  before their clients send them: the middle layer's memory

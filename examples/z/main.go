@@ -7,7 +7,8 @@
 //
 // Usage:
 //
-//	z [-listen ADDR] [-grace D] [-delay D] [-max-calls N] [-max-request-mb N] [-log-level LEVEL]
+//	z [-listen ADDR] [-grace D] [-delay D] [-max-calls N] [-max-conns N] [-max-request-mb N]
+//	  [-log-level LEVEL]
 //	  [-tls-cert FILE -tls-key FILE -tls-ca FILE]
 //
 // Flags:
@@ -22,6 +23,9 @@
 //	                   (the start of each wait is logged at DEBUG level: msg="call delayed")
 //	-max-calls N       calls in flight per connection (default 1024); more are
 //	                   refused at once as overloaded
+//	-max-conns N       connections served at once (default 1024); a client past
+//	                   it is refused in the handshake with a message naming the
+//	                   limit, and its calls fail as unavailable
 //	-max-request-mb N  MiB of requests held at once, over all connections
 //	                   (default 16); more wait until earlier calls answer (those
 //	                   over 64 KiB before their clients send them)

@@ -260,18 +260,22 @@ type Flags struct {
 	Listen   string         // -listen: address to listen on
 	Grace    time.Duration  // -grace: how long a shutdown waits for calls in flight
 	MaxCalls int            // -max-calls: calls in flight per connection
+	MaxConns int            // -max-conns: connections served at once
 	MaxMemMB int64          // -max-request-mb: MiB of requests held at once
 	LogLevel slog.Level     // -log-level: the least important level logged
 	TLS      tlsflags.Flags // -tls-cert, -tls-key, -tls-ca: mutual TLS
 }
 
 // Register defines -listen, with defaultListen as its default, -grace,
-// -max-calls, -max-request-mb, -log-level and the TLS flags on fs, storing their values in f.
+// -max-calls, -max-conns, -max-request-mb, -log-level and the TLS flags on
+// fs, storing their values in f.
 func (f *Flags) Register(fs *flag.FlagSet, defaultListen string) {
 	fs.StringVar(&f.Listen, "listen", defaultListen, "`address` to listen on (port 0 picks a free port)")
 	fs.DurationVar(&f.Grace, "grace", 5*time.Second, "on SIGINT or SIGTERM, how long to let calls in flight finish")
 	fs.IntVar(&f.MaxCalls, "max-calls", transport.DefaultMaxCalls,
 		"calls in flight per connection; past it, a call fails at once as overloaded")
+	fs.IntVar(&f.MaxConns, "max-conns", transport.DefaultMaxConnections,
+		"connections served at once; past it, a new connection is refused in the handshake, naming the limit")
 	fs.Int64Var(&f.MaxMemMB, "max-request-mb", transport.DefaultMaxPendingBytes>>20,
 		"MiB of requests held at once, over all connections; more wait for room (those over 64 KiB before their clients send them)")
 	fs.TextVar(&f.LogLevel, "log-level", slog.LevelInfo, "least important `level` logged: DEBUG, INFO, WARN or ERROR")
@@ -281,12 +285,16 @@ func (f *Flags) Register(fs *flag.FlagSet, defaultListen string) {
 // Parse parses args with fs, which must use [flag.ExitOnError], for a
 // program that takes flags only (see [ParseFlags]). It returns the
 // program's logger, at -log-level, and the transport options the flags call
-// for: that logger, -max-calls, -max-request-mb and TLS. Bad usage, such as
-// a -max-calls below 1 or a TLS flag without the others, exits with status 2.
+// for: that logger, -max-calls, -max-conns, -max-request-mb and TLS. Bad
+// usage, such as a -max-calls below 1 or a TLS flag without the others,
+// exits with status 2.
 func (f *Flags) Parse(fs *flag.FlagSet, args []string) (*slog.Logger, []transport.Option) {
 	ParseFlags(fs, args)
 	if f.MaxCalls < 1 {
 		Usage(fs, "-max-calls must be at least 1")
+	}
+	if f.MaxConns < 1 {
+		Usage(fs, "-max-conns must be at least 1")
 	}
 	if f.MaxMemMB < 1 {
 		Usage(fs, "-max-request-mb must be at least 1")
@@ -299,6 +307,7 @@ func (f *Flags) Parse(fs *flag.FlagSet, args []string) (*slog.Logger, []transpor
 	opts := []transport.Option{
 		transport.WithLogger(log),
 		transport.WithMaxConcurrentCalls(f.MaxCalls),
+		transport.WithMaxConnections(f.MaxConns),
 		transport.WithMaxPendingBytes(f.MaxMemMB << 20),
 	}
 	if tlsConfig != nil {

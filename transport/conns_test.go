@@ -1,0 +1,131 @@
+package transport_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-c94cd834/fanout"
+	"github.com/seed-c94cd834/fanout/transport"
+)
+
+// connDialer dials TCP and keeps every connection it made, so that a test
+// can cut them.
+type connDialer struct {
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (d *connDialer) dial(ctx context.Context, addr string) (net.Conn, error) {
+	var nd net.Dialer
+	conn, err := nd.DialContext(ctx, "tcp", addr)
+	if err == nil {
+		d.mu.Lock()
+		d.conns = append(d.conns, conn)
+		d.mu.Unlock()
+	}
+	return conn, err
+}
+
+func (d *connDialer) cut() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.conns {
+		c.Close()
+	}
+}
+
+func TestServerRefusesConnectionsPastItsLimit(t *testing.T) {
+	var logs logBuffer
+	addr := serve(t, doubler, transport.WithMaxConnections(1), logs.option())
+	var d connDialer
+	first := client(t, addr, transport.WithDialer(d.dial), transport.WithRedialBackoff(time.Millisecond, time.Millisecond))
+	out, err := first.Process(context.Background(), []int64{1})
+	require.NoError(t, err)
+	require.Equal(t, []int64{2}, out)
+
+	// A second connection is refused in the handshake, with the reason.
+	_, err = transport.Dial(context.Background(), addr, transport.Int64(), transport.Int64(), quiet)
+	require.ErrorContains(t, err, "server at its limit of 1 connections")
+	require.NotErrorIs(t, err, transport.ErrHandshake, "a busy server is no protocol mismatch")
+	require.Eventually(t, func() bool {
+		return strings.Contains(logs.String(), "connection refused: server at its limit of 1 connections")
+	},
+		5*time.Second, 10*time.Millisecond, "server did not log the refusal")
+
+	// The connection served goes on.
+	out, err = first.Process(context.Background(), []int64{2})
+	require.NoError(t, err)
+	require.Equal(t, []int64{4}, out)
+
+	// Once it ends, its slot is free for another client.
+	d.cut()
+	second := client(t, addr)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		out, err := second.Process(context.Background(), []int64{3})
+		assert.NoError(c, err)
+		assert.Equal(c, []int64{6}, out)
+	}, 5*time.Second, 20*time.Millisecond)
+
+	// The first client, whose connection was cut, redials and is refused:
+	// its calls fail as unavailable, naming the limit.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		_, err := first.Process(context.Background(), []int64{4})
+		assert.ErrorContains(c, err, "server at its limit of 1 connections")
+		assert.ErrorIs(c, err, fanout.ErrUnavailable)
+	}, 5*time.Second, 20*time.Millisecond)
+	out, err = second.Process(context.Background(), []int64{5})
+	require.NoError(t, err)
+	require.Equal(t, []int64{10}, out)
+}
+
+// A flood of connections past the limit costs the server a bounded number
+// of refusals in progress: past those, connections are closed unanswered.
+func TestServerClosesConnectionsPastItsLimitOnceRefusingEnough(t *testing.T) {
+	const refusing = 64 // the server's maxRefusing
+	addr := serve(t, doubler, transport.WithMaxConnections(1), transport.WithHandshakeTimeout(time.Minute))
+	c := client(t, addr)
+	_, err := c.Process(context.Background(), []int64{1})
+	require.NoError(t, err)
+
+	// Connections that send no hello wait for it, each in a refusal.
+	silent := make([]net.Conn, refusing)
+	for i := range silent {
+		conn, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		defer conn.Close()
+		silent[i] = conn
+	}
+	// One more is closed without an answer, long before the handshake
+	// timeout. (The accept loop takes them in order, so the refusals above
+	// are counted by the time it takes this one.)
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := conn.Read(make([]byte, 1))
+	require.Zero(t, n)
+	require.ErrorIs(t, err, io.EOF, "the connection past the refusals was not closed")
+
+	// The connection served goes on meanwhile.
+	out, err := c.Process(context.Background(), []int64{2})
+	require.NoError(t, err)
+	require.Equal(t, []int64{4}, out)
+
+	// Once the silent ones have gone, a client is refused with the reason
+	// again.
+	for _, conn := range silent {
+		conn.Close()
+	}
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		_, err := transport.Dial(context.Background(), addr, transport.Int64(), transport.Int64(), quiet)
+		assert.ErrorContains(c, err, "server at its limit of 1 connections")
+	}, 5*time.Second, 20*time.Millisecond)
+}
