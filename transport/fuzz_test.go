@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -439,12 +440,13 @@ func readAnyReply(r io.Reader) (h hello, status uint8, msg string, err error) {
 func FuzzServerHandshake(f *testing.F) {
 	srv := NewServer[int64, int64](nil, Int64(), Int64(), WithLogger(nil), WithMaxMessageSize(fuzzLimit))
 	for _, s := range fuzzHandshakeSeeds() {
-		f.Add(s)
+		f.Add(s, false)
+		f.Add(s, true)
 	}
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(func(t *testing.T, data []byte, busy bool) {
 		want, wantErr := readHello(bytes.NewReader(data))
 		conn := newFuzzConn(data, false)
-		p, err := srv.handshake(conn, false)
+		p, err := srv.handshake(conn, busy)
 		out := conn.written()
 
 		if wantErr != nil {
@@ -471,6 +473,14 @@ func FuzzServerHandshake(f *testing.F) {
 			require.Equal(t, reason, msg)
 			return
 		}
+		if busy {
+			// A hello the server would accept, refused for want of room.
+			require.Error(t, err)
+			require.NotErrorIs(t, err, ErrHandshake)
+			require.EqualValues(t, statusBusy, status)
+			require.Equal(t, fmt.Sprintf("server at its limit of %d connections", DefaultMaxConnections), msg)
+			return
+		}
 		require.NoError(t, err)
 		require.EqualValues(t, statusOK, status)
 		require.Empty(t, msg)
@@ -483,6 +493,7 @@ func FuzzClientHandshake(f *testing.F) {
 	mine := hello{version: protocolVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: DefaultMaxMessageSize}
 	f.Add(appendReply(nil, server, statusOK, ""))
 	f.Add(appendReply(nil, server, statusRefused, checkHello(server, hello{version: protocolVersion})))
+	f.Add(appendReply(nil, server, statusBusy, "server at its limit of 1 connections"))
 	f.Add(appendReply(nil, hello{version: protocolVersion, reqCodec: "json", respCodec: "int64le"}, statusOK, ""))
 	f.Add(append(appendReply(nil, server, statusOK, ""), 0, 0, 0, 0)) // yamux frames follow
 	for _, s := range fuzzHandshakeSeeds() {
@@ -521,6 +532,9 @@ func FuzzClientHandshake(f *testing.F) {
 			if errors.Is(wantErr, ErrProtocol) || errors.Is(wantErr, ErrHandshake) {
 				require.True(t, errors.Is(err, ErrProtocol) || errors.Is(err, ErrHandshake), "%v", err)
 			}
+		case status == statusBusy:
+			require.NotErrorIs(t, err, ErrHandshake, "a busy server is no protocol mismatch")
+			require.Contains(t, err.Error(), msg)
 		case status != statusOK:
 			require.ErrorIs(t, err, ErrHandshake)
 			require.Contains(t, err.Error(), msg)
