@@ -32,6 +32,8 @@ func TestMergingAndMemoryFlags(t *testing.T) {
 		{"middle", []string{"-batch-calls", "0"}, "-batch-calls must be at least 1"},
 		{"middle", []string{"-max-request-mb", "0"}, "-max-request-mb must be at least 1"},
 		{"x", []string{"-max-request-mb", "-1"}, "-max-request-mb must be at least 1"},
+		{"y", []string{"-max-conns", "0"}, "-max-conns must be at least 1"},
+		{"middle", []string{"-max-conns", "-3"}, "-max-conns must be at least 1"},
 	} {
 		out := runProgram(t, "", tc.name, tc.args...)
 		require.Equal(t, 2, out.code, "%s %v: %s", tc.name, tc.args, out.stderr)
