@@ -129,11 +129,11 @@ func (c *Client[In, Out]) Close() error {
 // of the server (see [fanout.WithProbe]).
 //
 // An error that does not come from the server wraps [fanout.ErrUnavailable]
-// if the request was not sent (the server could not be reached, the
-// client is waiting to redial, or the stream or connection failed while a
-// large request waited for the server's room, before its payload was sent),
-// [fanout.ErrInterrupted] if the connection failed once the request may
-// have been sent, or [fanout.ErrOverloaded] if
+// if the request was not sent (the server could not be reached or refused
+// the connection, the client is waiting to redial, or the stream or
+// connection failed while a large request waited for the server's room,
+// before its payload was sent), [fanout.ErrInterrupted] if the connection
+// failed once the request may have been sent, or [fanout.ErrOverloaded] if
 // the client already had the maximum calls in flight.
 //
 // A call of more items than [WithChunks] allows is sent as several calls of
