@@ -506,16 +506,19 @@ func TestProxyDeadlineWhileSendPathStalled(t *testing.T) {
 	p.SetBlackHole(true)
 	defer p.SetBlackHole(false)
 
-	// 128 streams with a full 256 KiB window each: 32 MiB, more than the
-	// proxy's and the kernel's buffers hold.
+	// 256 requests of 8,000 items (64,008 bytes of payload, the most that
+	// is sent without waiting for the server's continue frame): 16 MiB,
+	// more than the proxy's and the kernel's buffers hold. The batches are
+	// built before the calls start, so that under -race building them does
+	// not eat into the calls' deadlines.
 	const deadline = 200 * time.Millisecond
+	batches := make([][]int64, 256)
+	for g := range batches {
+		batches[g] = pxBatch(g+1, 0, 8_000)
+	}
 	var wg sync.WaitGroup
-	for g := range 128 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			pxCall(t, c, deadline, pxBatch(g+1, 0, 100_000))
-		}()
+	for _, items := range batches {
+		wg.Go(func() { pxCall(t, c, deadline, items) })
 	}
 	wg.Wait()
 	require.ErrorIs(t, pxCall(t, c, deadline, pxBatch(0, 1, 1)), context.DeadlineExceeded)
