@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"sync"
 	"testing"
 
 	"github.com/seed-c94cd834/fanout"
@@ -136,4 +137,52 @@ func BenchmarkClientProcessParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkServerCloseIdleStreams measures Server.Close on a connection
+// whose client keeps 256 idle streams, each with a server goroutine waiting
+// for its next request. (yamux's Stream.Read spins while its session shuts
+// down; see Server.stopReads.)
+func BenchmarkServerCloseIdleStreams(b *testing.B) {
+	const streams = 256
+	quietLog := transport.WithLogger(slog.New(slog.DiscardHandler))
+	b.ReportAllocs()
+	b.StopTimer()
+	for range b.N {
+		var arrived sync.WaitGroup
+		arrived.Add(streams)
+		all := make(chan struct{})
+		gate := fanout.BackendFunc[int64, int64](func(_ context.Context, items []int64) ([]int64, error) {
+			arrived.Done()
+			<-all // every call holds its stream until all are open
+			return items, nil
+		})
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv := transport.NewServer(gate, transport.Int64(), transport.Int64(), quietLog)
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(l) }()
+		c := transport.NewClient(l.Addr().String(), transport.Int64(), transport.Int64(), quietLog)
+		var calls sync.WaitGroup
+		for range streams {
+			calls.Go(func() {
+				if _, err := c.Process(context.Background(), []int64{1}); err != nil {
+					b.Error(err)
+				}
+			})
+		}
+		arrived.Wait()
+		close(all)
+		calls.Wait()
+
+		b.StartTimer()
+		srv.Close()
+		b.StopTimer()
+		if err := <-served; !errors.Is(err, transport.ErrServerClosed) {
+			b.Errorf("Serve: %v", err)
+		}
+		c.Close()
+	}
 }

@@ -56,6 +56,10 @@ type coalescer struct {
 	}
 	wake chan struct{}
 	done chan struct{} // closed when the writer goroutine returns
+
+	// readFailed, if set before yamux starts reading, is called when a
+	// Read of the connection fails, before yamux sees the error.
+	readFailed func()
 }
 
 // maxPending bounds the bytes a coalescer buffers: 256 streams' full
@@ -98,6 +102,15 @@ func newCoalescer(conn net.Conn, writeTimeout time.Duration) *coalescer {
 	}
 	go c.writeLoop()
 	return c
+}
+
+// Read reads from the connection, calling readFailed if it fails.
+func (c *coalescer) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && c.readFailed != nil {
+		c.readFailed()
+	}
+	return n, err
 }
 
 // Write buffers p for the writer goroutine, or writes it at once if no

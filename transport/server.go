@@ -242,11 +242,21 @@ func (s *Server[In, Out]) serveConn(raw net.Conn, busy bool) {
 		log.Warn("transport: handshake failed", "err", err)
 		return
 	}
-	sess, err := yamux.Server(newCoalescer(conn, s.cfg.writeTimeout), s.cfg.yamuxConfig())
+	// Once the connection fails, its streams' reads are ended before yamux
+	// shuts the session down (see stopReads).
+	var started atomic.Pointer[yamux.Session]
+	co := newCoalescer(conn, s.cfg.writeTimeout)
+	co.readFailed = func() {
+		if sess := started.Load(); sess != nil {
+			s.stopReads(sess)
+		}
+	}
+	sess, err := yamux.Server(co, s.cfg.yamuxConfig())
 	if err != nil {
 		log.Error("transport: starting session", "err", err)
 		return
 	}
+	started.Store(sess)
 	defer sess.Close()
 	if !s.track(raw, sess) {
 		return
@@ -257,6 +267,7 @@ func (s *Server[In, Out]) serveConn(raw net.Conn, busy bool) {
 		st, err := sess.AcceptStream()
 		if err != nil {
 			log.Debug("transport: session closed", "err", err)
+			s.stopReads(sess) // if the connection did not fail first
 			return
 		}
 		s.mu.Lock()
@@ -366,7 +377,7 @@ func (s *Server[In, Out]) serveStream(st *yamux.Stream, peer peer, streams *atom
 		// must hold no more than that meanwhile.
 		hdr := sc.hdr[:]
 		if !sc.early {
-			if err := awaitRequest(st, hdr); err != nil {
+			if err := sc.awaitRequest(); err != nil {
 				if first {
 					log.Debug("transport: stream ended before its request", "remote", st.RemoteAddr(), "err", err)
 				}
@@ -424,7 +435,7 @@ const idleShrink = 50 * time.Millisecond
 // and the stream waits for its next request without a timer.
 const shrinkAbove = 4 << 10
 
-// awaitRequest reads the first byte of a stream's next request into
+// awaitRequest reads the first byte of the stream's next request into
 // hdr[0]. yamux keeps a stream's receive buffer, up to about twice what it
 // held unread (at most two stream windows), for the next message. After a
 // request of more than shrinkAbove bytes (hdr still holds its header), a
@@ -432,19 +443,51 @@ const shrinkAbove = 4 << 10
 // a client keeps between calls hold little. (Giving it back after every
 // large request cost 3-14% of the bulk numbers/s: the chunks of a bulk call
 // follow one another closer than that.)
-func awaitRequest(st *yamux.Stream, hdr []byte) error {
+//
+// A stream whose reads were stopped (see [Server.stopReads]) waits for
+// nothing.
+func (sc *streamCall) awaitRequest() error {
+	st, hdr := sc.st, sc.hdr[:]
+	if sc.stopped.Load() {
+		return errReadsStopped
+	}
 	if binary.LittleEndian.Uint32(hdr[1:]) <= shrinkAbove {
 		_, err := io.ReadFull(st, hdr[:1])
 		return err
 	}
 	st.SetReadDeadline(time.Now().Add(idleShrink))
 	_, err := io.ReadFull(st, hdr[:1])
-	if errors.Is(err, yamux.ErrTimeout) {
+	if errors.Is(err, yamux.ErrTimeout) && !sc.stopped.Load() {
 		st.Shrink()
 		st.SetReadDeadline(time.Time{})
 		_, err = io.ReadFull(st, hdr[:1])
 	}
 	return err
+}
+
+// errReadsStopped ends a stream whose connection failed.
+var errReadsStopped = errors.New("connection failed")
+
+// stopReads makes the reads on the streams of sess, whose connection
+// failed or whose session shut down, return at once, and keeps the
+// streams from waiting for another request. yamux v0.1.2's Stream.Read
+// returns only once the session's Close has marked its stream closed;
+// until then every reader woken by the shutdown spins, and with many
+// streams (every idle stream a client keeps has a reader here) the
+// spinners starve Close of the CPU it needs to get to them:
+// BenchmarkServerCloseIdleStreams took from 16 ms to 2 s for 256 idle
+// streams, and over 20 s under -race (PERFORMANCE.md). Called when the
+// connection's read fails, before yamux starts its shutdown, the read
+// deadline in the past ends each read before it can spin.
+func (s *Server[In, Out]) stopReads(sess *yamux.Session) {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	for sc := range s.watched {
+		if sc.st.Session() == sess {
+			sc.stopped.Store(true)
+			sc.st.SetReadDeadline(time.Unix(1, 0))
+		}
+	}
 }
 
 // inlineWrite is the largest answer a server writes without watching for
@@ -473,15 +516,18 @@ const (
 // goroutine and the watcher of its call in flight, and reused from one call
 // to the next.
 type streamCall struct {
-	st     *yamux.Stream
-	hdr    [frameHeaderSize]byte // the header of the request being read
-	early  bool                  // the watcher read hdr[0], the start of the next request
-	peek   [1]byte
-	state  atomic.Int32  // callIdle, callRunning or callWatched
-	since  atomic.Int64  // when the call started, from the server's epoch
-	done   chan struct{} // receives once watchStream has returned
-	gone   atomic.Bool   // the client gave up on the call
-	cancel context.CancelFunc
+	st    *yamux.Stream
+	hdr   [frameHeaderSize]byte // the header of the request being read
+	early bool                  // the watcher read hdr[0], the start of the next request
+	peek  [1]byte
+	state atomic.Int32  // callIdle, callRunning or callWatched
+	since atomic.Int64  // when the call started, from the server's epoch
+	done  chan struct{} // receives once watchStream has returned
+	gone  atomic.Bool   // the client gave up on the call
+	// stopped: the connection failed, and a read deadline in the past
+	// ends the stream's reads (see Server.stopReads).
+	stopped atomic.Bool
+	cancel  context.CancelFunc
 }
 
 // watch marks the start of a call on sc, for the sweeper to find, and
@@ -574,7 +620,7 @@ func (sc *streamCall) watchStream() {
 		// The client sent its next request before the answer: it is read
 		// once the call has answered.
 		sc.hdr[0], sc.early = sc.peek[0], true
-	case errors.Is(err, yamux.ErrTimeout):
+	case errors.Is(err, yamux.ErrTimeout) && !sc.stopped.Load():
 		// The call ended and stopped the watch.
 	default:
 		// The client gave up: nobody reads the answer, so a write blocked
@@ -747,13 +793,14 @@ func (s *Server[In, Out]) reserve(st *yamux.Stream, size int, watch bool) (int64
 func watchWait(parent context.Context, st *yamux.Stream) (ctx context.Context, stop func() error) {
 	ctx, cancel := context.WithCancel(parent)
 	done := make(chan error, 1)
+	var stopping atomic.Bool // stop's deadline, not Server.stopReads', ends the read
 	go func() {
 		var b [1]byte
 		n, err := st.Read(b[:])
 		switch {
 		case n > 0:
 			err = fmt.Errorf("%w: request payload sent before the continue frame", ErrProtocol)
-		case errors.Is(err, yamux.ErrTimeout):
+		case errors.Is(err, yamux.ErrTimeout) && stopping.Load():
 			err = nil // stopped
 		case err == nil:
 			err = io.ErrNoProgress
@@ -766,6 +813,7 @@ func watchWait(parent context.Context, st *yamux.Stream) (ctx context.Context, s
 		done <- err
 	}()
 	return ctx, func() error {
+		stopping.Store(true)
 		st.SetReadDeadline(time.Now())
 		err := <-done
 		st.SetReadDeadline(time.Time{})

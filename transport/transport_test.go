@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -207,6 +208,53 @@ func TestCancelReachesServer(t *testing.T) {
 		require.ErrorIs(t, err, context.Canceled)
 	case <-time.After(10 * time.Second):
 		t.Fatal("the server's backend never saw the cancellation")
+	}
+}
+
+// A client that goes away cancels its call in flight on the server, and the
+// server's goroutines for its idle streams end with the connection. The
+// server ends a failed connection's reads with a read deadline in the past
+// (yamux would otherwise spin them until it has closed every stream), so
+// the watcher of the call in flight must take that deadline for the
+// client's departure, not for the end of the call.
+func TestLostConnectionCancelsTheCallInFlight(t *testing.T) {
+	started := make(chan struct{})
+	cancelled := make(chan error, 1)
+	addr := serve(t, fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
+		if in[0] != 0 {
+			return in, nil
+		}
+		close(started)
+		<-ctx.Done()
+		cancelled <- ctx.Err()
+		return nil, ctx.Err()
+	}))
+	c := transport.NewClient(addr, transport.Int64(), transport.Int64(), quiet)
+	var idle sync.WaitGroup // calls that leave streams idle on the connection
+	for range 16 {
+		idle.Go(func() {
+			_, err := c.Process(context.Background(), []int64{1})
+			assert.NoError(t, err)
+		})
+	}
+	idle.Wait()
+
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Process(context.Background(), []int64{0})
+		errc <- err
+	}()
+	<-started
+	// The server starts watching a call for its client's departure once it
+	// has run 10-20 ms: go away while it watches.
+	time.Sleep(50 * time.Millisecond)
+	require.NoError(t, c.Close())
+	require.ErrorIs(t, waitErr(t, errc), fanout.ErrInterrupted)
+	select {
+	case err := <-cancelled:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server's backend was never cancelled")
 	}
 }
 
