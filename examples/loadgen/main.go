@@ -95,7 +95,11 @@ func run() int {
 	context.AfterFunc(ctx, stop) // a second signal kills
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	opts := []transport.Option{transport.WithLogger(log), transport.WithMaxConcurrentCalls(cfg.concurrency)}
+	// Room for every caller's call, each with all its chunks in flight: a
+	// limit of one slot per caller would send a large call's chunks one
+	// after another.
+	maxCalls := max(cfg.concurrency*transport.DefaultChunksInFlight, transport.DefaultMaxCalls)
+	opts := []transport.Option{transport.WithLogger(log), transport.WithMaxConcurrentCalls(maxCalls)}
 	if tlsConfig != nil {
 		opts = append(opts, transport.WithTLSConfig(tlsConfig))
 	}
