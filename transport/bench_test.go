@@ -139,11 +139,23 @@ func BenchmarkClientProcessParallel(b *testing.B) {
 	})
 }
 
-// BenchmarkServerCloseIdleStreams measures Server.Close on a connection
-// whose client keeps 256 idle streams, each with a server goroutine waiting
-// for its next request. (yamux's Stream.Read spins while its session shuts
-// down; see Server.stopReads.)
+// BenchmarkServerCloseIdleStreams measures Server.Close and Server.Shutdown
+// on a connection whose client keeps 256 idle streams, each with a server
+// goroutine waiting for its next request. (yamux's Stream.Read spins while
+// its session shuts down; see Server.stopReads.)
 func BenchmarkServerCloseIdleStreams(b *testing.B) {
+	for _, stop := range []struct {
+		name string
+		stop func(*transport.Server[int64, int64]) error
+	}{
+		{"Close", (*transport.Server[int64, int64]).Close},
+		{"Shutdown", func(srv *transport.Server[int64, int64]) error { return srv.Shutdown(context.Background()) }},
+	} {
+		b.Run(stop.name, func(b *testing.B) { benchStopIdleStreams(b, stop.stop) })
+	}
+}
+
+func benchStopIdleStreams(b *testing.B, stop func(*transport.Server[int64, int64]) error) {
 	const streams = 256
 	quietLog := transport.WithLogger(slog.New(slog.DiscardHandler))
 	b.ReportAllocs()
@@ -178,8 +190,12 @@ func BenchmarkServerCloseIdleStreams(b *testing.B) {
 		calls.Wait()
 
 		b.StartTimer()
-		srv.Close()
+		err = stop(srv)
 		b.StopTimer()
+		if err != nil {
+			b.Error(err)
+		}
+		srv.Close()
 		if err := <-served; !errors.Is(err, transport.ErrServerClosed) {
 			b.Errorf("Serve: %v", err)
 		}

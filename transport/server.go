@@ -477,13 +477,15 @@ var errReadsStopped = errors.New("connection failed")
 // spinners starve Close of the CPU it needs to get to them:
 // BenchmarkServerCloseIdleStreams took from 16 ms to 2 s for 256 idle
 // streams, and over 20 s under -race (PERFORMANCE.md). Called when the
-// connection's read fails, before yamux starts its shutdown, the read
-// deadline in the past ends each read before it can spin.
+// connection's read fails, before yamux starts its shutdown, or by Close
+// and Shutdown before they close the sessions, the read deadline in the
+// past ends each read before it can spin. A nil sess stands for every
+// session.
 func (s *Server[In, Out]) stopReads(sess *yamux.Session) {
 	s.watchMu.Lock()
 	defer s.watchMu.Unlock()
 	for sc := range s.watched {
-		if sc.st.Session() == sess {
+		if sess == nil || sc.st.Session() == sess {
 			sc.stopped.Store(true)
 			sc.st.SetReadDeadline(time.Unix(1, 0))
 		}
@@ -906,6 +908,7 @@ func (s *Server[In, Out]) Shutdown(ctx context.Context) error {
 			}
 		}
 		s.mu.Unlock()
+		s.stopReads(nil) // the streams wait for requests only
 		for _, sess := range sessions {
 			sess.Close()
 		}
@@ -926,6 +929,7 @@ func (s *Server[In, Out]) Close() error {
 	for l := range s.listeners {
 		l.Close()
 	}
+	s.stopReads(nil)
 	for conn, sess := range s.conns {
 		conn.Close() // first, so that nothing waits to write to it
 		if sess != nil {
