@@ -54,34 +54,47 @@ func BenchmarkCodecInt64Decode(b *testing.B) {
 	}
 }
 
+// benchQuiet discards the benchmarks' logs.
+var benchQuiet = transport.WithLogger(slog.New(slog.DiscardHandler))
+
 // benchServe serves an echo backend over TCP loopback and returns a client
 // connected to it; both are closed when the benchmark ends.
 func benchServe(b *testing.B) *transport.Client[int64, int64] {
 	b.Helper()
-	quietLog := transport.WithLogger(slog.New(slog.DiscardHandler))
 	echo := fanout.BackendFunc[int64, int64](func(_ context.Context, items []int64) ([]int64, error) {
 		return items, nil
 	})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := transport.NewServer(echo, transport.Int64(), transport.Int64(), quietLog)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
+	srv, addr, stopped := benchServer(b, echo)
 	b.Cleanup(func() {
 		srv.Close()
-		if err := <-served; !errors.Is(err, transport.ErrServerClosed) {
-			b.Errorf("Serve: %v", err)
-		}
+		stopped()
 	})
 
-	c, err := transport.Dial(context.Background(), l.Addr().String(), transport.Int64(), transport.Int64(), quietLog)
+	c, err := transport.Dial(context.Background(), addr, transport.Int64(), transport.Int64(), benchQuiet)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { c.Close() })
 	return c
+}
+
+// benchServer serves backend on a loopback port and returns the server,
+// its address, and a function that, once the server is stopped, checks
+// how its Serve ended.
+func benchServer(b *testing.B, backend fanout.Backend[int64, int64]) (*transport.Server[int64, int64], string, func()) {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := transport.NewServer(backend, transport.Int64(), transport.Int64(), benchQuiet)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	return srv, l.Addr().String(), func() {
+		if err := <-served; !errors.Is(err, transport.ErrServerClosed) {
+			b.Errorf("Serve: %v", err)
+		}
+	}
 }
 
 func benchBatch(n int) []int64 {
@@ -157,7 +170,6 @@ func BenchmarkServerCloseIdleStreams(b *testing.B) {
 
 func benchStopIdleStreams(b *testing.B, stop func(*transport.Server[int64, int64]) error) {
 	const streams = 256
-	quietLog := transport.WithLogger(slog.New(slog.DiscardHandler))
 	b.ReportAllocs()
 	b.StopTimer()
 	for range b.N {
@@ -169,14 +181,8 @@ func benchStopIdleStreams(b *testing.B, stop func(*transport.Server[int64, int64
 			<-all // every call holds its stream until all are open
 			return items, nil
 		})
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		srv := transport.NewServer(gate, transport.Int64(), transport.Int64(), quietLog)
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve(l) }()
-		c := transport.NewClient(l.Addr().String(), transport.Int64(), transport.Int64(), quietLog)
+		srv, addr, stopped := benchServer(b, gate)
+		c := transport.NewClient(addr, transport.Int64(), transport.Int64(), benchQuiet)
 		var calls sync.WaitGroup
 		for range streams {
 			calls.Go(func() {
@@ -190,15 +196,13 @@ func benchStopIdleStreams(b *testing.B, stop func(*transport.Server[int64, int64
 		calls.Wait()
 
 		b.StartTimer()
-		err = stop(srv)
+		err := stop(srv)
 		b.StopTimer()
 		if err != nil {
 			b.Error(err)
 		}
 		srv.Close()
-		if err := <-served; !errors.Is(err, transport.ErrServerClosed) {
-			b.Errorf("Serve: %v", err)
-		}
+		stopped()
 		c.Close()
 	}
 }
