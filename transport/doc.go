@@ -99,7 +99,10 @@
 //
 // Shutdown: [Server.Shutdown] stops accepting, lets the calls in flight
 // finish within the caller's grace period and then closes; [Server.Close]
-// and [Client.Close] stop at once. Both are idempotent.
+// and [Client.Close] stop at once. Both are idempotent. When a connection
+// fails or a server closes it, the server's goroutines for its streams,
+// idle ones included, end at once (yamux's own reads would spin until its
+// session had closed them all).
 //
 // Memory: a server holds at most [WithMaxPendingBytes] of requests at once
 // (16 MiB by default); a request that does not fit waits. A client sends a
