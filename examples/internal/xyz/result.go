@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/transport"
@@ -81,8 +82,9 @@ func describe(items []int64) string {
 // Backend and the text of the route's error in Err, and the answers of the
 // routes that succeeded are returned beside them. PerItem returns an error
 // only when the call failed as a whole: r failed in another way, or ctx
-// ended, in which case the error is ctx's, so that a server reports the
-// call as cancelled or past its deadline.
+// ended or its deadline passed, in which case the error is ctx's (or
+// [context.DeadlineExceeded] if ctx's timer has not fired yet), so that a
+// server reports the call as cancelled or past its deadline.
 //
 // The router answers plain values, and PerItem builds the answers once, so
 // that a batch's results are not copied route by route: the route of a
@@ -109,8 +111,15 @@ func (p *perItem) Process(ctx context.Context, items []int64) ([]Result, error) 
 		return nil, err
 	}
 	if pe != nil {
+		// Routes that failed once the call's deadline had passed failed
+		// because of it: the whole call fails with the deadline's error,
+		// even while its context does not say so yet (its timer can fire
+		// late on a busy machine, after a backend's own deadline).
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+			return nil, context.DeadlineExceeded
 		}
 	}
 	out := p.results(len(items))

@@ -3,6 +3,7 @@ package xyz_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -291,12 +292,33 @@ func TestPerItem(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.NotErrorAs(t, err, new(*fanout.PartialError))
 
+	// So does a call whose route failed at a backend's deadline, later than
+	// the call's own, while the call's context does not yet say that its
+	// deadline passed: its timer can fire late on a busy machine.
+	routes["z"] = xyz.Label("z", fanout.BackendFunc[int64, int64](func(context.Context, []int64) ([]int64, error) {
+		return nil, fmt.Errorf("remote: %w", context.DeadlineExceeded)
+	}))
+	r, err = fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes, fanout.WithPartialResults())
+	require.NoError(t, err)
+	_, err = xyz.PerItem(r).Process(lateTimer{ctx, time.Now().Add(-time.Millisecond)}, []int64{-1, 1})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.NotErrorAs(t, err, new(*fanout.PartialError))
+
 	// An error that is not a partial failure is the call's.
 	_, err = xyz.PerItem(fanout.BackendFunc[int64, int64](func(context.Context, []int64) ([]int64, error) {
 		return nil, down
 	})).Process(ctx, []int64{1})
 	require.ErrorIs(t, err, down)
 }
+
+// lateTimer is a context whose deadline has passed but whose timer has not
+// fired yet: Err is still nil.
+type lateTimer struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c lateTimer) Deadline() (time.Time, bool) { return c.deadline, true }
 
 // BenchmarkClassify classifies numbers of all three routes in no regular
 // order, as the middle layer gets them.
