@@ -929,9 +929,15 @@ func (s *Server[In, Out]) Close() error {
 	for l := range s.listeners {
 		l.Close()
 	}
+	// The connections first, so that nothing waits to write to them and no
+	// answer leaves (a call whose read stopReads ends is taken for one its
+	// client gave up, and cancelled); then the reads, before the sessions
+	// shut down.
+	for conn := range s.conns {
+		conn.Close()
+	}
 	s.stopReads(nil)
-	for conn, sess := range s.conns {
-		conn.Close() // first, so that nothing waits to write to it
+	for _, sess := range s.conns {
 		if sess != nil {
 			sess.Close()
 		}
