@@ -155,7 +155,7 @@ func BenchmarkClientProcessParallel(b *testing.B) {
 // BenchmarkServerCloseIdleStreams measures Server.Close and Server.Shutdown
 // on a connection whose client keeps 256 idle streams, each with a server
 // goroutine waiting for its next request. (yamux's Stream.Read spins while
-// its session shuts down; see Server.stopReads.)
+// its session shuts down; see connStreams.stop.)
 func BenchmarkServerCloseIdleStreams(b *testing.B) {
 	for _, stop := range []struct {
 		name string

@@ -243,31 +243,25 @@ func (s *Server[In, Out]) serveConn(raw net.Conn, busy bool) {
 		return
 	}
 	// Once the connection fails, its streams' reads are ended before yamux
-	// shuts the session down (see stopReads).
-	var started atomic.Pointer[yamux.Session]
+	// shuts the session down (see connStreams.stop).
+	cs := &connStreams{calls: make(map[*streamCall]struct{})}
 	co := newCoalescer(conn, s.cfg.writeTimeout)
-	co.readFailed = func() {
-		if sess := started.Load(); sess != nil {
-			s.stopReads(sess)
-		}
-	}
+	co.readFailed = cs.stop
 	sess, err := yamux.Server(co, s.cfg.yamuxConfig())
 	if err != nil {
 		log.Error("transport: starting session", "err", err)
 		return
 	}
-	started.Store(sess)
 	defer sess.Close()
 	if !s.track(raw, sess) {
 		return
 	}
 	log.Debug("transport: session open")
-	var streams atomic.Int64 // streams open on this connection
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
 			log.Debug("transport: session closed", "err", err)
-			s.stopReads(sess) // if the connection did not fail first
+			cs.stop() // if the connection did not fail first
 			return
 		}
 		s.mu.Lock()
@@ -276,17 +270,16 @@ func (s *Server[In, Out]) serveConn(raw net.Conn, busy bool) {
 			s.refuse(st, CodeUnavailable, ErrServerClosed.Error(), peer.max)
 			continue
 		}
-		if streams.Load() >= int64(s.cfg.maxCalls) {
+		sc := &streamCall{st: st, done: make(chan struct{}, 1)}
+		if !cs.add(sc, s.cfg.maxCalls) {
 			s.mu.Unlock()
 			log.Debug("transport: call refused: overloaded", "limit", s.cfg.maxCalls)
 			s.refuse(st, CodeOverloaded, fmt.Sprintf("server overloaded: stream limit of %d reached on this connection", s.cfg.maxCalls), peer.max)
 			continue
 		}
-		// Only this goroutine adds to streams, so the check above holds.
-		streams.Add(1)
 		s.streams.Add(1)
 		s.mu.Unlock()
-		go s.serveStream(st, peer, &streams)
+		go s.serveStream(sc, peer, cs)
 	}
 }
 
@@ -353,13 +346,13 @@ func (s *Server[In, Out]) refuse(st *yamux.Stream, code Code, msg string, peerMa
 // call; any data is the start of the client's next request, read once the
 // current call has answered. A short call thus costs no goroutine and no
 // timer.
-func (s *Server[In, Out]) serveStream(st *yamux.Stream, peer peer, streams *atomic.Int64) {
+func (s *Server[In, Out]) serveStream(sc *streamCall, peer peer, cs *connStreams) {
 	defer s.streams.Done()
-	defer streams.Add(-1)
+	defer cs.remove(sc)
+	st := sc.st
 	defer st.Close()
 	log := s.cfg.logger // attributes are built only where something is logged
 
-	sc := &streamCall{st: st, done: make(chan struct{}, 1)}
 	s.watchMu.Lock()
 	s.watched[sc] = struct{}{}
 	s.watchMu.Unlock()
@@ -444,7 +437,7 @@ const shrinkAbove = 4 << 10
 // large request cost 3-14% of the bulk numbers/s: the chunks of a bulk call
 // follow one another closer than that.)
 //
-// A stream whose reads were stopped (see [Server.stopReads]) waits for
+// A stream whose reads were stopped (see [connStreams.stop]) waits for
 // nothing.
 func (sc *streamCall) awaitRequest() error {
 	st, hdr := sc.st, sc.hdr[:]
@@ -468,27 +461,63 @@ func (sc *streamCall) awaitRequest() error {
 // errReadsStopped ends a stream whose connection failed.
 var errReadsStopped = errors.New("connection failed")
 
-// stopReads makes the reads on the streams of sess, whose connection
-// failed or whose session shut down, return at once, and keeps the
-// streams from waiting for another request. yamux v0.1.2's Stream.Read
-// returns only once the session's Close has marked its stream closed;
-// until then every reader woken by the shutdown spins, and with many
-// streams (every idle stream a client keeps has a reader here) the
-// spinners starve Close of the CPU it needs to get to them:
-// BenchmarkServerCloseIdleStreams took from 16 ms to 2 s for 256 idle
-// streams, and over 20 s under -race (PERFORMANCE.md). Called when the
-// connection's read fails, before yamux starts its shutdown, or by Close
-// and Shutdown before they close the sessions, the read deadline in the
-// past ends each read before it can spin. A nil sess stands for every
-// session.
-func (s *Server[In, Out]) stopReads(sess *yamux.Session) {
+// connStreams is the set of the streams a connection serves: it bounds
+// their number ([WithMaxConcurrentCalls]) and ends all their reads at once
+// when the connection fails.
+type connStreams struct {
+	mu      sync.Mutex
+	calls   map[*streamCall]struct{}
+	stopped bool // stop was called: streams added later stop at once
+}
+
+// add counts sc among the connection's streams, unless it serves max
+// already.
+func (cs *connStreams) add(sc *streamCall, max int) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if len(cs.calls) >= max {
+		return false
+	}
+	cs.calls[sc] = struct{}{}
+	if cs.stopped {
+		sc.stopReads()
+	}
+	return true
+}
+
+func (cs *connStreams) remove(sc *streamCall) {
+	cs.mu.Lock()
+	delete(cs.calls, sc)
+	cs.mu.Unlock()
+}
+
+// stop ends the reads of the connection's streams, once the connection
+// failed or its session shut down, and keeps them from waiting for another
+// request. yamux v0.1.2's Stream.Read returns only once the session's
+// Close has marked its stream closed; until then every reader woken by the
+// shutdown spins, and with many streams (every idle stream a client keeps
+// has a reader here) the spinners starve Close of the CPU it needs to get
+// to them: BenchmarkServerCloseIdleStreams took from 16 ms to 2 s for 256
+// idle streams, and over 20 s under -race (PERFORMANCE.md, section 3d).
+// Called when the connection's read fails, before yamux starts its
+// shutdown, the read deadline in the past ends each read before it can
+// spin.
+func (cs *connStreams) stop() {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cs.stopped = true
+	for sc := range cs.calls {
+		sc.stopReads()
+	}
+}
+
+// stopAllReads is [connStreams.stop] for every connection, for Close and
+// Shutdown to call before they shut the sessions down.
+func (s *Server[In, Out]) stopAllReads() {
 	s.watchMu.Lock()
 	defer s.watchMu.Unlock()
 	for sc := range s.watched {
-		if sess == nil || sc.st.Session() == sess {
-			sc.stopped.Store(true)
-			sc.st.SetReadDeadline(time.Unix(1, 0))
-		}
+		sc.stopReads()
 	}
 }
 
@@ -527,9 +556,15 @@ type streamCall struct {
 	done  chan struct{} // receives once watchStream has returned
 	gone  atomic.Bool   // the client gave up on the call
 	// stopped: the connection failed, and a read deadline in the past
-	// ends the stream's reads (see Server.stopReads).
+	// ends the stream's reads (see connStreams.stop).
 	stopped atomic.Bool
 	cancel  context.CancelFunc
+}
+
+// stopReads ends the stream's reads at once, and for good.
+func (sc *streamCall) stopReads() {
+	sc.stopped.Store(true)
+	sc.st.SetReadDeadline(time.Unix(1, 0))
 }
 
 // watch marks the start of a call on sc, for the sweeper to find, and
@@ -795,7 +830,7 @@ func (s *Server[In, Out]) reserve(st *yamux.Stream, size int, watch bool) (int64
 func watchWait(parent context.Context, st *yamux.Stream) (ctx context.Context, stop func() error) {
 	ctx, cancel := context.WithCancel(parent)
 	done := make(chan error, 1)
-	var stopping atomic.Bool // stop's deadline, not Server.stopReads', ends the read
+	var stopping atomic.Bool // stop's deadline, not streamCall.stopReads', ends the read
 	go func() {
 		var b [1]byte
 		n, err := st.Read(b[:])
@@ -908,7 +943,7 @@ func (s *Server[In, Out]) Shutdown(ctx context.Context) error {
 			}
 		}
 		s.mu.Unlock()
-		s.stopReads(nil) // the streams wait for requests only
+		s.stopAllReads() // the streams wait for requests only
 		for _, sess := range sessions {
 			sess.Close()
 		}
@@ -930,13 +965,13 @@ func (s *Server[In, Out]) Close() error {
 		l.Close()
 	}
 	// The connections first, so that nothing waits to write to them and no
-	// answer leaves (a call whose read stopReads ends is taken for one its
-	// client gave up, and cancelled); then the reads, before the sessions
-	// shut down.
+	// answer leaves (a call whose read stopAllReads ends is taken for one
+	// its client gave up, and cancelled); then the reads, before the
+	// sessions shut down.
 	for conn := range s.conns {
 		conn.Close()
 	}
-	s.stopReads(nil)
+	s.stopAllReads()
 	for _, sess := range s.conns {
 		if sess != nil {
 			sess.Close()
