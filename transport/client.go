@@ -54,7 +54,8 @@ type Client[In, Out any] struct {
 	draining map[*yamux.Session]struct{} // told to go away, finishing their calls
 	peerMax  int                         // the server's maximum message size
 	dialing  chan struct{}               // closed when the dial in progress ends
-	idle     []*yamux.Stream             // streams of sess between calls, the latest last
+	idle     []idleStream                // streams of sess between calls, the latest last
+	warmIdle int                         // of idle, those that keep a large receive buffer
 	dialErr  error                       // the last dial's failure
 	retryAt  time.Time                   // no dial before this after a failure
 	backoff  time.Duration               // the last wait after a failure
@@ -105,7 +106,7 @@ func (c *Client[In, Out]) Addr() string { return c.addr }
 func (c *Client[In, Out]) Close() error {
 	c.mu.Lock()
 	c.closed = true
-	c.idle = nil // closed with their session
+	c.idle, c.warmIdle = nil, 0 // closed with their session
 	sessions := []*yamux.Session{c.sess}
 	for sess := range c.draining {
 		sessions = append(sessions, sess)
@@ -313,22 +314,49 @@ func (c *Client[In, Out]) stream(sess *yamux.Session) (*yamux.Stream, error) {
 	}
 	c.mu.Lock()
 	if n := len(c.idle); n > 0 && c.sess == sess {
-		st := c.idle[n-1]
-		c.idle[n-1] = nil
+		is := c.idle[n-1]
+		c.idle[n-1] = idleStream{}
 		c.idle = c.idle[:n-1]
+		if is.warm {
+			c.warmIdle--
+		}
 		c.mu.Unlock()
-		return st, nil
+		return is.st, nil
 	}
 	c.mu.Unlock()
 	return sess.OpenStream()
 }
 
+// maxWarmIdle bounds the idle streams that keep the large receive buffer of
+// their last answer. yamux keeps a stream's receive buffer, up to about two
+// stream windows, until Shrink gives it back; a stream given back its buffer
+// grows it afresh, zeroed, for its next large answer. The chunks of a large
+// call follow one another on the streams released last, so keeping a few
+// warm saves that for every chunk, and costs at most maxWarmIdle times two
+// windows (4 MiB at yamux's default window) per client.
+const maxWarmIdle = 2 * DefaultChunksInFlight
+
+// An idleStream is a stream between calls.
+type idleStream struct {
+	st   *yamux.Stream
+	warm bool // it has not given back the large receive buffer of its last answer
+}
+
 // release keeps st, whose call is over, for another call, unless its
-// session was replaced or enough streams are idle already.
-func (c *Client[In, Out]) release(st *yamux.Stream) {
+// session was replaced or enough streams are idle already. warm says that
+// its last answer was large, so that its receive buffer is: it is kept if
+// fewer than maxWarmIdle warm streams are idle, and given back otherwise.
+func (c *Client[In, Out]) release(st *yamux.Stream, warm bool) {
 	c.mu.Lock()
 	if !c.closed && c.sess == st.Session() && len(c.idle) < min(maxIdleStreams, c.cfg.maxCalls) {
-		c.idle = append(c.idle, st)
+		if warm && c.warmIdle >= maxWarmIdle {
+			st.Shrink()
+			warm = false
+		}
+		if warm {
+			c.warmIdle++
+		}
+		c.idle = append(c.idle, idleStream{st: st, warm: warm})
 		c.mu.Unlock()
 		return
 	}
@@ -340,13 +368,13 @@ func (c *Client[In, Out]) release(st *yamux.Stream) {
 // current one. c.mu must be held.
 func (c *Client[In, Out]) dropIdle() {
 	idle := c.idle
-	c.idle = nil
+	c.idle, c.warmIdle = nil, 0
 	if len(idle) > 0 {
 		// Closing queues a frame each, which can wait on a stalled
 		// connection: never make a caller wait for it.
 		go func() {
-			for _, st := range idle {
-				st.Close()
+			for _, is := range idle {
+				is.st.Close()
 			}
 		}()
 	}
@@ -375,13 +403,13 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 	})
 	// After a complete answer that leaves the stream usable, the stream is
 	// kept for another call; otherwise it is closed.
-	reuse, ok := false, false
+	reuse, ok, warm := false, false, false
 	defer func() {
 		switch {
 		case !stop():
 			// The caller gave up: the AfterFunc closed st.
 		case reuse:
-			c.release(st)
+			c.release(st, warm)
 		case ok:
 			st.Close()
 		default:
@@ -449,6 +477,7 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 	}
 	var out []Out
 	out, ok, reuse, err = c.answer(st, k, payload, dst, n)
+	warm = len(payload) > readChunk
 	return out, err
 }
 
@@ -465,9 +494,6 @@ func (c *Client[In, Out]) answer(st *yamux.Stream, k kind, payload []byte, dst [
 		}
 		if len(out) != n {
 			return nil, false, false, fmt.Errorf("%w: %d results for %d items", ErrProtocol, len(out), n)
-		}
-		if len(payload) > readChunk {
-			st.Shrink() // an idle stream keeps no large receive buffer
 		}
 		return out, true, quiet(st, payload[:1]), nil
 	case kindError:

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -40,22 +39,16 @@ type coalescer struct {
 	writeTimeout time.Duration
 
 	mu      sync.Mutex
-	space   sync.Cond       // signalled when the buffer drains
-	pending []byte          // bytes to write next
-	spare   []byte          // the buffer being written, reused when done
-	err     error           // the first write error
-	closed  bool            // Close was called: Write fails
-	writing bool            // a write to the connection is in progress
-	idle    time.Time       // when the last write ended
-	raw     syscall.RawConn // the connection's file descriptor, if it has one
-	try     struct {        // tryOnce's attempt, its closure made once to allocate nothing
-		fn  func(fd uintptr) bool
-		buf []byte
-		n   int
-		err error
-	}
-	wake chan struct{}
-	done chan struct{} // closed when the writer goroutine returns
+	space   sync.Cond     // signalled when the buffer drains
+	pending []byte        // bytes to write next
+	spare   []byte        // the buffer being written, reused when done
+	err     error         // the first write error
+	closed  bool          // Close was called: Write fails
+	writing bool          // a write to the connection is in progress
+	idle    time.Time     // when the last write ended
+	direct  *directWriter // non-blocking writes to the socket; nil where there are none
+	wake    chan struct{}
+	done    chan struct{} // closed when the writer goroutine returns
 
 	// readFailed, if set before yamux starts reading, is called when a
 	// Read of the connection fails, before yamux sees the error.
@@ -93,13 +86,7 @@ func newCoalescer(conn net.Conn, writeTimeout time.Duration) *coalescer {
 		done:         make(chan struct{}),
 	}
 	c.space.L = &c.mu
-	if sc, ok := conn.(syscall.Conn); ok {
-		c.raw, _ = sc.SyscallConn()
-		c.try.fn = func(fd uintptr) bool {
-			c.try.n, c.try.err = syscall.Write(int(fd), c.try.buf)
-			return true // one attempt: never wait for the socket
-		}
-	}
+	c.direct = newDirectWriter(conn)
 	go c.writeLoop()
 	return c
 }
@@ -131,7 +118,7 @@ func (c *coalescer) Write(p []byte) (int, error) {
 	case isDataHeader(p):
 		c.pending = append(c.pending, p...)
 		return len(p), nil // its body is yamux's very next write
-	case c.raw != nil && !c.writing && len(p) >= directBody:
+	case c.direct != nil && !c.writing && len(p) >= directBody:
 		// A large body gains nothing from waiting for company, and
 		// copying it costs: write it from yamux's buffer if the socket
 		// takes it.
@@ -141,7 +128,7 @@ func (c *coalescer) Write(p []byte) (int, error) {
 		}
 	default:
 		c.pending = append(c.pending, p...)
-		if c.raw != nil && !c.writing && time.Since(c.idle) > quietGap && c.tryWriteLocked() {
+		if c.direct != nil && !c.writing && time.Since(c.idle) > quietGap && c.tryWriteLocked() {
 			return len(p), nil
 		}
 	}
@@ -203,18 +190,12 @@ func (c *coalescer) tryWriteLocked() bool {
 // written; ok is false after an error, which is left for the writer
 // goroutine to meet and report. It is called with mu held.
 func (c *coalescer) tryOnce(buf []byte) (n int, ok bool) {
-	c.try.buf = buf
-	err := c.raw.Write(c.try.fn)
-	n, werr := c.try.n, c.try.err
-	c.try.buf = nil
-	if err == nil && werr != syscall.EAGAIN {
-		err = werr
-	}
+	n, err := c.direct.write(buf)
 	if err != nil {
 		return 0, false
 	}
 	c.idle = time.Now()
-	return max(n, 0), true
+	return n, true
 }
 
 // writeDirectLocked writes a large frame body p, and what is buffered before

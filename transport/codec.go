@@ -56,10 +56,11 @@ func (int64Codec) Decode(dst []int64, data []byte) ([]int64, error) {
 	if len(data)%8 != 0 {
 		return dst, fmt.Errorf("int64le: %d bytes is not a whole number of 8-byte items", len(data))
 	}
-	n := len(data) / 8
-	dst = slices.Grow(dst, n)
-	for i := 0; i < n; i++ {
-		dst = append(dst, int64(binary.LittleEndian.Uint64(data[8*i:])))
+	m, n := len(dst), len(data)/8
+	dst = slices.Grow(dst, n)[:m+n]
+	out := dst[m:]
+	for i := range out {
+		out[i] = int64(binary.LittleEndian.Uint64(data[8*i:]))
 	}
 	return dst, nil
 }
@@ -80,10 +81,11 @@ func (float64Codec) Decode(dst []float64, data []byte) ([]float64, error) {
 	if len(data)%8 != 0 {
 		return dst, fmt.Errorf("float64le: %d bytes is not a whole number of 8-byte items", len(data))
 	}
-	n := len(data) / 8
-	dst = slices.Grow(dst, n)
-	for i := 0; i < n; i++ {
-		dst = append(dst, math.Float64frombits(binary.LittleEndian.Uint64(data[8*i:])))
+	m, n := len(dst), len(data)/8
+	dst = slices.Grow(dst, n)[:m+n]
+	out := dst[m:]
+	for i := range out {
+		out[i] = math.Float64frombits(binary.LittleEndian.Uint64(data[8*i:]))
 	}
 	return dst, nil
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -567,7 +568,8 @@ func FuzzServerRequest(f *testing.F) {
 	calls := make(chan fuzzCall, 1)
 	backend := fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
 		d, ok := ctx.Deadline()
-		calls <- fuzzCall{items: in, at: time.Now(), deadline: d, hasDeadline: ok}
+		// A backend keeps no items once it returns: the server reuses them.
+		calls <- fuzzCall{items: slices.Clone(in), at: time.Now(), deadline: d, hasDeadline: ok}
 		out := make([]int64, len(in))
 		for i, n := range in {
 			out[i] = 2 * n

@@ -42,8 +42,8 @@ func idleIDs(c *Client[int64, int64]) []uint32 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var ids []uint32
-	for _, st := range c.idle {
-		ids = append(ids, st.StreamID())
+	for _, is := range c.idle {
+		ids = append(ids, is.st.StreamID())
 	}
 	return ids
 }

@@ -38,6 +38,10 @@ type Recycler[Out any] interface {
 // yamux session. Each stream on it carries calls one after another, run on
 // the stream's own goroutine. A Server is safe for concurrent use; Serve may be called on
 // several listeners at once.
+//
+// The server reuses the memory of a request's items for later requests once
+// the backend's Process has returned, so a backend must keep no reference to
+// them, as [fanout.Backend] requires.
 type Server[In, Out any] struct {
 	backend fanout.Backend[In, Out]
 	recycle func([]Out) // the backend's Recycle, if it is a Recycler
@@ -50,6 +54,7 @@ type Server[In, Out any] struct {
 	cancel context.CancelFunc
 
 	pending *semaphore.Weighted // bytes of requests held; nil for no bound
+	items   sync.Pool           // of *[]In: decoded requests, reused once their call is over
 
 	// The calls' watcher (see sweep).
 	epoch    time.Time // calls' start times count from it
@@ -412,7 +417,9 @@ func (s *Server[In, Out]) serveStream(sc *streamCall, peer peer, cs *connStreams
 		} else {
 			ctx, sc.cancel = context.WithCancel(s.ctx)
 		}
-		if code := s.runCall(ctx, items, held, peer.max, sc); sc.gone.Load() || !keepsStream(code) {
+		code := s.runCall(ctx, items, held, peer.max, sc)
+		s.putItems(items)
+		if sc.gone.Load() || !keepsStream(code) {
 			return // the client ended its side, or the answer ends the stream
 		}
 	}
@@ -779,8 +786,9 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte, continues bo
 	case err != nil:
 		return nil, 0, held, err
 	}
-	items, err = s.in.Decode(nil, payload[requestPrefixSize:])
+	items, err = s.in.Decode(s.getItems(), payload[requestPrefixSize:])
 	if err != nil {
+		s.putItems(items)
 		return nil, 0, held, &RemoteError{Code: CodeBadRequest, Message: "decode request: " + err.Error()}
 	}
 	return items, time.Duration(min(binary.LittleEndian.Uint64(payload), 1<<62)), held, nil
@@ -857,6 +865,30 @@ func watchWait(parent context.Context, st *yamux.Stream) (ctx context.Context, s
 		cancel()
 		return err
 	}
+}
+
+// maxPooledItems is the largest decoded request, in items, kept for reuse.
+const maxPooledItems = 1 << 21
+
+// getItems returns an empty slice to decode a request into: one a finished
+// call left, whose memory is reused. A backend keeps no items after its
+// Process returns ([fanout.Backend]), so a request's items are free once
+// its call is over; reusing them saves allocating, zeroing and faulting in
+// every large request afresh.
+func (s *Server[In, Out]) getItems() []In {
+	if p, ok := s.items.Get().(*[]In); ok {
+		return (*p)[:0]
+	}
+	return nil
+}
+
+// putItems keeps items, whose call is over, for a later request.
+func (s *Server[In, Out]) putItems(items []In) {
+	if cap(items) == 0 || cap(items) > maxPooledItems {
+		return
+	}
+	p := &items
+	s.items.Put(p)
 }
 
 // release gives n bytes back to the server's budget.
