@@ -359,28 +359,6 @@ func TestServerGoneBeforeTheContinueIsSafeToRetry(t *testing.T) {
 	}
 }
 
-// TestServerServesAVersion2Client speaks version 2 to a version 3 server:
-// a large request's payload follows its header at once, as version 2
-// sends it, and the server reads it when it has room, without a continue
-// frame, so that servers can be upgraded before their clients.
-func TestServerServesAVersion2Client(t *testing.T) {
-	c, release, _ := heldBudget(t)
-	sess := rawClientSessionOf(t, 2, c.Addr(), 1<<20)
-	defer sess.Close()
-	st, err := sess.OpenStream()
-	require.NoError(t, err)
-	items, req := requestFrame(t, 10000)
-	require.Greater(t, len(req)-frameHeaderSize, continueAbove)
-	_, err = st.Write(req) // whole, while the budget is taken
-	require.NoError(t, err)
-	// The request waits for room: no answer, and no continue frame.
-	requireQuiet(t, st)
-
-	release()
-	st.SetReadDeadline(time.Now().Add(hangGuard))
-	requireNegated(t, st, items) // not a continue frame first
-}
-
 // requestFrame returns n items, 0 to n-1, and a whole request frame of
 // them without a deadline.
 func requestFrame(t *testing.T, n int) ([]int64, []byte) {

@@ -168,7 +168,7 @@ func FuzzReadReply(f *testing.F) {
 	for _, h := range fuzzHellos() {
 		for _, b := range [][]byte{
 			appendReply(nil, h, statusOK, ""),
-			appendReply(nil, h, statusRefused, checkHello(h, hello{version: 2})),
+			appendReply(nil, h, statusRefused, checkHello(h, hello{version: protocolVersion - 1})),
 			appendReply(nil, h, statusRefused, strings.Repeat("m", 0x10000)), // cut to 64 KiB - 1
 		} {
 			f.Add(b)
@@ -419,8 +419,7 @@ func fuzzHandshakeSeeds() [][]byte {
 	return append(seeds,
 		good[:len(good)-1], // truncated
 		append(appendHello(nil, hello{version: protocolVersion + 1}), 0xff, 0xff), // another version
-		appendHello(nil, hello{version: oldestVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: 1 << 20}),
-		appendHello(nil, hello{version: oldestVersion - 1, reqCodec: "int64le", respCodec: "int64le", maxMessage: 1 << 20}),
+		appendHello(nil, hello{version: protocolVersion - 1, reqCodec: "int64le", respCodec: "int64le", maxMessage: 1 << 20}),
 		append([]byte("fanouX"), good[len(magic):]...),   // bad magic
 		[]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00}, // a TLS ClientHello
 		[]byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28}, // a TLS alert
@@ -457,16 +456,11 @@ func FuzzServerHandshake(f *testing.F) {
 			require.Empty(t, out, "answered a peer that sent no hello")
 			return
 		}
-		// A hello of any version is answered with the server's own hello,
-		// in the client's version if the server serves it, and a status, in
-		// the layout of version 1.
+		// A hello of any version is answered with the server's own hello
+		// and a status, in the layout of version 1.
 		h, status, msg, rerr := readAnyReply(bytes.NewReader(out))
 		require.NoError(t, rerr)
-		mine := srv.hello
-		if served(want.version) {
-			mine.version = want.version
-		}
-		require.Equal(t, mine, h)
+		require.Equal(t, srv.hello, h)
 		require.Equal(t, appendReply(nil, h, status, msg), out, "trailing bytes after the reply")
 		if reason := checkHello(srv.hello, want); reason != "" {
 			require.ErrorIs(t, err, ErrHandshake)
@@ -485,7 +479,7 @@ func FuzzServerHandshake(f *testing.F) {
 		require.NoError(t, err)
 		require.EqualValues(t, statusOK, status)
 		require.Empty(t, msg)
-		require.Equal(t, peer{max: int(min(want.maxMessage, maxMessageLimit)), continues: want.version >= 3}, p)
+		require.Equal(t, peer{max: int(min(want.maxMessage, maxMessageLimit))}, p)
 	})
 }
 

@@ -9,18 +9,12 @@ import (
 // The handshake opens every connection, before yamux starts. See PROTOCOL.md.
 var magic = [6]byte{'f', 'a', 'n', 'o', 'u', 't'}
 
-// protocolVersion is the version this package speaks. A server also
-// serves clients of every version from oldestVersion on, by the rules of
-// theirs; a client speaks this version only.
+// protocolVersion is the version this package speaks, client and server
+// alike. Until a first tagged release, no other version is served.
 const protocolVersion = 3
 
-// oldestVersion is the oldest version a server serves. Version 2 differs
-// from 3 only in that a client sends a large request's payload with its
-// header, without waiting for a continue frame.
-const oldestVersion = 2
-
 // served reports whether a server serves clients that speak version v.
-func served(v uint8) bool { return v >= oldestVersion && v <= protocolVersion }
+func served(v uint8) bool { return v == protocolVersion }
 
 // The status of the server's reply. A client treats any status but
 // statusOK as a refusal, and reports its message.
@@ -152,7 +146,7 @@ func readStatus(r io.Reader) (status uint8, msg string, err error) {
 // reason to refuse it, or "" if they agree.
 func checkHello(server, client hello) string {
 	if !served(client.version) {
-		return fmt.Sprintf("protocol version %d not supported, server speaks %d to %d", client.version, oldestVersion, server.version)
+		return fmt.Sprintf("protocol version %d not supported, server speaks %d", client.version, server.version)
 	}
 	if client.reqCodec != server.reqCodec || client.respCodec != server.respCodec {
 		return fmt.Sprintf("codec mismatch: client sends %q and expects %q, server expects %q and sends %q",

@@ -31,20 +31,14 @@ func rawServerSession(conn net.Conn) (*yamux.Session, error) {
 // which the session closes.
 func rawClientSession(tb testing.TB, addr string, maxMessage uint32) *yamux.Session {
 	tb.Helper()
-	return rawClientSessionOf(tb, protocolVersion, addr, maxMessage)
-}
-
-// rawClientSessionOf is rawClientSession for a client that speaks protocol
-// version v.
-func rawClientSessionOf(tb testing.TB, v uint8, addr string, maxMessage uint32) *yamux.Session {
-	tb.Helper()
+	v := uint8(protocolVersion)
 	conn, err := net.Dial("tcp", addr)
 	require.NoError(tb, err)
 	_, err = conn.Write(appendHello(nil, hello{version: v, reqCodec: "int64le", respCodec: "int64le", maxMessage: maxMessage}))
 	require.NoError(tb, err)
 	h, err := readHello(conn)
 	require.NoError(tb, err)
-	require.Equal(tb, v, h.version, "the server answers in the client's version")
+	require.Equal(tb, v, h.version)
 	status, msg, err := readStatus(conn)
 	require.NoError(tb, err)
 	require.EqualValues(tb, statusOK, status, msg)

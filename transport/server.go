@@ -290,8 +290,7 @@ func (s *Server[In, Out]) serveConn(raw net.Conn, busy bool) {
 
 // peer is what a server knows of a connection's client.
 type peer struct {
-	max       int  // the largest message payload the client accepts
-	continues bool // the client waits for a continue frame before a large payload (version 3)
+	max int // the largest message payload the client accepts
 }
 
 // handshake checks the client's hello and answers it, in the client's
@@ -315,11 +314,7 @@ func (s *Server[In, Out]) handshake(conn net.Conn, busy bool) (peer, error) {
 		status = statusBusy
 		reason = fmt.Sprintf("server at its limit of %d connections", s.cfg.maxConns)
 	}
-	mine := s.hello
-	if served(h.version) {
-		mine.version = h.version
-	}
-	if _, err := conn.Write(appendReply(nil, mine, status, reason)); err != nil {
+	if _, err := conn.Write(appendReply(nil, s.hello, status, reason)); err != nil {
 		return peer{}, err
 	}
 	switch {
@@ -328,7 +323,7 @@ func (s *Server[In, Out]) handshake(conn net.Conn, busy bool) (peer, error) {
 	case reason != "":
 		return peer{}, fmt.Errorf("%w: %s", ErrHandshake, reason)
 	}
-	return peer{max: int(min(h.maxMessage, maxMessageLimit)), continues: h.version >= 3}, conn.SetDeadline(time.Time{})
+	return peer{max: int(min(h.maxMessage, maxMessageLimit))}, conn.SetDeadline(time.Time{})
 }
 
 // refuse answers a stream with an error, cut to the client's limit, and
@@ -397,7 +392,7 @@ func (s *Server[In, Out]) serveStream(sc *streamCall, peer peer, cs *connStreams
 		if !first {
 			st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
 		}
-		items, timeout, held, err := s.readRequest(st, hdr, peer.continues)
+		items, timeout, held, err := s.readRequest(st, hdr)
 		if err != nil {
 			s.release(held)
 			s.calls.Done()
@@ -739,7 +734,7 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 // whatever the error. A request the server refuses is returned as a
 // *RemoteError, the answer to send back; a stream that ended or timed out
 // inside the request, as any other error.
-func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte, continues bool) (items []In, timeout time.Duration, held int64, err error) {
+func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In, timeout time.Duration, held int64, err error) {
 	defer st.SetReadDeadline(time.Time{})
 	_, err = io.ReadFull(st, hdr[1:])
 	if err == io.EOF {
@@ -756,7 +751,7 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte, continues bo
 		err = fmt.Errorf("%w: expected a request, got message kind %d of %d bytes", ErrProtocol, k, n)
 	}
 	var payload []byte
-	asks := continues && n > continueAbove // the client waits for a continue frame
+	asks := n > continueAbove // the client waits for a continue frame
 	if err == nil {
 		held, err = s.reserve(st, n, asks)
 	}
