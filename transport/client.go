@@ -17,6 +17,8 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/seed-c94cd834/fanout"
+
+	"github.com/seed-c94cd834/fanout/transport/internal/wire"
 )
 
 // Client calls a remote [Server]. It is a [fanout.Backend], so it can be a
@@ -265,8 +267,8 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In, dst []Out, sent 
 			putBuf(bufp)
 		}
 	}()
-	buf := appendFrameHeader((*bufp)[:0], kindRequest)
-	buf = append(buf, make([]byte, requestPrefixSize)...)
+	buf := wire.AppendHeader((*bufp)[:0], wire.KindRequest)
+	buf = append(buf, make([]byte, wire.RequestPrefixSize)...)
 	buf, err := c.in.Append(buf, items)
 	*bufp = buf
 	if err != nil {
@@ -283,7 +285,7 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In, dst []Out, sent 
 			}
 			return nil, fmt.Errorf("%w: %w", fanout.ErrUnavailable, err)
 		}
-		if err := finishFrame(buf, 0, peerMax); err != nil {
+		if err := wire.FinishFrame(buf, 0, peerMax); err != nil {
 			return nil, err
 		}
 		st, err := c.stream(sess)
@@ -422,23 +424,23 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 	respp := getBuf()
 	defer putBuf(respp)
 	req := *reqp
-	if len(req)-frameHeaderSize > continueAbove {
+	if len(req)-wire.HeaderSize > wire.ContinueAbove {
 		// The payload waits for the server's go-ahead: its answer is a
 		// continue frame, or a refusal.
 		st.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
-		_, err := st.Write(req[:frameHeaderSize])
+		_, err := st.Write(req[:wire.HeaderSize])
 		if err != nil {
 			putBuf(reqp)
 			return nil, c.unsentErr(ctx, st, err)
 		}
-		k, payload, err := readFrame(st, c.cfg.maxMessage, (*respp)[:0])
+		k, payload, err := wire.ReadFrame(st, c.cfg.maxMessage, (*respp)[:0])
 		*respp = payload
-		if err != nil || k != kindContinue {
+		if err != nil || k != wire.KindContinue {
 			putBuf(reqp)
 			if err != nil {
 				return nil, c.unsentErr(ctx, st, err)
 			}
-			if k == kindResponse {
+			if k == wire.KindResponse {
 				return nil, fmt.Errorf("%w: a response before the request was sent", ErrProtocol)
 			}
 			// A refusal: the server, which has not read the payload, does
@@ -451,7 +453,7 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 			putBuf(reqp)
 			return nil, fmt.Errorf("%w: a continue frame of %d bytes", ErrProtocol, len(payload))
 		}
-		req = req[frameHeaderSize:]
+		req = req[wire.HeaderSize:]
 	}
 	// The timeout is what is left of the caller's deadline when the
 	// payload goes.
@@ -459,7 +461,7 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 	if d, ok := ctx.Deadline(); ok {
 		timeout = uint64(max(time.Until(d), 1))
 	}
-	binary.LittleEndian.PutUint64((*reqp)[frameHeaderSize:], timeout)
+	binary.LittleEndian.PutUint64((*reqp)[wire.HeaderSize:], timeout)
 	if sent != nil {
 		*sent = true
 	}
@@ -470,14 +472,14 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 		return nil, c.streamErr(ctx, st, err)
 	}
 
-	k, payload, err := readFrame(st, c.cfg.maxMessage, (*respp)[:0])
+	k, payload, err := wire.ReadFrame(st, c.cfg.maxMessage, (*respp)[:0])
 	*respp = payload
 	if err != nil {
 		return nil, c.streamErr(ctx, st, err)
 	}
 	var out []Out
 	out, ok, reuse, err = c.answer(st, k, payload, dst, n)
-	warm = len(payload) > readChunk
+	warm = len(payload) > wire.ReadChunk
 	return out, err
 }
 
@@ -485,9 +487,9 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 // and payload that answered it on st, decoding results into dst. complete
 // reports that the answer is well formed, and reuse that st is fit for
 // another call.
-func (c *Client[In, Out]) answer(st *yamux.Stream, k kind, payload []byte, dst []Out, n int) (out []Out, complete, reuse bool, err error) {
+func (c *Client[In, Out]) answer(st *yamux.Stream, k wire.Kind, payload []byte, dst []Out, n int) (out []Out, complete, reuse bool, err error) {
 	switch k {
-	case kindResponse:
+	case wire.KindResponse:
 		out, err := c.out.Decode(dst, payload)
 		if err != nil {
 			return nil, false, false, fmt.Errorf("%w: decode response: %v", ErrProtocol, err)
@@ -496,7 +498,7 @@ func (c *Client[In, Out]) answer(st *yamux.Stream, k kind, payload []byte, dst [
 			return nil, false, false, fmt.Errorf("%w: %d results for %d items", ErrProtocol, len(out), n)
 		}
 		return out, true, quiet(st, payload[:1]), nil
-	case kindError:
+	case wire.KindError:
 		code, msg, err := parseError(payload)
 		if err != nil {
 			return nil, false, false, err
@@ -677,12 +679,12 @@ func (c *Client[In, Out]) handshake(ctx context.Context) (*yamux.Session, int, e
 	if d, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(d)
 	}
-	mine := hello{version: protocolVersion, reqCodec: c.in.Name(), respCodec: c.out.Name(), maxMessage: uint32(c.cfg.maxMessage)}
-	if _, err := conn.Write(appendHello(nil, mine)); err != nil {
+	mine := wire.Hello{Version: wire.Version, ReqCodec: c.in.Name(), RespCodec: c.out.Name(), MaxMessage: uint32(c.cfg.maxMessage)}
+	if _, err := conn.Write(wire.AppendHello(nil, mine)); err != nil {
 		conn.Close()
 		return nil, 0, fmt.Errorf("handshake: %w", err)
 	}
-	theirs, status, msg, err := readReply(conn)
+	theirs, status, msg, err := wire.ReadReply(conn)
 	if err != nil {
 		conn.Close()
 		var ne net.Error
@@ -699,15 +701,15 @@ func (c *Client[In, Out]) handshake(ctx context.Context) (*yamux.Session, int, e
 		return nil, 0, fmt.Errorf("handshake: %w", err)
 	}
 	switch status {
-	case statusOK:
-	case statusBusy:
+	case wire.StatusOK:
+	case wire.StatusBusy:
 		conn.Close()
 		return nil, 0, fmt.Errorf("handshake: connection refused: %s", msg)
 	default:
 		conn.Close()
 		return nil, 0, fmt.Errorf("%w by server: %s", ErrHandshake, msg)
 	}
-	if reason := checkHello(theirs, mine); reason != "" {
+	if reason := wire.CheckHello(theirs, mine); reason != "" {
 		conn.Close()
 		return nil, 0, fmt.Errorf("%w: %s", ErrHandshake, reason)
 	}
@@ -721,5 +723,5 @@ func (c *Client[In, Out]) handshake(ctx context.Context) (*yamux.Session, int, e
 		conn.Close()
 		return nil, 0, err
 	}
-	return sess, int(theirs.maxMessage), nil
+	return sess, int(theirs.MaxMessage), nil
 }

@@ -1,11 +1,10 @@
 package transport
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"math"
-	"slices"
+
+	"github.com/seed-c94cd834/fanout/transport/internal/wire"
 )
 
 // Codec encodes and decodes batches of T for the wire.
@@ -45,24 +44,11 @@ type int64Codec struct{}
 func (int64Codec) Name() string { return "int64le" }
 
 func (int64Codec) Append(dst []byte, items []int64) ([]byte, error) {
-	dst = slices.Grow(dst, 8*len(items))
-	for _, v := range items {
-		dst = binary.LittleEndian.AppendUint64(dst, uint64(v))
-	}
-	return dst, nil
+	return wire.AppendInt64s(dst, items), nil
 }
 
 func (int64Codec) Decode(dst []int64, data []byte) ([]int64, error) {
-	if len(data)%8 != 0 {
-		return dst, fmt.Errorf("int64le: %d bytes is not a whole number of 8-byte items", len(data))
-	}
-	m, n := len(dst), len(data)/8
-	dst = slices.Grow(dst, n)[:m+n]
-	out := dst[m:]
-	for i := range out {
-		out[i] = int64(binary.LittleEndian.Uint64(data[8*i:]))
-	}
-	return dst, nil
+	return wire.DecodeInt64s(dst, data)
 }
 
 type float64Codec struct{}
@@ -70,24 +56,11 @@ type float64Codec struct{}
 func (float64Codec) Name() string { return "float64le" }
 
 func (float64Codec) Append(dst []byte, items []float64) ([]byte, error) {
-	dst = slices.Grow(dst, 8*len(items))
-	for _, v := range items {
-		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(v))
-	}
-	return dst, nil
+	return wire.AppendFloat64s(dst, items), nil
 }
 
 func (float64Codec) Decode(dst []float64, data []byte) ([]float64, error) {
-	if len(data)%8 != 0 {
-		return dst, fmt.Errorf("float64le: %d bytes is not a whole number of 8-byte items", len(data))
-	}
-	m, n := len(dst), len(data)/8
-	dst = slices.Grow(dst, n)[:m+n]
-	out := dst[m:]
-	for i := range out {
-		out[i] = math.Float64frombits(binary.LittleEndian.Uint64(data[8*i:]))
-	}
-	return dst, nil
+	return wire.DecodeFloat64s(dst, data)
 }
 
 type jsonCodec[T any] struct{}
@@ -108,4 +81,13 @@ func (jsonCodec[T]) Decode(dst []T, data []byte) ([]T, error) {
 		return dst, fmt.Errorf("json: %w", err)
 	}
 	return append(dst, items...), nil
+}
+
+// checkCodecName panics if a codec's name cannot be sent in the handshake:
+// that is a programming error in the codec, found when a server or client is
+// built rather than as a confusing handshake failure later.
+func checkCodecName(name string) {
+	if len(name) > wire.MaxCodecName {
+		panic(fmt.Sprintf("transport: codec name %.20q... is %d bytes long, the limit is %d", name, len(name), wire.MaxCodecName))
+	}
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-c94cd834/fanout"
+
+	"github.com/seed-c94cd834/fanout/transport/internal/wire"
 )
 
 // Tests of the continue frame: a request of more than continueAbove bytes
@@ -78,21 +80,21 @@ func TestServerAsksForALargePayloadOnceItHasRoom(t *testing.T) {
 	st, err := sess.OpenStream()
 	require.NoError(t, err)
 	items, req := requestFrame(t, 10000)
-	require.Greater(t, len(req)-frameHeaderSize, continueAbove)
+	require.Greater(t, len(req)-wire.HeaderSize, wire.ContinueAbove)
 
-	_, err = st.Write(req[:frameHeaderSize])
+	_, err = st.Write(req[:wire.HeaderSize])
 	require.NoError(t, err)
 	// While the budget is taken, the server does not ask for the payload.
 	requireQuiet(t, st)
 
 	release()
 	st.SetReadDeadline(time.Now().Add(hangGuard))
-	k, payload, err := readFrame(st, 1<<20, nil)
+	k, payload, err := wire.ReadFrame(st, 1<<20, nil)
 	require.NoError(t, err)
-	require.Equal(t, kindContinue, k)
+	require.Equal(t, wire.KindContinue, k)
 	require.Empty(t, payload)
 
-	_, err = st.Write(req[frameHeaderSize:])
+	_, err = st.Write(req[wire.HeaderSize:])
 	require.NoError(t, err)
 	requireNegated(t, st, items)
 
@@ -210,7 +212,7 @@ func continueServer(t *testing.T, serve func(st *yamux.Stream, hdr []byte)) stri
 					}
 					wg.Go(func() {
 						defer st.Close()
-						hdr := make([]byte, frameHeaderSize)
+						hdr := make([]byte, wire.HeaderSize)
 						if _, err := io.ReadFull(st, hdr); err == nil {
 							serve(st, hdr)
 						}
@@ -230,17 +232,17 @@ func TestClientSendsALargePayloadOnlyWhenAsked(t *testing.T) {
 		_, err := st.Read(b[:])
 		early <- err
 		st.SetReadDeadline(time.Now().Add(hangGuard))
-		st.Write(continueFrame)
-		_, payload, err := readPayload(st, 1<<20, hdr)
+		st.Write(wire.ContinueFrame)
+		_, payload, err := wire.ReadPayload(st, 1<<20, hdr)
 		if err != nil {
 			return
 		}
-		in, err := Int64().Decode(nil, payload[requestPrefixSize:])
+		in, err := Int64().Decode(nil, payload[wire.RequestPrefixSize:])
 		if err != nil {
 			return
 		}
 		out, _ := negate(context.Background(), in)
-		resp := appendFrameHeader(nil, kindResponse)
+		resp := wire.AppendHeader(nil, wire.KindResponse)
 		resp, _ = Int64().Append(resp, out)
 		setFrameLength(resp, 0)
 		st.Write(resp)
@@ -285,7 +287,7 @@ func TestClientTakesARefusalInsteadOfAContinue(t *testing.T) {
 
 	// A continue frame with a payload breaks the protocol.
 	addr = continueServer(t, func(st *yamux.Stream, hdr []byte) {
-		st.Write([]byte{byte(kindContinue), 1, 0, 0, 0, 0})
+		st.Write([]byte{byte(wire.KindContinue), 1, 0, 0, 0, 0})
 	})
 	c2 := NewClient(addr, Int64(), Int64(), WithLogger(nil))
 	defer c2.Close()
@@ -367,11 +369,11 @@ func requestFrame(t *testing.T, n int) ([]int64, []byte) {
 	for i := range items {
 		items[i] = int64(i)
 	}
-	req := appendFrameHeader(nil, kindRequest)
-	req = append(req, make([]byte, requestPrefixSize)...)
+	req := wire.AppendHeader(nil, wire.KindRequest)
+	req = append(req, make([]byte, wire.RequestPrefixSize)...)
 	req, err := Int64().Append(req, items)
 	require.NoError(t, err)
-	require.NoError(t, finishFrame(req, 0, 1<<20))
+	require.NoError(t, wire.FinishFrame(req, 0, 1<<20))
 	return items, req
 }
 
@@ -391,9 +393,9 @@ func requireQuiet(t *testing.T, st *yamux.Stream) {
 // response to items: each item negated.
 func requireNegated(t *testing.T, st *yamux.Stream, items []int64) {
 	t.Helper()
-	k, payload, err := readFrame(st, 1<<20, nil)
+	k, payload, err := wire.ReadFrame(st, 1<<20, nil)
 	require.NoError(t, err)
-	require.Equal(t, kindResponse, k)
+	require.Equal(t, wire.KindResponse, k)
 	out, err := Int64().Decode(nil, payload)
 	require.NoError(t, err)
 	require.Equal(t, len(items), len(out))

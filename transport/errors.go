@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/seed-c94cd834/fanout"
+
+	"github.com/seed-c94cd834/fanout/transport/internal/wire"
 )
 
 // Sentinel errors of the transport. Errors returned by [Client.Process] wrap
@@ -20,15 +22,15 @@ var (
 
 	// ErrMessageTooLarge means a message exceeds the receiver's maximum
 	// message size. It matches a [*RemoteError] with [CodeTooLarge].
-	ErrMessageTooLarge = errors.New("transport: message too large")
+	ErrMessageTooLarge = wire.ErrMessageTooLarge
 
 	// ErrProtocol means a peer broke the protocol: bad magic, a malformed
 	// frame, an unexpected message kind.
-	ErrProtocol = errors.New("transport: protocol error")
+	ErrProtocol = wire.ErrProtocol
 
 	// ErrHandshake means the peers could not agree on the protocol version
 	// or codecs; the connection was closed.
-	ErrHandshake = errors.New("transport: handshake refused")
+	ErrHandshake = wire.ErrHandshake
 )
 
 // Code classifies a [RemoteError].

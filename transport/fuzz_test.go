@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"testing/iotest"
 	"time"
 	"unicode/utf8"
 
@@ -21,6 +20,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-c94cd834/fanout"
+
+	"github.com/seed-c94cd834/fanout/transport/internal/wire"
 )
 
 // fuzzLimit is the frame size limit of the seeds; the fuzzer varies it.
@@ -28,224 +29,20 @@ const fuzzLimit = 1 << 10
 
 // fuzzFrame builds a complete frame of kind k around payload with the
 // encoder's own functions.
-func fuzzFrame(tb testing.TB, k kind, payload []byte) []byte {
-	buf := appendFrameHeader(nil, k)
+func fuzzFrame(tb testing.TB, k wire.Kind, payload []byte) []byte {
+	buf := wire.AppendHeader(nil, k)
 	buf = append(buf, payload...)
-	require.NoError(tb, finishFrame(buf, 0, fuzzLimit))
+	require.NoError(tb, wire.FinishFrame(buf, 0, fuzzLimit))
 	return buf
 }
 
-func FuzzReadFrame(f *testing.F) {
-	items, err := Int64().Append(nil, []int64{1, -2, math.MaxInt64})
-	require.NoError(f, err)
-	request := fuzzFrame(f, kindRequest, append(binary.LittleEndian.AppendUint64(nil, 1e9), items...))
-	response := fuzzFrame(f, kindResponse, items)
-	errFrame := appendErrorFrame(nil, CodeBackend, "backend failed", fuzzLimit)
-
-	seeds := [][]byte{
-		request,
-		response,
-		errFrame,
-		appendErrorFrame(nil, CodeTooLarge, strings.Repeat("x", 2*fuzzLimit), fuzzLimit), // message cut to fit
-		fuzzFrame(f, kindResponse, nil),                    // empty payload
-		fuzzFrame(f, kindRequest, make([]byte, fuzzLimit)), // exactly at the limit
-		{byte(kindRequest), 0xff, 0xff, 0xff, 0xff},        // announces 4 GiB - 1
-		{byte(kindResponse), 0x01, 0x04, 0x00, 0x00},       // announces limit + 1
-		{},                            // empty stream
-		request[:3],                   // truncated header
-		request[:len(request)-1],      // truncated payload
-		{0, 0, 0, 0, 0},               // kind 0
-		{4, 1, 0, 0, 0, 'x'},          // unknown kind
-		{byte(kindError), 0, 0, 0, 0}, // error frame without a code
-		append(append([]byte{}, response...), errFrame...), // two frames back to back
+func fuzzHellos() []wire.Hello {
+	return []wire.Hello{
+		{Version: wire.Version, ReqCodec: "int64le", RespCodec: "int64le", MaxMessage: DefaultMaxMessageSize},
+		{Version: wire.Version, ReqCodec: "json", RespCodec: "float64le", MaxMessage: 64},
+		{Version: wire.Version, ReqCodec: "", RespCodec: "", MaxMessage: math.MaxUint32},
+		{Version: wire.Version, ReqCodec: strings.Repeat("n", 255), RespCodec: "x", MaxMessage: 1},
 	}
-	for _, s := range seeds {
-		f.Add(s, uint32(fuzzLimit))
-	}
-	f.Add(response, uint32(len(response)-frameHeaderSize-1)) // one byte over a small limit
-	f.Add(request, uint32(0))
-
-	f.Fuzz(func(t *testing.T, data []byte, limit32 uint32) {
-		limit := int(limit32)
-		for _, r := range []io.Reader{bytes.NewReader(data), iotest.OneByteReader(bytes.NewReader(data))} {
-			k, payload, err := readFrame(r, limit, nil)
-
-			// A frame reader allocates only as data arrives: a peer cannot
-			// make it reserve the length it announces.
-			require.LessOrEqual(t, cap(payload), 2*(len(data)+readChunk))
-
-			if err != nil {
-				require.Empty(t, payload)
-				switch {
-				case errors.Is(err, ErrMessageTooLarge):
-					require.Greater(t, uint64(binary.LittleEndian.Uint32(data[1:])), uint64(limit))
-				case errors.Is(err, ErrProtocol):
-					require.True(t, data[0] < byte(kindRequest) || data[0] > byte(kindContinue), "kind %d refused", data[0])
-				case err == io.EOF:
-					require.Empty(t, data)
-				default:
-					require.ErrorIs(t, err, io.ErrUnexpectedEOF)
-				}
-				continue
-			}
-
-			require.LessOrEqual(t, len(payload), limit)
-			require.GreaterOrEqual(t, k, kindRequest)
-			require.LessOrEqual(t, k, kindContinue)
-
-			// Re-encoding gives back the bytes read, and reads back the same.
-			again := appendFrameHeader(nil, k)
-			again = append(again, payload...)
-			require.NoError(t, finishFrame(again, 0, limit))
-			require.Equal(t, data[:len(again)], again)
-			k2, payload2, err := readFrame(bytes.NewReader(again), limit, nil)
-			require.NoError(t, err)
-			require.Equal(t, k, k2)
-			require.True(t, bytes.Equal(payload, payload2))
-
-			if k == kindError {
-				code, msg, err := parseError(payload)
-				if len(payload) == 0 {
-					require.ErrorIs(t, err, ErrProtocol)
-					continue
-				}
-				require.NoError(t, err)
-				require.Equal(t, again, appendErrorFrame(nil, code, msg, limit))
-			}
-		}
-	})
-}
-
-func fuzzHellos() []hello {
-	return []hello{
-		{version: protocolVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: DefaultMaxMessageSize},
-		{version: protocolVersion, reqCodec: "json", respCodec: "float64le", maxMessage: 64},
-		{version: protocolVersion, reqCodec: "", respCodec: "", maxMessage: math.MaxUint32},
-		{version: protocolVersion, reqCodec: strings.Repeat("n", 255), respCodec: "x", maxMessage: 1},
-	}
-}
-
-func FuzzReadHello(f *testing.F) {
-	for _, h := range fuzzHellos() {
-		b := appendHello(nil, h)
-		f.Add(b)
-		f.Add(b[:len(b)-1])
-		f.Add(b[:len(magic)])
-		f.Add(append(b, 0xff)) // trailing bytes are not the hello's
-	}
-	good := appendHello(nil, fuzzHellos()[0])
-	f.Add(append([]byte("fanouX"), good[len(magic):]...))          // bad magic
-	f.Add(append(append([]byte{}, good[:len(magic)]...), 2, 0xff)) // other version
-	f.Add(append(append([]byte{}, good[:len(magic)]...), 0))
-	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
-	f.Add([]byte{})
-
-	f.Fuzz(func(t *testing.T, data []byte) {
-		h, err := readHello(bytes.NewReader(data))
-		if err != nil {
-			if errors.Is(err, ErrProtocol) {
-				require.NotEqual(t, magic[:], data[:len(magic)])
-				return
-			}
-			require.True(t, err == io.EOF || err == io.ErrUnexpectedEOF, "unexpected error %v", err)
-			return
-		}
-		require.Equal(t, magic[:], data[:len(magic)])
-		require.Equal(t, data[len(magic)], h.version)
-		if !served(h.version) {
-			require.Equal(t, hello{version: h.version}, h, "a hello of a version not served is not parsed further")
-			return
-		}
-		again := appendHello(nil, h)
-		require.Equal(t, data[:len(again)], again)
-		h2, err := readHello(bytes.NewReader(again))
-		require.NoError(t, err)
-		require.Equal(t, h, h2)
-	})
-}
-
-func FuzzReadReply(f *testing.F) {
-	for _, h := range fuzzHellos() {
-		for _, b := range [][]byte{
-			appendReply(nil, h, statusOK, ""),
-			appendReply(nil, h, statusRefused, checkHello(h, hello{version: protocolVersion - 1})),
-			appendReply(nil, h, statusRefused, strings.Repeat("m", 0x10000)), // cut to 64 KiB - 1
-		} {
-			f.Add(b)
-			f.Add(b[:len(b)-1])
-		}
-	}
-	good := appendReply(nil, fuzzHellos()[0], statusOK, "")
-	f.Add(append([]byte("fanouX"), good[len(magic):]...))                         // bad magic
-	f.Add(append(appendHello(nil, hello{version: protocolVersion + 1}), 0, 0, 0)) // other version
-	f.Add(good[:len(magic)+1])
-	f.Add([]byte{})
-
-	f.Fuzz(func(t *testing.T, data []byte) {
-		h, status, msg, err := readReply(bytes.NewReader(data))
-		if err != nil {
-			switch {
-			case errors.Is(err, ErrProtocol):
-				require.NotEqual(t, magic[:], data[:len(magic)])
-			case errors.Is(err, ErrHandshake):
-				require.NotEqual(t, byte(protocolVersion), data[len(magic)])
-			default:
-				require.True(t, err == io.EOF || err == io.ErrUnexpectedEOF, "unexpected error %v", err)
-			}
-			return
-		}
-		require.Equal(t, uint8(protocolVersion), h.version)
-		again := appendReply(nil, h, status, msg)
-		require.Equal(t, data[:len(again)], again)
-		h2, status2, msg2, err := readReply(bytes.NewReader(again))
-		require.NoError(t, err)
-		require.Equal(t, h, h2)
-		require.Equal(t, status, status2)
-		require.Equal(t, msg, msg2)
-	})
-}
-
-func fuzzBinarySeeds(f *testing.F) {
-	f.Add([]byte{})
-	f.Add([]byte{1})
-	f.Add(make([]byte, 7))
-	f.Add([]byte{0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	f.Add([]byte{0, 0, 0, 0, 0, 0, 0xf8, 0x7f, 1, 0, 0, 0, 0, 0, 0xf0, 0x7f}) // quiet and signalling NaN
-	f.Add(make([]byte, 9))
-}
-
-func FuzzInt64Decode(f *testing.F) {
-	fuzzBinarySeeds(f)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		c := Int64()
-		out, err := c.Decode([]int64{42}, data)
-		if err != nil {
-			require.NotZero(t, len(data)%8)
-			return
-		}
-		require.Len(t, out, 1+len(data)/8)
-		require.Equal(t, int64(42), out[0])
-		again, err := c.Append(nil, out[1:])
-		require.NoError(t, err)
-		require.True(t, bytes.Equal(data, again), "re-encoded %x as %x", data, again)
-	})
-}
-
-func FuzzFloat64Decode(f *testing.F) {
-	fuzzBinarySeeds(f)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		c := Float64()
-		out, err := c.Decode([]float64{42}, data)
-		if err != nil {
-			require.NotZero(t, len(data)%8)
-			return
-		}
-		require.Len(t, out, 1+len(data)/8)
-		require.Equal(t, 42.0, out[0])
-		again, err := c.Append(nil, out[1:])
-		require.NoError(t, err)
-		require.True(t, bytes.Equal(data, again), "re-encoded %x as %x", data, again)
-	})
 }
 
 // fuzzRecord is a JSON item with the shapes a user type typically has. It
@@ -306,10 +103,10 @@ func FuzzErrorFrame(f *testing.F) {
 		frame := appendErrorFrame(nil, Code(code), msg, limit)
 
 		// The frame always fits the limit it was cut for, and reads back.
-		k, payload, err := readFrame(bytes.NewReader(frame), limit, nil)
+		k, payload, err := wire.ReadFrame(bytes.NewReader(frame), limit, nil)
 		require.NoError(t, err)
-		require.Equal(t, kindError, k)
-		require.Equal(t, frame[frameHeaderSize:], payload)
+		require.Equal(t, wire.KindError, k)
+		require.Equal(t, frame[wire.HeaderSize:], payload)
 
 		got, text, err := parseError(payload)
 		require.NoError(t, err)
@@ -413,27 +210,27 @@ func (c *countingReader) Read(p []byte) (int, error) {
 func fuzzHandshakeSeeds() [][]byte {
 	var seeds [][]byte
 	for _, h := range fuzzHellos() {
-		seeds = append(seeds, appendHello(nil, h))
+		seeds = append(seeds, wire.AppendHello(nil, h))
 	}
-	good := appendHello(nil, fuzzHellos()[0])
+	good := wire.AppendHello(nil, fuzzHellos()[0])
 	return append(seeds,
 		good[:len(good)-1], // truncated
-		append(appendHello(nil, hello{version: protocolVersion + 1}), 0xff, 0xff), // another version
-		appendHello(nil, hello{version: protocolVersion - 1, reqCodec: "int64le", respCodec: "int64le", maxMessage: 1 << 20}),
-		append([]byte("fanouX"), good[len(magic):]...),   // bad magic
-		[]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00}, // a TLS ClientHello
-		[]byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28}, // a TLS alert
+		append(wire.AppendHello(nil, wire.Hello{Version: wire.Version + 1}), 0xff, 0xff), // another version
+		wire.AppendHello(nil, wire.Hello{Version: wire.Version - 1, ReqCodec: "int64le", RespCodec: "int64le", MaxMessage: 1 << 20}),
+		append([]byte("fanouX"), good[len(wire.Magic):]...), // bad magic
+		[]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00},    // a TLS ClientHello
+		[]byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28},    // a TLS alert
 		nil,
 	)
 }
 
 // readAnyReply reads a server's reply in any version the server serves, as
 // readReply does for this client's version only.
-func readAnyReply(r io.Reader) (h hello, status uint8, msg string, err error) {
-	if h, err = readHello(r); err != nil {
+func readAnyReply(r io.Reader) (h wire.Hello, status uint8, msg string, err error) {
+	if h, err = wire.ReadHello(r); err != nil {
 		return h, 0, "", err
 	}
-	status, msg, err = readStatus(r)
+	status, msg, err = wire.ReadStatus(r)
 	return h, status, msg, err
 }
 
@@ -444,7 +241,7 @@ func FuzzServerHandshake(f *testing.F) {
 		f.Add(s, true)
 	}
 	f.Fuzz(func(t *testing.T, data []byte, busy bool) {
-		want, wantErr := readHello(bytes.NewReader(data))
+		want, wantErr := wire.ReadHello(bytes.NewReader(data))
 		conn := newFuzzConn(data, false)
 		p, err := srv.handshake(conn, busy)
 		out := conn.written()
@@ -461,10 +258,10 @@ func FuzzServerHandshake(f *testing.F) {
 		h, status, msg, rerr := readAnyReply(bytes.NewReader(out))
 		require.NoError(t, rerr)
 		require.Equal(t, srv.hello, h)
-		require.Equal(t, appendReply(nil, h, status, msg), out, "trailing bytes after the reply")
-		if reason := checkHello(srv.hello, want); reason != "" {
+		require.Equal(t, wire.AppendReply(nil, h, status, msg), out, "trailing bytes after the reply")
+		if reason := wire.CheckHello(srv.hello, want); reason != "" {
 			require.ErrorIs(t, err, ErrHandshake)
-			require.EqualValues(t, statusRefused, status)
+			require.EqualValues(t, wire.StatusRefused, status)
 			require.Equal(t, reason, msg)
 			return
 		}
@@ -472,32 +269,32 @@ func FuzzServerHandshake(f *testing.F) {
 			// A hello the server would accept, refused for want of room.
 			require.Error(t, err)
 			require.NotErrorIs(t, err, ErrHandshake)
-			require.EqualValues(t, statusBusy, status)
+			require.EqualValues(t, wire.StatusBusy, status)
 			require.Equal(t, fmt.Sprintf("server at its limit of %d connections", DefaultMaxConnections), msg)
 			return
 		}
 		require.NoError(t, err)
-		require.EqualValues(t, statusOK, status)
+		require.EqualValues(t, wire.StatusOK, status)
 		require.Empty(t, msg)
-		require.Equal(t, peer{max: int(min(want.maxMessage, maxMessageLimit))}, p)
+		require.Equal(t, peer{max: int(min(want.MaxMessage, maxMessageLimit))}, p)
 	})
 }
 
 func FuzzClientHandshake(f *testing.F) {
-	server := hello{version: protocolVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: fuzzLimit}
-	mine := hello{version: protocolVersion, reqCodec: "int64le", respCodec: "int64le", maxMessage: DefaultMaxMessageSize}
-	f.Add(appendReply(nil, server, statusOK, ""))
-	f.Add(appendReply(nil, server, statusRefused, checkHello(server, hello{version: protocolVersion})))
-	f.Add(appendReply(nil, server, statusBusy, "server at its limit of 1 connections"))
-	f.Add(appendReply(nil, hello{version: protocolVersion, reqCodec: "json", respCodec: "int64le"}, statusOK, ""))
-	f.Add(append(appendReply(nil, server, statusOK, ""), 0, 0, 0, 0)) // yamux frames follow
+	server := wire.Hello{Version: wire.Version, ReqCodec: "int64le", RespCodec: "int64le", MaxMessage: fuzzLimit}
+	mine := wire.Hello{Version: wire.Version, ReqCodec: "int64le", RespCodec: "int64le", MaxMessage: DefaultMaxMessageSize}
+	f.Add(wire.AppendReply(nil, server, wire.StatusOK, ""))
+	f.Add(wire.AppendReply(nil, server, wire.StatusRefused, wire.CheckHello(server, wire.Hello{Version: wire.Version})))
+	f.Add(wire.AppendReply(nil, server, wire.StatusBusy, "server at its limit of 1 connections"))
+	f.Add(wire.AppendReply(nil, wire.Hello{Version: wire.Version, ReqCodec: "json", RespCodec: "int64le"}, wire.StatusOK, ""))
+	f.Add(append(wire.AppendReply(nil, server, wire.StatusOK, ""), 0, 0, 0, 0)) // yamux frames follow
 	for _, s := range fuzzHandshakeSeeds() {
 		f.Add(s)
 	}
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cr := &countingReader{r: bytes.NewReader(data)}
-		theirs, status, msg, wantErr := readReply(cr)
+		theirs, status, msg, wantErr := wire.ReadReply(cr)
 		if wantErr == nil {
 			// The connection stays open after the reply, with nothing
 			// more to read: yamux itself is not under test.
@@ -518,7 +315,7 @@ func FuzzClientHandshake(f *testing.F) {
 		}
 		conn.Close()
 		// The client always speaks first, with its hello.
-		hi := appendHello(nil, mine)
+		hi := wire.AppendHello(nil, mine)
 		require.Equal(t, hi, conn.written()[:len(hi)])
 
 		switch {
@@ -527,13 +324,13 @@ func FuzzClientHandshake(f *testing.F) {
 			if errors.Is(wantErr, ErrProtocol) || errors.Is(wantErr, ErrHandshake) {
 				require.True(t, errors.Is(err, ErrProtocol) || errors.Is(err, ErrHandshake), "%v", err)
 			}
-		case status == statusBusy:
+		case status == wire.StatusBusy:
 			require.NotErrorIs(t, err, ErrHandshake, "a busy server is no protocol mismatch")
 			require.Contains(t, err.Error(), msg)
-		case status != statusOK:
+		case status != wire.StatusOK:
 			require.ErrorIs(t, err, ErrHandshake)
 			require.Contains(t, err.Error(), msg)
-		case checkHello(theirs, mine) != "":
+		case wire.CheckHello(theirs, mine) != "":
 			require.ErrorIs(t, err, ErrHandshake)
 		default:
 			require.NoError(t, err)
@@ -585,17 +382,17 @@ func FuzzServerRequest(f *testing.F) {
 	items, err := Int64().Append(nil, []int64{1, -2, math.MaxInt64 / 2})
 	require.NoError(f, err)
 	for _, timeout := range []uint64{0, 1, uint64(time.Minute), 1 << 62, math.MaxUint64} {
-		f.Add(fuzzFrame(f, kindRequest, append(binary.LittleEndian.AppendUint64(nil, timeout), items...)))
+		f.Add(fuzzFrame(f, wire.KindRequest, append(binary.LittleEndian.AppendUint64(nil, timeout), items...)))
 	}
-	request := fuzzFrame(f, kindRequest, append(make([]byte, requestPrefixSize), items...))
-	f.Add(request[:len(request)-1])                                   // cut short
-	f.Add(append(append([]byte{}, request...), 0))                    // a byte after the request
-	f.Add(append(append([]byte{}, request...), request...))           // two requests
-	f.Add(fuzzFrame(f, kindRequest, make([]byte, requestPrefixSize))) // no items
-	f.Add(fuzzFrame(f, kindRequest, make([]byte, requestPrefixSize+3)))
-	f.Add(fuzzFrame(f, kindRequest, make([]byte, requestPrefixSize-1)))
-	f.Add(fuzzFrame(f, kindResponse, items))
-	f.Add([]byte{byte(kindRequest), 0x01, 0x04, 0x00, 0x00}) // limit + 1
+	request := fuzzFrame(f, wire.KindRequest, append(make([]byte, wire.RequestPrefixSize), items...))
+	f.Add(request[:len(request)-1])                                             // cut short
+	f.Add(append(append([]byte{}, request...), 0))                              // a byte after the request
+	f.Add(append(append([]byte{}, request...), request...))                     // two requests
+	f.Add(fuzzFrame(f, wire.KindRequest, make([]byte, wire.RequestPrefixSize))) // no items
+	f.Add(fuzzFrame(f, wire.KindRequest, make([]byte, wire.RequestPrefixSize+3)))
+	f.Add(fuzzFrame(f, wire.KindRequest, make([]byte, wire.RequestPrefixSize-1)))
+	f.Add(fuzzFrame(f, wire.KindResponse, items))
+	f.Add([]byte{byte(wire.KindRequest), 0x01, 0x04, 0x00, 0x00}) // limit + 1
 	f.Add([]byte{9, 0, 0, 0, 0})
 	f.Add([]byte{})
 
@@ -613,20 +410,20 @@ func FuzzServerRequest(f *testing.F) {
 		outcome, code := answered, Code(0)
 		var n int
 		switch {
-		case len(data) < frameHeaderSize:
+		case len(data) < wire.HeaderSize:
 			outcome = noAnswer
-		case data[0] < byte(kindRequest) || data[0] > byte(kindContinue):
+		case data[0] < byte(wire.KindRequest) || data[0] > byte(wire.KindContinue):
 			outcome, code = refused, CodeBadRequest
 		case uint64(binary.LittleEndian.Uint32(data[1:])) > fuzzLimit:
 			outcome, code = refused, CodeTooLarge
-		case data[0] != byte(kindRequest) || binary.LittleEndian.Uint32(data[1:]) < requestPrefixSize:
+		case data[0] != byte(wire.KindRequest) || binary.LittleEndian.Uint32(data[1:]) < wire.RequestPrefixSize:
 			// Refused from the header: the payload is never read.
 			outcome, code = refused, CodeBadRequest
-		case frameHeaderSize+int(binary.LittleEndian.Uint32(data[1:])) > len(data):
+		case wire.HeaderSize+int(binary.LittleEndian.Uint32(data[1:])) > len(data):
 			outcome = noAnswer
 		default:
 			n = int(binary.LittleEndian.Uint32(data[1:]))
-			if (n-requestPrefixSize)%8 != 0 {
+			if (n-wire.RequestPrefixSize)%8 != 0 {
 				outcome, code = refused, CodeBadRequest
 			}
 		}
@@ -641,7 +438,7 @@ func FuzzServerRequest(f *testing.F) {
 		if outcome == noAnswer {
 			st.Close() // the end of the stream cuts the request short
 		}
-		k, payload, err := readFrame(st, 1<<20, nil)
+		k, payload, err := wire.ReadFrame(st, 1<<20, nil)
 
 		var call *fuzzCall
 		select {
@@ -656,14 +453,14 @@ func FuzzServerRequest(f *testing.F) {
 			return
 		case refused:
 			require.NoError(t, err)
-			require.Equal(t, kindError, k)
+			require.Equal(t, wire.KindError, k)
 			got, msg, err := parseError(payload)
 			require.NoError(t, err)
 			require.Equal(t, code, got, msg)
 			require.Nil(t, call, "the backend was called for a refused request")
 		case answered:
 			require.NoError(t, err)
-			want, err := Int64().Decode(nil, data[frameHeaderSize+requestPrefixSize:frameHeaderSize+n])
+			want, err := Int64().Decode(nil, data[wire.HeaderSize+wire.RequestPrefixSize:wire.HeaderSize+n])
 			require.NoError(t, err)
 			if len(want) == 0 {
 				// An empty batch is a probe the server answers itself.
@@ -674,7 +471,7 @@ func FuzzServerRequest(f *testing.F) {
 				// The prefix is the time left before the caller's
 				// deadline, 0 for none, counted from when the server read
 				// the request.
-				prefix := binary.LittleEndian.Uint64(data[frameHeaderSize:])
+				prefix := binary.LittleEndian.Uint64(data[wire.HeaderSize:])
 				if prefix == 0 {
 					require.False(t, call.hasDeadline)
 				} else {
@@ -684,7 +481,7 @@ func FuzzServerRequest(f *testing.F) {
 					require.False(t, call.deadline.After(call.at.Add(d)), "deadline %v after the call started plus %v", call.deadline, d)
 				}
 			}
-			require.Equal(t, kindResponse, k)
+			require.Equal(t, wire.KindResponse, k)
 			out, err := Int64().Decode(nil, payload)
 			require.NoError(t, err)
 			require.Equal(t, len(want), len(out))
@@ -696,7 +493,7 @@ func FuzzServerRequest(f *testing.F) {
 			// answers whatever they amount to, then ends its side.
 			st.Close()
 			for err == nil {
-				_, _, err = readFrame(st, 1<<20, nil)
+				_, _, err = wire.ReadFrame(st, 1<<20, nil)
 			}
 			require.ErrorIs(t, err, io.EOF)
 			select {
@@ -706,7 +503,7 @@ func FuzzServerRequest(f *testing.F) {
 			return
 		}
 		// A refusal, then the end of the stream.
-		_, _, err = readFrame(st, 1<<20, nil)
+		_, _, err = wire.ReadFrame(st, 1<<20, nil)
 		require.ErrorIs(t, err, io.EOF)
 	})
 }
@@ -735,14 +532,14 @@ func FuzzClientResponse(f *testing.F) {
 		defer wg.Done()
 		defer st.Close()
 		for {
-			if _, _, err := readFrame(st, 1<<20, nil); err != nil {
+			if _, _, err := wire.ReadFrame(st, 1<<20, nil); err != nil {
 				return
 			}
 			select {
 			case data := <-answers:
 				// A server keeps the stream after one whole answer;
 				// after anything else it ends it.
-				whole := len(data) >= frameHeaderSize && len(data) == frameHeaderSize+int(binary.LittleEndian.Uint32(data[1:]))
+				whole := len(data) >= wire.HeaderSize && len(data) == wire.HeaderSize+int(binary.LittleEndian.Uint32(data[1:]))
 				st.Write(data)
 				if !whole {
 					return
@@ -800,18 +597,18 @@ func FuzzClientResponse(f *testing.F) {
 
 	results, err := Int64().Append(nil, []int64{2, -4, 6})
 	require.NoError(f, err)
-	f.Add(fuzzFrame(f, kindResponse, results))
-	f.Add(fuzzFrame(f, kindResponse, results[:16]))       // too few results
-	f.Add(fuzzFrame(f, kindResponse, append(results, 0))) // not whole items
-	f.Add(fuzzFrame(f, kindResponse, append(results, results[:8]...)))
+	f.Add(fuzzFrame(f, wire.KindResponse, results))
+	f.Add(fuzzFrame(f, wire.KindResponse, results[:16]))       // too few results
+	f.Add(fuzzFrame(f, wire.KindResponse, append(results, 0))) // not whole items
+	f.Add(fuzzFrame(f, wire.KindResponse, append(results, results[:8]...)))
 	f.Add(appendErrorFrame(nil, CodeBackend, "backend failed", limit))
 	f.Add(appendErrorFrame(nil, CodeOverloaded, "", limit))
 	f.Add(appendErrorFrame(nil, CodeUnavailable, "shutting down", limit)) // the client dials again
-	f.Add([]byte{byte(kindError), 0, 0, 0, 0})
-	f.Add(fuzzFrame(f, kindRequest, results))
-	f.Add(fuzzFrame(f, kindContinue, nil))
-	f.Add([]byte{byte(kindResponse), 0x01, 0x04, 0x00, 0x00}) // limit + 1
-	f.Add(fuzzFrame(f, kindResponse, results)[:10])
+	f.Add([]byte{byte(wire.KindError), 0, 0, 0, 0})
+	f.Add(fuzzFrame(f, wire.KindRequest, results))
+	f.Add(fuzzFrame(f, wire.KindContinue, nil))
+	f.Add([]byte{byte(wire.KindResponse), 0x01, 0x04, 0x00, 0x00}) // limit + 1
+	f.Add(fuzzFrame(f, wire.KindResponse, results)[:10])
 	f.Add([]byte{})
 
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -826,36 +623,36 @@ func FuzzClientResponse(f *testing.F) {
 		require.NoError(t, ctx.Err(), "the call did not end")
 
 		var n uint64
-		if len(data) >= frameHeaderSize {
+		if len(data) >= wire.HeaderSize {
 			n = uint64(binary.LittleEndian.Uint32(data[1:]))
 		}
 		var re *RemoteError
 		switch {
-		case len(data) < frameHeaderSize:
+		case len(data) < wire.HeaderSize:
 			require.ErrorIs(t, err, fanout.ErrInterrupted)
-		case data[0] < byte(kindRequest) || data[0] > byte(kindContinue):
+		case data[0] < byte(wire.KindRequest) || data[0] > byte(wire.KindContinue):
 			require.ErrorIs(t, err, ErrProtocol)
 		case n > limit:
 			require.ErrorIs(t, err, ErrMessageTooLarge)
 			require.False(t, errors.As(err, &re))
-		case frameHeaderSize+n > uint64(len(data)):
+		case wire.HeaderSize+n > uint64(len(data)):
 			require.ErrorIs(t, err, fanout.ErrInterrupted)
-		case data[0] == byte(kindRequest), data[0] == byte(kindContinue):
+		case data[0] == byte(wire.KindRequest), data[0] == byte(wire.KindContinue):
 			// A continue frame answers only a request sent without its
 			// payload, and this one was small enough to send whole.
 			require.ErrorIs(t, err, ErrProtocol)
-		case data[0] == byte(kindError) && n == 0:
+		case data[0] == byte(wire.KindError) && n == 0:
 			require.ErrorIs(t, err, ErrProtocol)
-		case data[0] == byte(kindError):
+		case data[0] == byte(wire.KindError):
 			require.ErrorAs(t, err, &re)
-			require.Equal(t, Code(data[frameHeaderSize]), re.Code)
-			require.Equal(t, string(data[frameHeaderSize+1:frameHeaderSize+n]), re.Message)
+			require.Equal(t, Code(data[wire.HeaderSize]), re.Code)
+			require.Equal(t, string(data[wire.HeaderSize+1:wire.HeaderSize+n]), re.Message)
 			require.Equal(t, c.Addr(), re.Addr)
 		case n != 8*uint64(len(items)):
 			require.ErrorIs(t, err, ErrProtocol)
 		default:
 			require.NoError(t, err)
-			want, err := Int64().Decode(nil, data[frameHeaderSize:frameHeaderSize+n])
+			want, err := Int64().Decode(nil, data[wire.HeaderSize:wire.HeaderSize+n])
 			require.NoError(t, err)
 			require.Equal(t, want, out)
 			return

@@ -11,6 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-c94cd834/fanout"
+
+	"github.com/seed-c94cd834/fanout/transport/internal/wire"
 )
 
 // TestServerBoundsTheBytesOfRequestsItHolds sends more large requests at once
@@ -19,8 +21,8 @@ import (
 func TestServerBoundsTheBytesOfRequestsItHolds(t *testing.T) {
 	const (
 		items   = 1000
-		payload = requestPrefixSize + 8*items // bytes of one request
-		fit     = 3                           // requests the budget holds
+		payload = wire.RequestPrefixSize + 8*items // bytes of one request
+		fit     = 3                                // requests the budget holds
 		callers = 7
 	)
 	var running, most atomic.Int64
@@ -178,16 +180,16 @@ func TestServerRefusesAFrameThatIsNotARequestFromItsHeader(t *testing.T) {
 	sess := rawClientSession(t, c.Addr(), 1<<20)
 	st, err := sess.OpenStream()
 	require.NoError(t, err)
-	frame := appendFrameHeader(nil, kindResponse)
+	frame := wire.AppendHeader(nil, wire.KindResponse)
 	frame = append(frame, make([]byte, 512<<10)...) // twice the stream's window
-	require.NoError(t, finishFrame(frame, 0, 1<<20))
+	require.NoError(t, wire.FinishFrame(frame, 0, 1<<20))
 	written := make(chan error, 1)
 	go func() { _, err := st.Write(frame); written <- err }()
 
 	st.SetReadDeadline(time.Now().Add(10 * time.Second)) // a hang guard, not a speed check
-	k, payload, err := readFrame(st, 1<<20, nil)
+	k, payload, err := wire.ReadFrame(st, 1<<20, nil)
 	require.NoError(t, err)
-	require.Equal(t, kindError, k)
+	require.Equal(t, wire.KindError, k)
 	code, msg, err := parseError(payload)
 	require.NoError(t, err)
 	require.Equal(t, CodeBadRequest, code)

@@ -14,6 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-c94cd834/fanout"
+
+	"github.com/seed-c94cd834/fanout/transport/internal/wire"
 )
 
 // These tests look inside the client, at the streams it keeps between calls,
@@ -216,7 +218,7 @@ func TestStrayBytesAfterAnAnswerAreNeverTakenForTheNext(t *testing.T) {
 		}
 		defer sess.Close()
 		answer := func(v int64) []byte {
-			b, _ := Int64().Append(appendFrameHeader(nil, kindResponse), []int64{v})
+			b, _ := Int64().Append(wire.AppendHeader(nil, wire.KindResponse), []int64{v})
 			setFrameLength(b, 0)
 			return b
 		}
@@ -225,7 +227,7 @@ func TestStrayBytesAfterAnAnswerAreNeverTakenForTheNext(t *testing.T) {
 			if err != nil {
 				return
 			}
-			if _, _, err := readFrame(st, 1<<20, nil); err != nil {
+			if _, _, err := wire.ReadFrame(st, 1<<20, nil); err != nil {
 				return
 			}
 			if i == 1 {
@@ -263,28 +265,28 @@ func TestServerEndsTheStreamAfterAnAnswerThatEndsIt(t *testing.T) {
 	st.SetDeadline(time.Now().Add(10 * time.Second))
 
 	request := func(n int) []byte {
-		b, err := Int64().Append(append(appendFrameHeader(nil, kindRequest), make([]byte, requestPrefixSize)...), make([]int64, n))
+		b, err := Int64().Append(append(wire.AppendHeader(nil, wire.KindRequest), make([]byte, wire.RequestPrefixSize)...), make([]int64, n))
 		require.NoError(t, err)
-		require.NoError(t, finishFrame(b, 0, DefaultMaxMessageSize))
+		require.NoError(t, wire.FinishFrame(b, 0, DefaultMaxMessageSize))
 		return b
 	}
 	// A small answer keeps the stream: the next request on it is answered.
 	for range 2 {
 		_, err = st.Write(request(2))
 		require.NoError(t, err)
-		k, _, err := readFrame(st, limit, nil)
+		k, _, err := wire.ReadFrame(st, limit, nil)
 		require.NoError(t, err)
-		require.Equal(t, kindResponse, k)
+		require.Equal(t, wire.KindResponse, k)
 	}
 	// An answer too large for the client ends it.
 	_, err = st.Write(request(limit))
 	require.NoError(t, err)
-	k, payload, err := readFrame(st, limit, nil)
+	k, payload, err := wire.ReadFrame(st, limit, nil)
 	require.NoError(t, err)
-	require.Equal(t, kindError, k)
+	require.Equal(t, wire.KindError, k)
 	code, _, err := parseError(payload)
 	require.NoError(t, err)
 	require.Equal(t, CodeTooLarge, code)
-	_, _, err = readFrame(st, limit, nil)
+	_, _, err = wire.ReadFrame(st, limit, nil)
 	require.ErrorIs(t, err, io.EOF, "the server kept a stream the protocol says it ends")
 }

@@ -1,4 +1,4 @@
-package transport
+package wire
 
 import (
 	"testing"
@@ -22,8 +22,8 @@ func TestTruncateKeepsUTF8Whole(t *testing.T) {
 		{"a€b", 4, "a€"},
 	}
 	for _, tt := range tests {
-		got := truncate(tt.in, tt.n)
-		require.Equal(t, tt.want, got, "truncate(%q, %d)", tt.in, tt.n)
+		got := Truncate(tt.in, tt.n)
+		require.Equal(t, tt.want, got, "Truncate(%q, %d)", tt.in, tt.n)
 		require.True(t, utf8.ValidString(got))
 	}
 }

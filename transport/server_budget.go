@@ -1,0 +1,116 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// reserve takes size bytes, a request's payload, from the server's budget
+// (see [WithMaxPendingBytes]), waiting for room if need be, and returns the
+// bytes taken. The wait does not count against the request timeout: the
+// client is not the one who is slow. With watch, for a large request whose
+// client sends nothing more until the continue frame, the end of its stream
+// during the wait means it gave up, and ends the wait.
+func (s *Server[In, Out]) reserve(st *yamux.Stream, size int, watch bool) (int64, error) {
+	if s.pending == nil {
+		return 0, nil
+	}
+	n := min(int64(size), s.cfg.maxPending)
+	if s.pending.TryAcquire(n) {
+		return n, nil
+	}
+	// The stream's receive buffer from its last request is not needed
+	// while it waits.
+	st.Shrink()
+	st.SetReadDeadline(time.Time{})
+	ctx, stop := s.ctx, func() error { return nil }
+	if watch {
+		ctx, stop = watchWait(s.ctx, st)
+	}
+	err := s.pending.Acquire(ctx, n)
+	if gone := stop(); gone != nil {
+		if err == nil {
+			s.pending.Release(n)
+		}
+		return 0, gone
+	}
+	if err != nil {
+		return 0, fmt.Errorf("waiting for memory for a request of %d bytes: %w", n, err)
+	}
+	st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
+	return n, nil
+}
+
+// watchWait watches st while its large request waits for room, until stop
+// is called: the client sends nothing before the continue frame, so a read
+// that returns means it gave up (the end of its stream) or broke the
+// protocol (a byte), and cancels ctx. stop ends the watch and returns why
+// the read returned, or nil if stop ended it.
+func watchWait(parent context.Context, st *yamux.Stream) (ctx context.Context, stop func() error) {
+	ctx, cancel := context.WithCancel(parent)
+	done := make(chan error, 1)
+	var stopping atomic.Bool // stop's deadline, not streamCall.stopReads', ends the read
+	go func() {
+		var b [1]byte
+		n, err := st.Read(b[:])
+		switch {
+		case n > 0:
+			err = fmt.Errorf("%w: request payload sent before the continue frame", ErrProtocol)
+		case errors.Is(err, yamux.ErrTimeout) && stopping.Load():
+			err = nil // stopped
+		case err == nil:
+			err = io.ErrNoProgress
+		default:
+			err = fmt.Errorf("client gave up while its request waited for room: %w", err)
+		}
+		if err != nil {
+			cancel()
+		}
+		done <- err
+	}()
+	return ctx, func() error {
+		stopping.Store(true)
+		st.SetReadDeadline(time.Now())
+		err := <-done
+		st.SetReadDeadline(time.Time{})
+		cancel()
+		return err
+	}
+}
+
+// maxPooledItems is the largest decoded request, in items, kept for reuse.
+const maxPooledItems = 1 << 21
+
+// getItems returns an empty slice to decode a request into: one a finished
+// call left, whose memory is reused. A backend keeps no items after its
+// Process returns ([fanout.Backend]), so a request's items are free once
+// its call is over; reusing them saves allocating, zeroing and faulting in
+// every large request afresh.
+func (s *Server[In, Out]) getItems() []In {
+	if p, ok := s.items.Get().(*[]In); ok {
+		return (*p)[:0]
+	}
+	return nil
+}
+
+// putItems keeps items, whose call is over, for a later request.
+func (s *Server[In, Out]) putItems(items []In) {
+	if cap(items) == 0 || cap(items) > maxPooledItems {
+		return
+	}
+	p := &items
+	s.items.Put(p)
+}
+
+// release gives n bytes back to the server's budget.
+func (s *Server[In, Out]) release(n int64) {
+	if n > 0 {
+		s.pending.Release(n)
+	}
+}

@@ -1,0 +1,308 @@
+package transport
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/seed-c94cd834/fanout/transport/internal/wire"
+)
+
+// Serve accepts connections on l and serves them until Shutdown or Close,
+// then returns [ErrServerClosed]. It closes l when it returns. Any other
+// error is one from l.Accept that is not temporary.
+func (s *Server[In, Out]) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+		l.Close()
+	}()
+
+	var delay time.Duration
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if s.closing() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.cfg.logger.Warn("transport: accept failed; retrying", "addr", l.Addr().String(), "err", err, "retry_in", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		a, cs := s.admit(conn)
+		switch a {
+		case admitClosed:
+			conn.Close()
+			return ErrServerClosed
+		case admitDrop:
+			// Debug: the refusals under way log the limit at Warn, and
+			// a flood must not flood the log too.
+			s.cfg.logger.Debug("transport: connection closed unanswered: at the connection limit, with as many refusals under way as allowed",
+				"remote", conn.RemoteAddr().String(), "limit", s.cfg.maxConns, "refusing", maxRefusing)
+			conn.Close()
+		case admitRefuse:
+			go s.serveConn(conn, cs, true)
+		default:
+			go s.serveConn(conn, cs, false)
+		}
+	}
+}
+
+// An admission is what a server does with a connection it accepted.
+type admission int
+
+const (
+	admitServe  admission = iota // handshake and serve
+	admitRefuse                  // handshake and refuse: the server is at its connection limit
+	admitDrop                    // close at once: at the limit, and refusing as many as allowed
+	admitClosed                  // the server is shutting down
+)
+
+// maxRefusing is how many connections over its limit a server answers at
+// once with a refusal (each waits up to the handshake timeout for its
+// client's hello). Beyond that, it closes them unanswered, so that a flood
+// of connections costs no more than this many goroutines.
+const maxRefusing = 64
+
+// admit decides what to do with a new conn, and records it unless it is
+// to be closed at once, counting its goroutine.
+func (s *Server[In, Out]) admit(conn net.Conn) (admission, *serverConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := admitServe
+	switch {
+	case s.shutdown:
+		return admitClosed, nil
+	case len(s.conns)-s.refusing < s.cfg.maxConns:
+	case s.refusing >= maxRefusing:
+		return admitDrop, nil
+	default:
+		a = admitRefuse
+		s.refusing++
+	}
+	s.conn.Add(1)
+	cs := &serverConn{streams: make(map[*streamCall]struct{})}
+	s.conns[conn] = cs
+	return a, cs
+}
+
+func (s *Server[In, Out]) closing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shutdown
+}
+
+// track records the session of cs, and reports false if the server is
+// shutting down, in which case the caller closes the connection.
+func (s *Server[In, Out]) track(cs *serverConn, sess *yamux.Session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return false
+	}
+	cs.sess = sess
+	return true
+}
+
+// serveConn serves raw, which admit recorded as cs; busy says to refuse it
+// in the handshake, the server being at its connection limit.
+func (s *Server[In, Out]) serveConn(raw net.Conn, cs *serverConn, busy bool) {
+	defer s.conn.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, raw)
+		if busy {
+			s.refusing--
+		}
+		s.mu.Unlock()
+		raw.Close()
+	}()
+	remote := raw.RemoteAddr().String()
+	log := s.cfg.logger.With("remote", remote)
+
+	conn := raw
+	if s.cfg.tlsConfig != nil {
+		tc := tls.Server(raw, s.cfg.tlsConfig)
+		raw.SetDeadline(time.Now().Add(s.cfg.handshakeTimeout))
+		if err := tc.HandshakeContext(s.ctx); err != nil {
+			log.Warn("transport: TLS handshake failed", "err", err)
+			return
+		}
+		conn = tc
+	}
+	peer, err := s.handshake(conn, busy)
+	if err != nil {
+		log.Warn("transport: handshake failed", "err", err)
+		return
+	}
+	co := newCoalescer(conn, s.cfg.writeTimeout)
+	// Once the connection fails, its streams' reads are ended before yamux
+	// shuts the session down (see serverConn.stop).
+	co.readFailed = cs.stop
+	sess, err := yamux.Server(co, s.cfg.yamuxConfig())
+	if err != nil {
+		log.Error("transport: starting session", "err", err)
+		return
+	}
+	defer sess.Close()
+	if !s.track(cs, sess) {
+		return
+	}
+	log.Debug("transport: session open")
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			log.Debug("transport: session closed", "err", err)
+			cs.stop() // if the connection did not fail first
+			return
+		}
+		s.mu.Lock()
+		if s.shutdown {
+			s.mu.Unlock()
+			s.refuse(st, CodeUnavailable, ErrServerClosed.Error(), peer.max)
+			continue
+		}
+		sc := &streamCall{st: st, done: make(chan struct{}, 1)}
+		if !cs.add(sc, s.cfg.maxCalls) {
+			s.mu.Unlock()
+			log.Debug("transport: call refused: overloaded", "limit", s.cfg.maxCalls)
+			s.refuse(st, CodeOverloaded, fmt.Sprintf("server overloaded: stream limit of %d reached on this connection", s.cfg.maxCalls), peer.max)
+			continue
+		}
+		s.streams.Add(1)
+		s.mu.Unlock()
+		go s.serveStream(sc, peer, cs)
+	}
+}
+
+// peer is what a server knows of a connection's client.
+type peer struct {
+	max int // the largest message payload the client accepts
+}
+
+// handshake checks the client's hello and answers it, in the client's
+// version if the server serves it and in its own otherwise. If busy, a
+// hello the server would accept is refused with statusBusy.
+func (s *Server[In, Out]) handshake(conn net.Conn, busy bool) (peer, error) {
+	conn.SetDeadline(time.Now().Add(s.cfg.handshakeTimeout))
+	h, err := wire.ReadHello(conn)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return peer{}, fmt.Errorf("%w: connection closed during handshake", ErrProtocol)
+		}
+		return peer{}, err
+	}
+	reason := wire.CheckHello(s.hello, h)
+	status := uint8(wire.StatusOK)
+	switch {
+	case reason != "":
+		status = wire.StatusRefused
+	case busy:
+		status = wire.StatusBusy
+		reason = fmt.Sprintf("server at its limit of %d connections", s.cfg.maxConns)
+	}
+	if _, err := conn.Write(wire.AppendReply(nil, s.hello, status, reason)); err != nil {
+		return peer{}, err
+	}
+	switch {
+	case status == wire.StatusBusy:
+		return peer{}, fmt.Errorf("connection refused: %s", reason)
+	case reason != "":
+		return peer{}, fmt.Errorf("%w: %s", ErrHandshake, reason)
+	}
+	return peer{max: int(min(h.MaxMessage, maxMessageLimit))}, conn.SetDeadline(time.Time{})
+}
+
+// refuse answers a stream with an error, cut to the client's limit, and
+// closes it.
+func (s *Server[In, Out]) refuse(st *yamux.Stream, code Code, msg string, peerMax int) {
+	st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
+	st.Write(appendErrorFrame(nil, code, msg, peerMax))
+	st.Close()
+}
+
+// errReadsStopped ends a stream whose connection failed.
+var errReadsStopped = errors.New("connection failed")
+
+// serverConn is the record of a connection a server admitted: its session,
+// once the handshake is done, and the streams it serves, each recorded here
+// only. It bounds their number ([WithMaxConcurrentCalls]), ends all their
+// reads at once when the connection fails, and is where the sweeper finds
+// the calls to watch.
+type serverConn struct {
+	sess *yamux.Session // set by track under the server's mu; nil during the handshake
+
+	mu      sync.Mutex
+	streams map[*streamCall]struct{}
+	stopped bool // stop was called: streams added later stop at once
+}
+
+// add counts sc among the connection's streams, unless it serves max
+// already.
+func (cs *serverConn) add(sc *streamCall, max int) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if len(cs.streams) >= max {
+		return false
+	}
+	cs.streams[sc] = struct{}{}
+	if cs.stopped {
+		sc.stopReads()
+	}
+	return true
+}
+
+func (cs *serverConn) remove(sc *streamCall) {
+	cs.mu.Lock()
+	delete(cs.streams, sc)
+	cs.mu.Unlock()
+}
+
+// stop ends the reads of the connection's streams, once the connection
+// failed or its session shut down, and keeps them from waiting for another
+// request. yamux v0.1.2's Stream.Read returns only once the session's
+// Close has marked its stream closed; until then every reader woken by the
+// shutdown spins, and with many streams (every idle stream a client keeps
+// has a reader here) the spinners starve Close of the CPU it needs to get
+// to them: BenchmarkServerCloseIdleStreams took from 16 ms to 2 s for 256
+// idle streams, and over 20 s under -race (PERFORMANCE.md, section 3d).
+// Called when the connection's read fails, before yamux starts its
+// shutdown, the read deadline in the past ends each read before it can
+// spin.
+func (cs *serverConn) stop() {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cs.stopped = true
+	for sc := range cs.streams {
+		sc.stopReads()
+	}
+}
+
+// stopAllReads is [serverConn.stop] for every connection, for Close and
+// Shutdown to call before they shut the sessions down. s.mu must be held.
+func (s *Server[In, Out]) stopAllReads() {
+	for _, cs := range s.conns {
+		cs.stop()
+	}
+}

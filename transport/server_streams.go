@@ -1,0 +1,251 @@
+package transport
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/seed-c94cd834/fanout/transport/internal/wire"
+)
+
+// serveStream answers the calls of one stream, one after another, until the
+// client closes it. An answer larger than peer.max is replaced by an
+// error, and a large request is asked for with a continue frame if the
+// client waits for one (peer.continues). streams counts the connection's
+// streams.
+//
+// Each call runs on this goroutine. A call that lasts longer than
+// watchAfter gets a watcher (see sweep), which waits for the stream's next
+// byte: the end of the stream means the client gave up, and cancels the
+// call; any data is the start of the client's next request, read once the
+// current call has answered. A short call thus costs no goroutine and no
+// timer.
+func (s *Server[In, Out]) serveStream(sc *streamCall, peer peer, cs *serverConn) {
+	defer s.streams.Done()
+	defer cs.remove(sc)
+	st := sc.st
+	defer st.Close()
+	log := s.cfg.logger // attributes are built only where something is logged
+
+	for first := true; ; first = false {
+		if first {
+			st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
+		}
+		// The header is read into a small buffer of the stream's own: a
+		// request may wait for room in the server's budget after it, and
+		// must hold no more than that meanwhile.
+		hdr := sc.hdr[:]
+		if !sc.early {
+			if err := sc.awaitRequest(); err != nil {
+				if first {
+					log.Debug("transport: stream ended before its request", "remote", st.RemoteAddr(), "err", err)
+				}
+				return
+			}
+		}
+		sc.early = false
+		// A call counts from its first byte on, so that Shutdown waits for
+		// a request still arriving or waiting for room in the budget; once
+		// shutting down, a request is refused before it is read.
+		s.mu.Lock()
+		if s.shutdown {
+			s.mu.Unlock()
+			s.refuse(st, CodeUnavailable, ErrServerClosed.Error(), peer.max)
+			return
+		}
+		s.calls.Add(1)
+		s.mu.Unlock()
+		if !first {
+			st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
+		}
+		items, timeout, held, err := s.readRequest(st, hdr)
+		if err != nil {
+			s.release(held)
+			s.calls.Done()
+			var refusal *RemoteError
+			if errors.As(err, &refusal) {
+				log.Warn("transport: request refused", "remote", st.RemoteAddr(), "err", refusal.Message)
+				s.refuse(st, refusal.Code, refusal.Message, peer.max)
+			} else {
+				log.Debug("transport: stream ended inside a request", "remote", st.RemoteAddr(), "err", err)
+			}
+			return
+		}
+
+		var ctx context.Context
+		if timeout > 0 {
+			ctx, sc.cancel = context.WithTimeout(s.ctx, timeout)
+		} else {
+			ctx, sc.cancel = context.WithCancel(s.ctx)
+		}
+		code := s.runCall(ctx, items, held, peer.max, sc)
+		s.putItems(items)
+		if sc.gone.Load() || !keepsStream(code) {
+			return // the client ended its side, or the answer ends the stream
+		}
+	}
+}
+
+// idleShrink is how long a stream waits for its next request, after one of
+// more than shrinkAbove bytes, before it gives its yamux receive buffer
+// back.
+const idleShrink = 50 * time.Millisecond
+
+// shrinkAbove is the size of a request after which a stream gives its
+// receive buffer back once idle. After a smaller one the buffer is small,
+// and the stream waits for its next request without a timer.
+const shrinkAbove = 4 << 10
+
+// awaitRequest reads the first byte of the stream's next request into
+// hdr[0]. yamux keeps a stream's receive buffer, up to about twice what it
+// held unread (at most two stream windows), for the next message. After a
+// request of more than shrinkAbove bytes (hdr still holds its header), a
+// stream that stays idle for idleShrink gives it back, so that the streams
+// a client keeps between calls hold little. (Giving it back after every
+// large request cost 3-14% of the bulk numbers/s: the chunks of a bulk call
+// follow one another closer than that.)
+//
+// A stream whose reads were stopped (see [serverConn.stop]) waits for
+// nothing.
+func (sc *streamCall) awaitRequest() error {
+	st, hdr := sc.st, sc.hdr[:]
+	if sc.stopped.Load() {
+		return errReadsStopped
+	}
+	if binary.LittleEndian.Uint32(hdr[1:]) <= shrinkAbove {
+		_, err := io.ReadFull(st, hdr[:1])
+		return err
+	}
+	st.SetReadDeadline(time.Now().Add(idleShrink))
+	_, err := io.ReadFull(st, hdr[:1])
+	if errors.Is(err, yamux.ErrTimeout) && !sc.stopped.Load() {
+		st.Shrink()
+		st.SetReadDeadline(time.Time{})
+		_, err = io.ReadFull(st, hdr[:1])
+	}
+	return err
+}
+
+// runCall runs one call and writes its answer, then releases the held bytes
+// of its request. It returns the answer's error code, 0 for results.
+func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, peerMax int, sc *streamCall) Code {
+	defer s.calls.Done()
+	defer sc.cancel()
+	defer s.release(held)
+	st := sc.st
+	log := s.cfg.logger
+
+	s.watch(sc) // gone is false: serveStream returns once it is set
+	out, code, err := s.process(ctx, items)
+	answer := out // handed back to a Recycler once encoded or discarded
+	sc.unwatch()
+	st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
+	if sc.gone.Load() {
+		out, code, err = nil, CodeCanceled, errors.New("call cancelled by the client")
+	}
+	bufp := getBuf()
+	defer putBuf(bufp)
+	buf := (*bufp)[:0]
+	if err == nil {
+		buf = wire.AppendHeader(buf, wire.KindResponse)
+		if buf, err = s.out.Append(buf, out); err != nil {
+			log.Error("transport: encoding response", "remote", st.RemoteAddr(), "err", err)
+			code, err = CodeInternal, fmt.Errorf("encode response: %w", err)
+		} else if err = wire.FinishFrame(buf, 0, peerMax); err != nil {
+			code, err = CodeTooLarge, fmt.Errorf("response refused: %w", err)
+		}
+	}
+	if err != nil {
+		buf = appendErrorFrame(buf[:0], code, err.Error(), peerMax)
+	}
+	*bufp = buf
+	if s.recycle != nil && answer != nil {
+		// The answer is in buf now, or discarded: its memory can be
+		// reused while buf is written.
+		s.giveBack(answer)
+	}
+	// An answer larger than inlineWrite can wait for the
+	// client to read: watch while writing it, so that a client that gives
+	// up ends the write at once rather than at the write timeout. A
+	// smaller one always fits (the client acknowledges each half window it
+	// reads), and the write cannot block.
+	if len(buf) > inlineWrite && !sc.gone.Load() {
+		sc.state.Store(callWatched)
+		go sc.watchStream()
+	}
+	if _, err := st.Write(buf); err != nil {
+		log.Debug("transport: writing response", "remote", st.RemoteAddr(), "err", err)
+	}
+	sc.unwatch()
+	return code
+}
+
+// readRequest reads the rest of a request whose first header byte is in
+// hdr[0] and decodes it. A request too large for the client to send with
+// its header (continueAbove) is asked for with a continue frame once the
+// server's budget has room for it. It returns the items, the time left before the
+// caller's deadline (0 for none) and the bytes it took from the server's
+// budget for the request, which the caller releases once the call is over,
+// whatever the error. A request the server refuses is returned as a
+// *RemoteError, the answer to send back; a stream that ended or timed out
+// inside the request, as any other error.
+func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In, timeout time.Duration, held int64, err error) {
+	defer st.SetReadDeadline(time.Time{})
+	_, err = io.ReadFull(st, hdr[1:])
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	var k wire.Kind
+	var n int
+	if err == nil {
+		k, n, err = wire.ParseHeader(hdr, s.cfg.maxMessage)
+	}
+	// A frame that is not a request, or that is too short to be one, is
+	// refused from its header: its payload is neither read nor held.
+	if err == nil && (k != wire.KindRequest || n < wire.RequestPrefixSize) {
+		err = fmt.Errorf("%w: expected a request, got message kind %d of %d bytes", ErrProtocol, k, n)
+	}
+	var payload []byte
+	asks := n > wire.ContinueAbove // the client waits for a continue frame
+	if err == nil {
+		held, err = s.reserve(st, n, asks)
+	}
+	if err == nil && asks {
+		// The client sends a large payload only once told there is room
+		// for it (PROTOCOL.md).
+		st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
+		_, err = st.Write(wire.ContinueFrame)
+		// The payload has the whole request timeout from now.
+		st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
+	}
+	if err == nil {
+		bufp := getBuf()
+		defer putBuf(bufp)
+		buf := append((*bufp)[:0], hdr...)
+		// Room for the payload is reserved: no need to grow the buffer
+		// only as the bytes arrive.
+		buf = slices.Grow(buf, n)
+		_, payload, err = wire.ReadPayload(st, s.cfg.maxMessage, buf)
+		*bufp = payload
+	}
+	switch {
+	case errors.Is(err, ErrMessageTooLarge):
+		return nil, 0, held, &RemoteError{Code: CodeTooLarge, Message: "request refused: " + err.Error()}
+	case errors.Is(err, ErrProtocol):
+		return nil, 0, held, &RemoteError{Code: CodeBadRequest, Message: err.Error()}
+	case err != nil:
+		return nil, 0, held, err
+	}
+	items, err = s.in.Decode(s.getItems(), payload[wire.RequestPrefixSize:])
+	if err != nil {
+		s.putItems(items)
+		return nil, 0, held, &RemoteError{Code: CodeBadRequest, Message: "decode request: " + err.Error()}
+	}
+	return items, time.Duration(min(binary.LittleEndian.Uint64(payload), 1<<62)), held, nil
+}
