@@ -68,10 +68,10 @@ var _ fanout.Backend[int64, int64] = (*Client[int64, int64])(nil)
 // NewClient returns a client for the server at addr that sends items with in
 // and reads results with out. It does not connect: the first call does.
 // NewClient panics if a codec's name is longer than 255 bytes.
-func NewClient[In, Out any](addr string, in Codec[In], out Codec[Out], opts ...Option) *Client[In, Out] {
+func NewClient[In, Out any](addr string, in Codec[In], out Codec[Out], opts ...ClientOption) *Client[In, Out] {
 	checkCodecName(in.Name())
 	checkCodecName(out.Name())
-	cfg := newConfig(opts)
+	cfg := newClientConfig(opts)
 	if cfg.tlsConfig != nil && cfg.tlsConfig.ServerName == "" {
 		if host, _, err := net.SplitHostPort(addr); err == nil {
 			cfg.tlsConfig.ServerName = host
@@ -91,7 +91,7 @@ func NewClient[In, Out any](addr string, in Codec[In], out Codec[Out], opts ...O
 // Dial is [NewClient] followed by a connection attempt: it returns an error,
 // and no client, if the server cannot be reached within ctx or refuses the
 // handshake.
-func Dial[In, Out any](ctx context.Context, addr string, in Codec[In], out Codec[Out], opts ...Option) (*Client[In, Out], error) {
+func Dial[In, Out any](ctx context.Context, addr string, in Codec[In], out Codec[Out], opts ...ClientOption) (*Client[In, Out], error) {
 	c := NewClient(addr, in, out, opts...)
 	if _, _, err := c.session(ctx); err != nil {
 		c.Close()

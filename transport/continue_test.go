@@ -35,7 +35,7 @@ const hangGuard = 10 * time.Second
 // a call its backend holds until release is called, and returns a client
 // of it and the count of backend calls. The budget's holder is released at
 // cleanup at the latest.
-func heldBudget(t *testing.T, opts ...Option) (c *Client[int64, int64], release func(), calls *atomic.Int64) {
+func heldBudget(t *testing.T, opts ...ServerOption) (c *Client[int64, int64], release func(), calls *atomic.Int64) {
 	t.Helper()
 	calls = new(atomic.Int64)
 	entered := make(chan struct{}, 1)
@@ -49,7 +49,7 @@ func heldBudget(t *testing.T, opts ...Option) (c *Client[int64, int64], release 
 		}
 		return negate(ctx, in)
 	})
-	_, c = reuseServer(t, backend, append([]Option{WithMaxPendingBytes(200 << 10)}, opts...)...)
+	_, c = reuseServer(t, backend, append([]ServerOption{WithMaxPendingBytes(200 << 10)}, opts...)...)
 	letGo := sync.OnceFunc(func() { close(gate) })
 	t.Cleanup(letGo) // before the server's Close, even if the test fails
 

@@ -113,7 +113,12 @@
 // memory. PERFORMANCE.md at the repository's root gives the measurements
 // behind these choices.
 //
-// Concurrency: Servers and Clients are safe for concurrent use. Options are
-// functional [Option]s whose zero configuration is the documented default;
-// the transport logs through log/slog, yamux's messages included.
+// Concurrency: Servers and Clients are safe for concurrent use.
+//
+// Options: [NewServer] takes [ServerOption]s and [NewClient] and [Dial]
+// take [ClientOption]s; an option that concerns both sides, such as
+// [WithLogger], is an [Option], which is both. An option of one side only,
+// such as [WithMaxConnections] or [WithChunks], does not compile on the
+// other. Each option's comment gives its default. The transport logs
+// through log/slog, yamux's messages included.
 package transport

@@ -14,10 +14,33 @@ import (
 	"github.com/hashicorp/yamux"
 )
 
-// Option configures a [Server] or a [Client]. Each option's comment states
-// its default and which side it concerns; an option that does not concern a
-// side is ignored there.
-type Option func(*config)
+// A ServerOption configures a [Server], and a ClientOption a [Client].
+// Each option's comment states its default. An option that concerns both
+// sides is an [Option], which is both; one that concerns one side only is
+// of that side's type alone, so that handing it to the other side does not
+// compile.
+type (
+	ServerOption interface{ applyServer(*config) }
+	ClientOption interface{ applyClient(*config) }
+)
+
+// Option configures either side: it is both a [ServerOption] and a
+// [ClientOption].
+type Option interface {
+	ServerOption
+	ClientOption
+}
+
+type (
+	bothOption   func(*config)
+	serverOption func(*config)
+	clientOption func(*config)
+)
+
+func (o bothOption) applyServer(c *config)   { o(c) }
+func (o bothOption) applyClient(c *config)   { o(c) }
+func (o serverOption) applyServer(c *config) { o(c) }
+func (o clientOption) applyClient(c *config) { o(c) }
 
 type config struct {
 	logger           *slog.Logger
@@ -59,8 +82,30 @@ const (
 // the largest int on 32-bit platforms.
 const maxMessageLimit = min(math.MaxUint32, math.MaxInt)
 
-func newConfig(opts []Option) config {
-	c := config{
+func newServerConfig(opts []ServerOption) config {
+	c := defaultConfig()
+	for _, opt := range opts {
+		opt.applyServer(&c)
+	}
+	return c
+}
+
+func newClientConfig(opts []ClientOption) config {
+	c := defaultConfig()
+	for _, opt := range opts {
+		opt.applyClient(&c)
+	}
+	if c.dial == nil {
+		d := net.Dialer{KeepAlive: c.keepAlive}
+		c.dial = func(ctx context.Context, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		}
+	}
+	return c
+}
+
+func defaultConfig() config {
+	return config{
 		logger:           slog.Default(),
 		maxMessage:       DefaultMaxMessageSize,
 		handshakeTimeout: DefaultHandshakeTimeout,
@@ -76,28 +121,18 @@ func newConfig(opts []Option) config {
 		chunkItems:       DefaultChunkItems,
 		chunkCalls:       DefaultChunksInFlight,
 	}
-	for _, opt := range opts {
-		opt(&c)
-	}
-	if c.dial == nil {
-		d := net.Dialer{KeepAlive: c.keepAlive}
-		c.dial = func(ctx context.Context, addr string) (net.Conn, error) {
-			return d.DialContext(ctx, "tcp", addr)
-		}
-	}
-	return c
 }
 
 // WithLogger sets the logger for the transport and for the yamux sessions
 // under it (yamux's own messages are logged at Warn or Error level).
 // Both sides. Default: [slog.Default]. A nil logger discards everything.
 func WithLogger(l *slog.Logger) Option {
-	return func(c *config) {
+	return bothOption(func(c *config) {
 		if l == nil {
 			l = slog.New(slog.NewTextHandler(io.Discard, nil))
 		}
 		c.logger = l
-	}
+	})
 }
 
 // WithMaxMessageSize sets the largest message payload this side accepts, in
@@ -107,7 +142,7 @@ func WithLogger(l *slog.Logger) Option {
 // Both sides. Default: [DefaultMaxMessageSize] (16 MiB, about two million
 // int64 items). Values below 64 or above 4 GiB - 1 are clamped.
 func WithMaxMessageSize(n int) Option {
-	return func(c *config) { c.maxMessage = min(max(n, 64), maxMessageLimit) }
+	return bothOption(func(c *config) { c.maxMessage = min(max(n, 64), maxMessageLimit) })
 }
 
 // WithHandshakeTimeout bounds the handshake: a server closes a connection
@@ -116,7 +151,7 @@ func WithMaxMessageSize(n int) Option {
 // session is declared dead (yamux's stream open timeout).
 // Both sides. Default: [DefaultHandshakeTimeout].
 func WithHandshakeTimeout(d time.Duration) Option {
-	return func(c *config) { c.handshakeTimeout = d }
+	return bothOption(func(c *config) { c.handshakeTimeout = d })
 }
 
 // WithRequestTimeout bounds how long a server waits for the request on a new
@@ -127,14 +162,14 @@ func WithHandshakeTimeout(d time.Duration) Option {
 // before resetting it (yamux's stream close timeout). Both sides. Default:
 // [DefaultRequestTimeout].
 func WithRequestTimeout(d time.Duration) Option {
-	return func(c *config) { c.requestTimeout = d }
+	return bothOption(func(c *config) { c.requestTimeout = d })
 }
 
 // WithWriteTimeout bounds every write of a message, so a peer that stops
 // reading cannot block a call forever; it is also yamux's connection write
 // timeout. Both sides. Default: [DefaultWriteTimeout].
 func WithWriteTimeout(d time.Duration) Option {
-	return func(c *config) { c.writeTimeout = d }
+	return bothOption(func(c *config) { c.writeTimeout = d })
 }
 
 // WithKeepAlive sets the interval of yamux keepalive pings (and of TCP
@@ -142,13 +177,13 @@ func WithWriteTimeout(d time.Duration) Option {
 // declared dead and its session closed, failing its calls.
 // Both sides. Default: [DefaultKeepAlive].
 func WithKeepAlive(d time.Duration) Option {
-	return func(c *config) { c.keepAlive = d }
+	return bothOption(func(c *config) { c.keepAlive = d })
 }
 
 // WithDialTimeout bounds connecting to the server, handshake included.
 // Client. Default: [DefaultDialTimeout].
-func WithDialTimeout(d time.Duration) Option {
-	return func(c *config) { c.dialTimeout = d }
+func WithDialTimeout(d time.Duration) ClientOption {
+	return clientOption(func(c *config) { c.dialTimeout = d })
 }
 
 // WithRedialBackoff sets the delays between connection attempts after a
@@ -156,8 +191,8 @@ func WithDialTimeout(d time.Duration) Option {
 // jitter) up to hi. While waiting, calls fail at once with the last dial
 // error; a success resets the wait. Client. Default: [DefaultBackoffMin] to
 // [DefaultBackoffMax].
-func WithRedialBackoff(lo, hi time.Duration) Option {
-	return func(c *config) { c.backoffMin, c.backoffMax = lo, max(lo, hi) }
+func WithRedialBackoff(lo, hi time.Duration) ClientOption {
+	return clientOption(func(c *config) { c.backoffMin, c.backoffMax = lo, max(lo, hi) })
 }
 
 // WithMaxConcurrentCalls bounds the calls in flight on one connection. Past
@@ -171,7 +206,7 @@ func WithRedialBackoff(lo, hi time.Duration) Option {
 // counted as a call. Both sides (on a server, per connection). Default:
 // [DefaultMaxCalls]. Values below 1 mean 1.
 func WithMaxConcurrentCalls(n int) Option {
-	return func(c *config) { c.maxCalls = max(n, 1) }
+	return bothOption(func(c *config) { c.maxCalls = max(n, 1) })
 }
 
 // WithMaxConnections bounds the connections a server keeps open at once,
@@ -185,8 +220,8 @@ func WithMaxConcurrentCalls(n int) Option {
 // [WithMaxConcurrentCalls] this bounds the streams, and so the yamux
 // buffers, a server keeps. Server. Default: [DefaultMaxConnections].
 // Values below 1 mean 1.
-func WithMaxConnections(n int) Option {
-	return func(c *config) { c.maxConns = max(n, 1) }
+func WithMaxConnections(n int) ServerOption {
+	return serverOption(func(c *config) { c.maxConns = max(n, 1) })
 }
 
 // WithMaxPendingBytes bounds the memory a server spends on requests: the
@@ -204,8 +239,8 @@ func WithMaxConnections(n int) Option {
 // layer peaks at about 40-120 MiB plus ten times this bound
 // (PERFORMANCE.md). Server.
 // Default: [DefaultMaxPendingBytes]. Values below 1 mean no bound.
-func WithMaxPendingBytes(n int64) Option {
-	return func(c *config) { c.maxPending = n }
+func WithMaxPendingBytes(n int64) ServerOption {
+	return serverOption(func(c *config) { c.maxPending = n })
 }
 
 // WithChunks sets how a client sends a call with more than items items:
@@ -220,8 +255,8 @@ func WithMaxPendingBytes(n int64) Option {
 // find the limit reached while a large call is in flight. Items below 1
 // sends every call whole; inFlight below 1 means 1. Client. Default:
 // [DefaultChunkItems] items, [DefaultChunksInFlight] in flight.
-func WithChunks(items, inFlight int) Option {
-	return func(c *config) { c.chunkItems, c.chunkCalls = items, max(inFlight, 1) }
+func WithChunks(items, inFlight int) ClientOption {
+	return clientOption(func(c *config) { c.chunkItems, c.chunkCalls = items, max(inFlight, 1) })
 }
 
 // WithTLSConfig makes the connection speak TLS under the handshake and the
@@ -235,14 +270,14 @@ func WithChunks(items, inFlight int) Option {
 // timeout (server) or the dial timeout (client). cfg is cloned and must not
 // be nil. Both sides. Default: no TLS.
 func WithTLSConfig(cfg *tls.Config) Option {
-	return func(c *config) { c.tlsConfig = cfg.Clone() }
+	return bothOption(func(c *config) { c.tlsConfig = cfg.Clone() })
 }
 
 // WithDialer replaces how a client opens its TCP connection, for example to
 // route it through a proxy; TLS from [WithTLSConfig], if any, runs on the
 // connection it returns. Client. Default: TCP with [net.Dialer].
-func WithDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) Option {
-	return func(c *config) { c.dial = dial }
+func WithDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) ClientOption {
+	return clientOption(func(c *config) { c.dial = dial })
 }
 
 func (c *config) yamuxConfig() *yamux.Config {

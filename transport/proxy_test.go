@@ -64,7 +64,7 @@ type pxEnv struct {
 // client of the proxy. Everything is closed when the test ends, the client
 // first. Then, once the server has finished every call, the test checks
 // that no load call that failed as not delivered reached the backend.
-func proxied(t *testing.T, backend fanout.Backend[int64, int64], serverOpts, clientOpts []transport.Option) *pxEnv {
+func proxied(t *testing.T, backend fanout.Backend[int64, int64], serverOpts []transport.ServerOption, clientOpts []transport.ClientOption) *pxEnv {
 	t.Helper()
 	env := &pxEnv{}
 	t.Cleanup(func() {
@@ -84,7 +84,7 @@ func proxied(t *testing.T, backend fanout.Backend[int64, int64], serverOpts, cli
 		}
 		return backend.Process(ctx, in)
 	})
-	srv := transport.NewServer[int64, int64](recording, transport.Int64(), transport.Int64(), append([]transport.Option{pxQuiet}, serverOpts...)...)
+	srv := transport.NewServer[int64, int64](recording, transport.Int64(), transport.Int64(), append([]transport.ServerOption{pxQuiet}, serverOpts...)...)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	t.Cleanup(func() {
@@ -96,7 +96,7 @@ func proxied(t *testing.T, backend fanout.Backend[int64, int64], serverOpts, cli
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, env.p.Close()) })
 
-	env.c = transport.NewClient(env.p.Addr(), transport.Int64(), transport.Int64(), append([]transport.Option{pxQuiet}, clientOpts...)...)
+	env.c = transport.NewClient(env.p.Addr(), transport.Int64(), transport.Int64(), append([]transport.ClientOption{pxQuiet}, clientOpts...)...)
 	t.Cleanup(func() { require.NoError(t, env.c.Close()) })
 	return env
 }
@@ -334,7 +334,7 @@ func TestProxyLatency(t *testing.T) {
 
 func TestProxyBlackHole(t *testing.T) {
 	var logs logBuffer
-	env := proxied(t, pxDouble, nil, []transport.Option{
+	env := proxied(t, pxDouble, nil, []transport.ClientOption{
 		logs.option(),
 		// Keepalive declares the session dead after an interval plus a
 		// ping timeout (the write timeout) without an answer. The write
@@ -402,7 +402,7 @@ func TestProxyReset(t *testing.T) {
 		}
 		return pxDouble(ctx, in)
 	})
-	env := proxied(t, backend, nil, []transport.Option{pxFastRedial})
+	env := proxied(t, backend, nil, []transport.ClientOption{pxFastRedial})
 	p, c := env.p, env.c
 	defer close(release)
 	require.NoError(t, pxCall(t, c, proxyGuard, pxBatch(0, 0, 10)))
@@ -446,7 +446,7 @@ func TestProxyReset(t *testing.T) {
 
 func TestProxyCutLargeResponse(t *testing.T) {
 	const large = 1_000_000 // 8 MB each way
-	env := proxied(t, pxDouble, nil, []transport.Option{pxFastRedial})
+	env := proxied(t, pxDouble, nil, []transport.ClientOption{pxFastRedial})
 	p, c := env.p, env.c
 	big := pxBatch(0, 0, large)
 	require.NoError(t, pxCall(t, c, proxyGuard, big))
@@ -570,7 +570,7 @@ func TestProxyAnsweredCallReportedUndelivered(t *testing.T) {
 		return pxDouble(ctx, in)
 	})
 	noKeepAlive := transport.WithKeepAlive(time.Hour) // keep the sessions alive through the partition
-	env := proxied(t, backend, []transport.Option{noKeepAlive, transport.WithRequestTimeout(300 * time.Millisecond)}, []transport.Option{noKeepAlive})
+	env := proxied(t, backend, []transport.ServerOption{noKeepAlive, transport.WithRequestTimeout(300 * time.Millisecond)}, []transport.ClientOption{noKeepAlive})
 	p, c := env.p, env.c
 
 	errc := make(chan error, 1)
@@ -605,7 +605,7 @@ func TestProxyLargeRequestRefusedLate(t *testing.T) {
 		}
 		return pxDouble(ctx, in)
 	})
-	env := proxied(t, backend, []transport.Option{transport.WithMaxConcurrentCalls(1)}, nil)
+	env := proxied(t, backend, []transport.ServerOption{transport.WithMaxConcurrentCalls(1)}, nil)
 	c := env.c
 	defer close(release)
 	go c.Process(context.Background(), []int64{-1})

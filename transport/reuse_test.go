@@ -21,16 +21,23 @@ import (
 // These tests look inside the client, at the streams it keeps between calls,
 // to check that streams are reused when they may be and only then.
 
-// reuseServer serves backend on loopback and returns a client of it.
-func reuseServer(t *testing.T, backend fanout.Backend[int64, int64], opts ...Option) (*Server[int64, int64], *Client[int64, int64]) {
+// reuseServer serves backend on loopback and returns a client of it. The
+// client gets those of opts that concern both sides.
+func reuseServer(t *testing.T, backend fanout.Backend[int64, int64], opts ...ServerOption) (*Server[int64, int64], *Client[int64, int64]) {
 	t.Helper()
-	opts = append([]Option{WithLogger(slog.New(slog.DiscardHandler))}, opts...)
+	opts = append([]ServerOption{WithLogger(slog.New(slog.DiscardHandler))}, opts...)
+	var copts []ClientOption
+	for _, o := range opts {
+		if co, ok := o.(ClientOption); ok {
+			copts = append(copts, co)
+		}
+	}
 	srv := NewServer(backend, Int64(), Int64(), opts...)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
-	c := NewClient(l.Addr().String(), Int64(), Int64(), opts...)
+	c := NewClient(l.Addr().String(), Int64(), Int64(), copts...)
 	t.Cleanup(func() {
 		c.Close()
 		srv.Close()

@@ -72,10 +72,10 @@ type Server[In, Out any] struct {
 // requests with in and encoding results with out.
 //
 // NewServer panics if a codec's name is longer than 255 bytes.
-func NewServer[In, Out any](backend fanout.Backend[In, Out], in Codec[In], out Codec[Out], opts ...Option) *Server[In, Out] {
+func NewServer[In, Out any](backend fanout.Backend[In, Out], in Codec[In], out Codec[Out], opts ...ServerOption) *Server[In, Out] {
 	checkCodecName(in.Name())
 	checkCodecName(out.Name())
-	cfg := newConfig(opts)
+	cfg := newServerConfig(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	var pending *semaphore.Weighted
 	if cfg.maxPending > 0 {

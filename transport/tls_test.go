@@ -149,13 +149,13 @@ func TestTLSRefusals(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs logBuffer
-			opts := []transport.Option{logs.option()}
+			opts := []transport.ServerOption{logs.option()}
 			if tc.serverTLS {
 				opts = append(opts, transport.WithTLSConfig(ca.serverTLS(t)))
 			}
 			addr := serve(t, echo, opts...)
 
-			var copts []transport.Option
+			var copts []transport.ClientOption
 			if tc.client != nil {
 				copts = append(copts, transport.WithTLSConfig(tc.client))
 			}

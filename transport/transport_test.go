@@ -62,16 +62,16 @@ var doubler = fanout.BackendFunc[int64, int64](func(ctx context.Context, in []in
 
 // serve starts a server for b on a loopback port and returns its address.
 // The server is closed when the test ends.
-func serve(t *testing.T, b fanout.Backend[int64, int64], opts ...transport.Option) string {
+func serve(t *testing.T, b fanout.Backend[int64, int64], opts ...transport.ServerOption) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	return serveOn(t, l, b, opts...)
 }
 
-func serveOn(t *testing.T, l net.Listener, b fanout.Backend[int64, int64], opts ...transport.Option) string {
+func serveOn(t *testing.T, l net.Listener, b fanout.Backend[int64, int64], opts ...transport.ServerOption) string {
 	t.Helper()
-	srv := transport.NewServer(b, transport.Int64(), transport.Int64(), append([]transport.Option{quiet}, opts...)...)
+	srv := transport.NewServer(b, transport.Int64(), transport.Int64(), append([]transport.ServerOption{quiet}, opts...)...)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
 	t.Cleanup(func() {
@@ -81,9 +81,9 @@ func serveOn(t *testing.T, l net.Listener, b fanout.Backend[int64, int64], opts 
 	return l.Addr().String()
 }
 
-func client(t *testing.T, addr string, opts ...transport.Option) *transport.Client[int64, int64] {
+func client(t *testing.T, addr string, opts ...transport.ClientOption) *transport.Client[int64, int64] {
 	t.Helper()
-	c := transport.NewClient(addr, transport.Int64(), transport.Int64(), append([]transport.Option{quiet}, opts...)...)
+	c := transport.NewClient(addr, transport.Int64(), transport.Int64(), append([]transport.ClientOption{quiet}, opts...)...)
 	t.Cleanup(func() { require.NoError(t, c.Close()) })
 	return c
 }

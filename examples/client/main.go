@@ -95,7 +95,7 @@ func run() int {
 	tlsFlags.Register(fs)
 	cmd := cli.New("client", fs)
 	return cmd.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, func() (fanout.Backend[int64, xyz.Result], func(), error) {
-		opts := []transport.Option{transport.WithLogger(nil)}
+		opts := []transport.ClientOption{transport.WithLogger(nil)}
 		tlsConfig, err := tlsFlags.Config()
 		if err != nil {
 			return nil, nil, &cli.UsageError{Err: err}

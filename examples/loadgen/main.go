@@ -99,7 +99,7 @@ func run() int {
 	// limit of one slot per caller would send a large call's chunks one
 	// after another.
 	maxCalls := max(cfg.concurrency*transport.DefaultChunksInFlight, transport.DefaultMaxCalls)
-	opts := []transport.Option{transport.WithLogger(log), transport.WithMaxConcurrentCalls(maxCalls)}
+	opts := []transport.ClientOption{transport.WithLogger(log), transport.WithMaxConcurrentCalls(maxCalls)}
 	if tlsConfig != nil {
 		opts = append(opts, transport.WithTLSConfig(tlsConfig))
 	}

@@ -119,7 +119,7 @@ func run() int {
 		node.Usage(fs, "-batch-calls must be at least 1")
 	}
 
-	m, err := node.NewMiddle(cfg, opts...)
+	m, err := node.NewMiddle(cfg, opts)
 	if err != nil {
 		log.Error("middle failed", "err", err)
 		return 1

@@ -44,7 +44,7 @@ type BackendConfig struct {
 // Info level (msg="call cancelled", with the error and the time waited), so
 // that a test can see that a call, and its cancellation, reached the
 // backend.
-func NewBackend(cfg BackendConfig, opts ...transport.Option) (*transport.Server[int64, int64], error) {
+func NewBackend(cfg BackendConfig, opts ...transport.ServerOption) (*transport.Server[int64, int64], error) {
 	b, err := xyz.Backend(cfg.Route)
 	if err != nil {
 		return nil, err
@@ -139,10 +139,27 @@ var (
 	_ Server = (*transport.Server[int64, int64])(nil)
 )
 
+// Options are the transport options of a program: those of its server,
+// and those of its clients (the middle layer's, of its backends).
+type Options struct {
+	Server []transport.ServerOption
+	Client []transport.ClientOption
+}
+
+// Both returns Options that give opts to the server and to the clients.
+func Both(opts ...transport.Option) Options {
+	var o Options
+	for _, opt := range opts {
+		o.Server = append(o.Server, opt)
+		o.Client = append(o.Client, opt)
+	}
+	return o
+}
+
 // NewMiddle returns the middle layer cfg describes. It does not connect:
-// each client connects on its first call. opts apply to the server and to
-// the clients.
-func NewMiddle(cfg MiddleConfig, opts ...transport.Option) (*Middle, error) {
+// each client connects on its first call. opts.Server apply to the middle
+// layer's server, opts.Client to its clients of the backends.
+func NewMiddle(cfg MiddleConfig, opts Options) (*Middle, error) {
 	maxInFlight := cfg.MaxInFlight
 	if maxInFlight == 0 {
 		maxInFlight = DefaultMaxInFlight
@@ -152,7 +169,7 @@ func NewMiddle(cfg MiddleConfig, opts ...transport.Option) (*Middle, error) {
 	for _, route := range xyz.Routes() {
 		var replicas []fanout.Backend[int64, int64]
 		for _, addr := range cfg.Replicas[route] {
-			c := transport.NewClient(addr, transport.Int64(), transport.Int64(), opts...)
+			c := transport.NewClient(addr, transport.Int64(), transport.Int64(), opts.Client...)
 			m.clients = append(m.clients, c)
 			replicas = append(replicas, c)
 		}
@@ -189,7 +206,7 @@ func NewMiddle(cfg MiddleConfig, opts ...transport.Option) (*Middle, error) {
 		m.close()
 		return nil, err
 	}
-	m.server = transport.NewServer(xyz.PerItem(router), transport.Int64(), xyz.ResultCodec(), opts...)
+	m.server = transport.NewServer(xyz.PerItem(router), transport.Int64(), xyz.ResultCodec(), opts.Server...)
 	return m, nil
 }
 
@@ -285,10 +302,11 @@ func (f *Flags) Register(fs *flag.FlagSet, defaultListen string) {
 // Parse parses args with fs, which must use [flag.ExitOnError], for a
 // program that takes flags only (see [ParseFlags]). It returns the
 // program's logger, at -log-level, and the transport options the flags call
-// for: that logger, -max-calls, -max-conns, -max-request-mb and TLS. Bad
-// usage, such as a -max-calls below 1 or a TLS flag without the others,
+// for: for its server, that logger, -max-calls, -max-conns,
+// -max-request-mb and TLS; for its clients, the logger, -max-calls and TLS.
+// Bad usage, such as a -max-calls below 1 or a TLS flag without the others,
 // exits with status 2.
-func (f *Flags) Parse(fs *flag.FlagSet, args []string) (*slog.Logger, []transport.Option) {
+func (f *Flags) Parse(fs *flag.FlagSet, args []string) (*slog.Logger, Options) {
 	ParseFlags(fs, args)
 	if f.MaxCalls < 1 {
 		Usage(fs, "-max-calls must be at least 1")
@@ -304,15 +322,14 @@ func (f *Flags) Parse(fs *flag.FlagSet, args []string) (*slog.Logger, []transpor
 		Usage(fs, "%v", err)
 	}
 	log := NewLogger(f.LogLevel)
-	opts := []transport.Option{
-		transport.WithLogger(log),
-		transport.WithMaxConcurrentCalls(f.MaxCalls),
-		transport.WithMaxConnections(f.MaxConns),
-		transport.WithMaxPendingBytes(f.MaxMemMB << 20),
-	}
+	both := []transport.Option{transport.WithLogger(log), transport.WithMaxConcurrentCalls(f.MaxCalls)}
 	if tlsConfig != nil {
-		opts = append(opts, transport.WithTLSConfig(tlsConfig))
+		both = append(both, transport.WithTLSConfig(tlsConfig))
 	}
+	opts := Both(both...)
+	opts.Server = append(opts.Server,
+		transport.WithMaxConnections(f.MaxConns),
+		transport.WithMaxPendingBytes(f.MaxMemMB<<20))
 	return log, opts
 }
 
@@ -349,7 +366,7 @@ func BackendMain(route, defaultListen string, args []string) int {
 	if *delay < 0 {
 		Usage(fs, "-delay must not be negative")
 	}
-	srv, err := NewBackend(BackendConfig{Route: route, Delay: *delay, Log: log}, opts...)
+	srv, err := NewBackend(BackendConfig{Route: route, Delay: *delay, Log: log}, opts.Server...)
 	if err != nil {
 		log.Error(route+" failed", "err", err)
 		return 1

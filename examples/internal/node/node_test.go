@@ -79,7 +79,7 @@ func goneAddr(t *testing.T) string {
 
 // middle serves a middle layer over replicas and returns a client of it.
 func middle(t *testing.T, cfg node.MiddleConfig) *transport.Client[int64, xyz.Result] {
-	m, err := node.NewMiddle(cfg, quiet)
+	m, err := node.NewMiddle(cfg, node.Both(quiet))
 	require.NoError(t, err)
 	c := transport.NewClient(serve(t, m), transport.Int64(), xyz.ResultCodec(), quiet)
 	t.Cleanup(func() { c.Close() })
@@ -185,13 +185,13 @@ func TestBackendDelay(t *testing.T) {
 }
 
 func TestNewMiddleNeedsEveryRoute(t *testing.T) {
-	_, err := node.NewMiddle(node.MiddleConfig{Replicas: map[string][]string{"x": {"a:1"}, "y": {"b:1"}}}, quiet)
+	_, err := node.NewMiddle(node.MiddleConfig{Replicas: map[string][]string{"x": {"a:1"}, "y": {"b:1"}}}, node.Both(quiet))
 	require.ErrorContains(t, err, "route z")
 
-	_, err = node.NewMiddle(node.MiddleConfig{Replicas: map[string][]string{"x": {"a:1"}, "y": {"b:1"}, "z": {"c:1"}, "w": {"d:1"}}}, quiet)
+	_, err = node.NewMiddle(node.MiddleConfig{Replicas: map[string][]string{"x": {"a:1"}, "y": {"b:1"}, "z": {"c:1"}, "w": {"d:1"}}}, node.Both(quiet))
 	require.ErrorContains(t, err, "replicas given for 4 routes")
 
-	_, err = node.NewMiddle(node.MiddleConfig{Replicas: map[string][]string{"x": {"a:1"}, "y": {"b:1"}, "z": {"c:1"}}, MaxInFlight: -1}, quiet)
+	_, err = node.NewMiddle(node.MiddleConfig{Replicas: map[string][]string{"x": {"a:1"}, "y": {"b:1"}, "z": {"c:1"}}, MaxInFlight: -1}, node.Both(quiet))
 	require.ErrorContains(t, err, "route x")
 }
 

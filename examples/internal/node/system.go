@@ -24,7 +24,7 @@ func StartSystem(opts ...transport.Option) (*System, error) {
 	s := &System{}
 	replicas := make(map[string][]string)
 	for _, route := range xyz.Routes() {
-		srv, err := NewBackend(BackendConfig{Route: route}, opts...)
+		srv, err := NewBackend(BackendConfig{Route: route}, Both(opts...).Server...)
 		if err != nil {
 			s.Close()
 			return nil, err
@@ -36,7 +36,7 @@ func StartSystem(opts ...transport.Option) (*System, error) {
 		}
 		replicas[route] = []string{addr}
 	}
-	m, err := NewMiddle(MiddleConfig{Replicas: replicas}, opts...)
+	m, err := NewMiddle(MiddleConfig{Replicas: replicas}, Both(opts...))
 	if err != nil {
 		s.Close()
 		return nil, err
