@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/seed-c94cd834/fanout"
-
 	"github.com/seed-c94cd834/fanout/transport/internal/wire"
 )
 

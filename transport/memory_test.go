@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-c94cd834/fanout"
-
 	"github.com/seed-c94cd834/fanout/transport/internal/wire"
 )
 

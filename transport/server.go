@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/seed-c94cd834/fanout"
-
 	"github.com/seed-c94cd834/fanout/transport/internal/wire"
 )
 
