@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,7 +41,8 @@ import (
 // in flight; it does not close the replicas.
 type Balancer[In, Out any] struct {
 	replicas []*replica[In, Out]
-	cfg      balancerConfig[In, Out]
+	cfg      balancerConfig
+	probe    func(context.Context, Backend[In, Out]) error
 
 	ctx    context.Context // cancelled by Close, ends probes
 	cancel context.CancelFunc
@@ -70,35 +72,40 @@ type replica[In, Out any] struct {
 	lastErr      error     // the error that caused the last ejection
 }
 
-type balancerConfig[In, Out any] struct {
+type balancerConfig struct {
 	idempotent   bool
 	maxAttempts  int
 	failures     int
 	baseEjection time.Duration
 	maxEjection  time.Duration
 	probeTimeout time.Duration
-	probe        func(context.Context, Backend[In, Out]) error
+
+	// probe is the func(context.Context, Backend[In, Out]) error given to
+	// WithProbe, whose In and Out are probeIn and probeOut; nil for the
+	// default. NewBalancer checks that they are the balancer's.
+	probe             any
+	probeIn, probeOut reflect.Type
 }
 
 // BalancerOption configures a [Balancer]. No options means the documented
 // default of every option.
-type BalancerOption[In, Out any] func(*balancerConfig[In, Out])
+type BalancerOption func(*balancerConfig)
 
 // WithIdempotent declares that processing the same items twice is harmless,
 // so a call interrupted after its request may have been delivered
 // ([ErrInterrupted]) is retried on another replica too.
 //
 // Default: off; only calls known not to have been delivered are retried.
-func WithIdempotent[In, Out any]() BalancerOption[In, Out] {
-	return func(c *balancerConfig[In, Out]) { c.idempotent = true }
+func WithIdempotent() BalancerOption {
+	return func(c *balancerConfig) { c.idempotent = true }
 }
 
 // WithMaxAttempts bounds the replicas one call is tried on, the first
 // attempt included. n < 1 means 1: no retries.
 //
 // Default: 3 (never more than the number of replicas).
-func WithMaxAttempts[In, Out any](n int) BalancerOption[In, Out] {
-	return func(c *balancerConfig[In, Out]) { c.maxAttempts = max(n, 1) }
+func WithMaxAttempts(n int) BalancerOption {
+	return func(c *balancerConfig) { c.maxAttempts = max(n, 1) }
 }
 
 // WithEjection sets when a replica is ejected and for how long: after
@@ -108,20 +115,24 @@ func WithMaxAttempts[In, Out any](n int) BalancerOption[In, Out] {
 // successfully at least base after it was readmitted. failures < 1 means 1.
 //
 // Default: 5 failures, 1s base, 30s maximum.
-func WithEjection[In, Out any](failures int, base, maxTime time.Duration) BalancerOption[In, Out] {
-	return func(c *balancerConfig[In, Out]) {
+func WithEjection(failures int, base, maxTime time.Duration) BalancerOption {
+	return func(c *balancerConfig) {
 		c.failures, c.baseEjection, c.maxEjection = max(failures, 1), base, max(base, maxTime)
 	}
 }
 
 // WithProbe sets how an ejected replica is probed before it takes traffic
 // again, and how long a probe may take. A probe that returns nil readmits
-// the replica.
+// the replica. A nil probe means the default one. The probe's In and Out
+// must be those of the balancer's replicas: [NewBalancer] fails otherwise.
 //
 // Default: a call with an empty batch, which a remote backend such as a
 // transport client answers with a round trip to its server, and 1s.
-func WithProbe[In, Out any](probe func(ctx context.Context, replica Backend[In, Out]) error, timeout time.Duration) BalancerOption[In, Out] {
-	return func(c *balancerConfig[In, Out]) { c.probe, c.probeTimeout = probe, timeout }
+func WithProbe[In, Out any](probe func(ctx context.Context, replica Backend[In, Out]) error, timeout time.Duration) BalancerOption {
+	return func(c *balancerConfig) {
+		c.probe, c.probeTimeout = probe, timeout
+		c.probeIn, c.probeOut = reflect.TypeFor[In](), reflect.TypeFor[Out]()
+	}
 }
 
 func emptyBatchProbe[In, Out any](ctx context.Context, b Backend[In, Out]) error {
@@ -130,23 +141,33 @@ func emptyBatchProbe[In, Out any](ctx context.Context, b Backend[In, Out]) error
 }
 
 // NewBalancer returns a balancer over replicas. It fails if there are no
-// replicas or one of them is nil.
-func NewBalancer[In, Out any](replicas []Backend[In, Out], opts ...BalancerOption[In, Out]) (*Balancer[In, Out], error) {
+// replicas, one of them is nil, or the probe given [WithProbe] is for
+// backends of other types than the replicas.
+func NewBalancer[In, Out any](replicas []Backend[In, Out], opts ...BalancerOption) (*Balancer[In, Out], error) {
 	if len(replicas) == 0 {
 		return nil, errors.New("fanout: NewBalancer: no replicas")
 	}
-	cfg := balancerConfig[In, Out]{
+	cfg := balancerConfig{
 		maxAttempts:  3,
 		failures:     5,
 		baseEjection: time.Second,
 		maxEjection:  30 * time.Second,
 		probeTimeout: time.Second,
-		probe:        emptyBatchProbe[In, Out],
 	}
 	for _, opt := range opts {
 		opt(&cfg)
 	}
-	b := &Balancer[In, Out]{cfg: cfg}
+	b := &Balancer[In, Out]{cfg: cfg, probe: emptyBatchProbe[In, Out]}
+	if cfg.probe != nil {
+		probe, ok := cfg.probe.(func(context.Context, Backend[In, Out]) error)
+		if !ok {
+			return nil, fmt.Errorf("fanout: NewBalancer: WithProbe probes Backend[%v, %v], the replicas are Backend[%v, %v]",
+				cfg.probeIn, cfg.probeOut, reflect.TypeFor[In](), reflect.TypeFor[Out]())
+		}
+		if probe != nil {
+			b.probe = probe
+		}
+	}
 	for i, r := range replicas {
 		if isNil(r) {
 			return nil, fmt.Errorf("fanout: NewBalancer: replica %d is nil", i)
@@ -294,7 +315,7 @@ func (b *Balancer[In, Out]) maybeProbe(r *replica[In, Out], now bool) {
 	go func() {
 		defer b.probes.Done()
 		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.probeTimeout)
-		err := b.cfg.probe(ctx, r.backend)
+		err := b.probe(ctx, r.backend)
 		cancel()
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -309,7 +330,7 @@ func (b *Balancer[In, Out]) maybeProbe(r *replica[In, Out], now bool) {
 	}()
 }
 
-func (r *replica[In, Out]) succeeded(cfg *balancerConfig[In, Out]) {
+func (r *replica[In, Out]) succeeded(cfg *balancerConfig) {
 	if !r.troubled.Load() {
 		return // the common case takes no lock
 	}
@@ -322,7 +343,7 @@ func (r *replica[In, Out]) succeeded(cfg *balancerConfig[In, Out]) {
 	r.mu.Unlock()
 }
 
-func (r *replica[In, Out]) failed(err error, cfg *balancerConfig[In, Out]) {
+func (r *replica[In, Out]) failed(err error, cfg *balancerConfig) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.failures++
@@ -335,7 +356,7 @@ func (r *replica[In, Out]) failed(err error, cfg *balancerConfig[In, Out]) {
 
 // ejectLocked takes r out of service for a time that doubles with each
 // ejection in a row.
-func (r *replica[In, Out]) ejectLocked(cfg *balancerConfig[In, Out]) {
+func (r *replica[In, Out]) ejectLocked(cfg *balancerConfig) {
 	d := cfg.baseEjection << min(r.ejections, 30)
 	if d > cfg.maxEjection || d <= 0 {
 		d = cfg.maxEjection

@@ -16,9 +16,7 @@ import (
 	"github.com/seed-c94cd834/fanout/internal/backendtest"
 )
 
-type balancerOption = fanout.BalancerOption[int64, int64]
-
-func newBalancer(t *testing.T, replicas []fanout.Backend[int64, int64], opts ...balancerOption) *fanout.Balancer[int64, int64] {
+func newBalancer(t *testing.T, replicas []fanout.Backend[int64, int64], opts ...fanout.BalancerOption) *fanout.Balancer[int64, int64] {
 	t.Helper()
 	b, err := fanout.NewBalancer(replicas, opts...)
 	require.NoError(t, err)
@@ -40,12 +38,53 @@ func TestBalancerConformance(t *testing.T) {
 	}
 }
 
-func TestNewBalancerRejectsBadReplicas(t *testing.T) {
-	_, err := fanout.NewBalancer[int64, int64](nil)
-	require.ErrorContains(t, err, "no replicas")
+func TestNewBalancerErrors(t *testing.T) {
 	var nilFunc fanout.BackendFunc[int64, int64]
-	_, err = fanout.NewBalancer([]fanout.Backend[int64, int64]{echo(), nilFunc})
-	require.ErrorContains(t, err, "replica 1 is nil")
+	probeStrings := func(context.Context, fanout.Backend[string, int64]) error { return nil }
+	probeInts := func(context.Context, fanout.Backend[int64, int]) error { return nil }
+	for _, tc := range []struct {
+		name     string
+		replicas []fanout.Backend[int64, int64]
+		opts     []fanout.BalancerOption
+		want     string
+	}{
+		{"no replicas", nil, nil, "fanout: NewBalancer: no replicas"},
+		{"nil replica", []fanout.Backend[int64, int64]{echo(), nilFunc}, nil, "fanout: NewBalancer: replica 1 is nil"},
+		{
+			"probe of other items", []fanout.Backend[int64, int64]{echo()},
+			[]fanout.BalancerOption{fanout.WithProbe(probeStrings, time.Second)},
+			"fanout: NewBalancer: WithProbe probes Backend[string, int64], the replicas are Backend[int64, int64]",
+		},
+		{
+			"probe of other results", []fanout.Backend[int64, int64]{echo()},
+			[]fanout.BalancerOption{fanout.WithEjection(1, time.Hour, time.Hour), fanout.WithProbe(probeInts, time.Second)},
+			"fanout: NewBalancer: WithProbe probes Backend[int64, int], the replicas are Backend[int64, int64]",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := fanout.NewBalancer(tc.replicas, tc.opts...)
+			require.EqualError(t, err, tc.want)
+			require.Nil(t, b)
+		})
+	}
+}
+
+// TestBalancerNilProbeIsTheDefault checks that WithProbe(nil, ...) keeps the
+// default probe, a call with an empty batch.
+func TestBalancerNilProbeIsTheDefault(t *testing.T) {
+	rs, bs := stubs(1)
+	b := newBalancer(t, bs,
+		fanout.WithEjection(1, time.Millisecond, time.Millisecond),
+		fanout.WithProbe[int64, int64](nil, time.Second))
+	rs[0].fail(unreachable)
+	_, err := b.Process(context.Background(), []int64{1})
+	require.ErrorIs(t, err, fanout.ErrUnavailable)
+	rs[0].fail(nil)
+	require.Eventually(t, func() bool {
+		_, err := b.Process(context.Background(), []int64{1})
+		return err == nil
+	}, hangGuard, time.Millisecond, "the replica is probed with an empty batch and readmitted")
+	require.Positive(t, rs[0].probes.Load())
 }
 
 // replicaStub is a replica whose answer the test sets, and which counts its
@@ -154,9 +193,9 @@ func TestBalancerRetries(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			rs, bs := stubs(2)
-			var opts []balancerOption
+			var opts []fanout.BalancerOption
 			if tc.idempotent {
-				opts = append(opts, fanout.WithIdempotent[int64, int64]())
+				opts = append(opts, fanout.WithIdempotent())
 			}
 			b := newBalancer(t, bs, opts...)
 			rs[0].fail(tc.err)
@@ -192,7 +231,7 @@ func TestBalancerBoundsAttempts(t *testing.T) {
 	for _, r := range rs {
 		r.fail(unreachable)
 	}
-	b := newBalancer(t, bs, fanout.WithMaxAttempts[int64, int64](2))
+	b := newBalancer(t, bs, fanout.WithMaxAttempts(2))
 	_, err := b.Process(context.Background(), []int64{1})
 	require.ErrorIs(t, err, fanout.ErrUnavailable)
 	var calls int64
@@ -207,7 +246,7 @@ func TestBalancerDoesNotRetryACancelledCall(t *testing.T) {
 	for _, r := range rs {
 		r.block = make(chan struct{})
 	}
-	b := newBalancer(t, bs, fanout.WithEjection[int64, int64](1, time.Hour, time.Hour))
+	b := newBalancer(t, bs, fanout.WithEjection(1, time.Hour, time.Hour))
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		for rs[0].calls.Load()+rs[1].calls.Load() == 0 {
@@ -233,7 +272,7 @@ func TestBalancerDoesNotRetryACancelledCall(t *testing.T) {
 func TestBalancerEjectsAFailingReplica(t *testing.T) {
 	rs, bs := stubs(2)
 	rs[0].fail(unreachable)
-	b := newBalancer(t, bs, fanout.WithEjection[int64, int64](3, time.Hour, time.Hour))
+	b := newBalancer(t, bs, fanout.WithEjection(3, time.Hour, time.Hour))
 	for range 50 {
 		_, err := b.Process(context.Background(), []int64{1})
 		require.NoError(t, err, "the failing replica's calls are retried on the other")
@@ -245,7 +284,7 @@ func TestBalancerEjectsAFailingReplica(t *testing.T) {
 func TestBalancerOverloadDoesNotEject(t *testing.T) {
 	rs, bs := stubs(2)
 	rs[0].fail(overloaded)
-	b := newBalancer(t, bs, fanout.WithEjection[int64, int64](1, time.Hour, time.Hour))
+	b := newBalancer(t, bs, fanout.WithEjection(1, time.Hour, time.Hour))
 	for range 50 {
 		_, err := b.Process(context.Background(), []int64{1})
 		require.NoError(t, err)
@@ -260,7 +299,7 @@ func TestBalancerProbesBeforeReadmitting(t *testing.T) {
 	var mu sync.Mutex
 	var answered []time.Time // when replica 0 answered a call or a probe
 	b := newBalancer(t, bs,
-		fanout.WithEjection[int64, int64](1, base, time.Hour),
+		fanout.WithEjection(1, base, time.Hour),
 		fanout.WithProbe(func(ctx context.Context, r fanout.Backend[int64, int64]) error {
 			_, err := r.Process(ctx, nil)
 			mu.Lock()
@@ -300,7 +339,7 @@ func TestBalancerFailsFastWhenEveryReplicaIsEjected(t *testing.T) {
 	for _, r := range rs {
 		r.fail(unreachable)
 	}
-	b := newBalancer(t, bs, fanout.WithEjection[int64, int64](1, time.Hour, time.Hour))
+	b := newBalancer(t, bs, fanout.WithEjection(1, time.Hour, time.Hour))
 	_, err := b.Process(context.Background(), []int64{1})
 	require.ErrorIs(t, err, fanout.ErrUnavailable)
 
@@ -331,7 +370,7 @@ func TestBalancerCloseEndsProbes(t *testing.T) {
 		return nil, unreachable
 	})
 	b, err := fanout.NewBalancer([]fanout.Backend[int64, int64]{hang},
-		fanout.WithEjection[int64, int64](1, time.Millisecond, time.Millisecond),
+		fanout.WithEjection(1, time.Millisecond, time.Millisecond),
 		fanout.WithProbe(func(ctx context.Context, r fanout.Backend[int64, int64]) error {
 			_, err := r.Process(ctx, nil)
 			return err
@@ -395,7 +434,7 @@ func echo() fanout.Backend[int64, int64] {
 func TestBalancerProbesAtOnceWhenEveryReplicaIsEjected(t *testing.T) {
 	rs, bs := stubs(1)
 	rs[0].fail(unreachable)
-	b := newBalancer(t, bs, fanout.WithEjection[int64, int64](1, time.Hour, time.Hour))
+	b := newBalancer(t, bs, fanout.WithEjection(1, time.Hour, time.Hour))
 	_, err := b.Process(context.Background(), []int64{1})
 	require.ErrorIs(t, err, fanout.ErrUnavailable)
 

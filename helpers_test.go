@@ -126,7 +126,7 @@ func waitFor(t *testing.T, ch <-chan struct{}, what string) {
 	}
 }
 
-func mustRouter(t *testing.T, c fanout.Classifier[int64], routes map[string]fanout.Backend[int64, int64], opts ...fanout.Option) *fanout.Router[int64, int64] {
+func mustRouter(t *testing.T, c fanout.Classifier[int64], routes map[string]fanout.Backend[int64, int64], opts ...fanout.RouterOption) *fanout.Router[int64, int64] {
 	t.Helper()
 	r, err := fanout.NewRouter(c, routes, opts...)
 	require.NoError(t, err)

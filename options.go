@@ -1,8 +1,8 @@
 package fanout
 
-// Option configures a [Router]. The zero configuration (no options) is the
+// RouterOption configures a [Router]. The zero configuration (no options) is the
 // documented default of every option.
-type Option func(*routerConfig)
+type RouterOption func(*routerConfig)
 
 type routerConfig struct {
 	partial bool
@@ -20,6 +20,6 @@ type routerConfig struct {
 // with its item indices, together with the results of the successful routes
 // (failed positions hold zero values). If every route that received items
 // failed, the results are nil: there is nothing partial to return.
-func WithPartialResults() Option {
+func WithPartialResults() RouterOption {
 	return func(c *routerConfig) { c.partial = true }
 }

@@ -69,7 +69,7 @@ var _ Backend[int, int] = (*Router[int, int])(nil)
 //
 // NewRouter fails if classifier is nil, routes is empty, a route name is
 // empty or a backend is nil.
-func NewRouter[In, Out any](classifier Classifier[In], routes map[string]Backend[In, Out], opts ...Option) (*Router[In, Out], error) {
+func NewRouter[In, Out any](classifier Classifier[In], routes map[string]Backend[In, Out], opts ...RouterOption) (*Router[In, Out], error) {
 	if f, ok := classifier.(ClassifierFunc[In]); classifier == nil || ok && f == nil {
 		return nil, errors.New("fanout: NewRouter: nil classifier")
 	}

@@ -173,7 +173,7 @@ func NewMiddle(cfg MiddleConfig, opts Options) (*Middle, error) {
 			m.clients = append(m.clients, c)
 			replicas = append(replicas, c)
 		}
-		b, err := fanout.NewBalancer(replicas, fanout.WithIdempotent[int64, int64]())
+		b, err := fanout.NewBalancer(replicas, fanout.WithIdempotent())
 		if err != nil {
 			m.close()
 			return nil, fmt.Errorf("node: route %s: %w", route, err)
