@@ -15,14 +15,19 @@ const (
 	fanoutName = "fanout"
 	rawName    = "raw TCP"
 	grpcName   = "gRPC"
+	yamuxName  = "plain yamux"
 )
+
+// systemNames are the names of the systems, in the order they run in even
+// repetitions and appear in the report.
+var systemNames = []string{fanoutName, grpcName, yamuxName, rawName}
 
 // config is what a benchmark run needs.
 type config struct {
 	reps     int
 	duration time.Duration // of each workload
 	root     string        // directory of the fanout module, whose examples are measured
-	roleExe  string        // program that serves the raw TCP and gRPC roles (runRole)
+	roleExe  string        // program that serves the raw TCP, gRPC and plain yamux roles (runRole)
 	log      io.Writer     // progress and problems
 	burst    int           // bulk calls sent at once to fanout, to measure its memory bound
 	// middleArgs are extra flags for fanout's middle layer, to compare its
@@ -47,8 +52,8 @@ type results struct {
 	runs       []measurement
 }
 
-// benchmark builds the example programs and measures the three systems
-// cfg.reps times, alternating their order: fanout, raw TCP, gRPC in even
+// benchmark builds the example programs and measures every system
+// cfg.reps times, alternating their order: that of systemNames in even
 // repetitions and the reverse in odd ones.
 func benchmark(ctx context.Context, cfg config) (*results, error) {
 	res := &results{reps: cfg.reps, duration: cfg.duration, burst: cfg.burst, middleArgs: cfg.middleArgs, started: time.Now()}
@@ -90,15 +95,16 @@ func benchmark(ctx context.Context, cfg config) (*results, error) {
 	return res, nil
 }
 
-// newSystems returns the systems under test, in their order in even
-// repetitions: fanout's example programs, built into bin, then the raw TCP
-// and gRPC servers, which exe serves as roles. middleArgs go to fanout's
+// newSystems returns the systems under test, in the order of systemNames:
+// fanout's example programs, built into bin, then the gRPC, plain yamux and
+// raw TCP servers, which exe serves as roles. middleArgs go to fanout's
 // middle layer.
 func newSystems(bin, exe string, middleArgs []string) []system {
 	return []system{
 		fanoutSystem(bin, middleArgs),
-		roleSystem(rawName, "raw", exe, connectRaw),
 		roleSystem(grpcName, "grpc", exe, connectGRPC),
+		roleSystem(yamuxName, "yamux", exe, connectYamux),
+		roleSystem(rawName, "raw", exe, connectRaw),
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strings"
 
 	"golang.org/x/image/font"
 	"golang.org/x/image/font/basicfont"
@@ -17,9 +18,9 @@ import (
 
 // Geometry and colours of the chart.
 const (
-	chartWidth, chartHeight = 1000, 520
-	plotLeft, plotRight     = 60, 980 // x of the plot area
-	plotTop, plotBottom     = 80, 450 // y of the plot area
+	chartWidth, chartHeight = 1200, 520
+	plotLeft, plotRight     = 60, 1180 // x of the plot area
+	plotTop, plotBottom     = 80, 450  // y of the plot area
 	lineHeight              = 15
 )
 
@@ -33,12 +34,13 @@ var (
 		color  color.RGBA
 	}{
 		{fanoutName, color.RGBA{31, 119, 180, 255}},
-		{rawName, color.RGBA{150, 150, 150, 255}},
 		{grpcName, color.RGBA{255, 127, 14, 255}},
+		{yamuxName, color.RGBA{44, 160, 44, 255}},
+		{rawName, color.RGBA{150, 150, 150, 255}},
 	}
 )
 
-// chart draws every figure of the three systems as grouped bars, each
+// chart draws every figure of every system as grouped bars, each
 // normalized to gRPC = 1.0 (the median of the same-run ratios, as in the
 // report), and writes it to w as a PNG.
 func (r *results) chart(w io.Writer) error {
@@ -70,7 +72,7 @@ func (r *results) chart(w io.Writer) error {
 		text(img, plotLeft-8-width(fmt.Sprintf("%.1fx", v)), y(v)+4, textGray, fmt.Sprintf("%.1fx", v))
 	}
 
-	text(img, plotLeft, 25, black, fmt.Sprintf("fanout, raw TCP and gRPC, normalized to gRPC = 1.0 (medians of %d repetitions, %v per workload)", r.reps, r.duration))
+	text(img, plotLeft, 25, black, fmt.Sprintf("%s, normalized to gRPC = 1.0 (medians of %d repetitions, %v per workload)", strings.Join(systemNames, ", "), r.reps, r.duration))
 	x := plotLeft
 	for _, s := range chartSeries {
 		fill(img, image.Rect(x, 42, x+12, 54), s.color)
@@ -79,9 +81,9 @@ func (r *results) chart(w io.Writer) error {
 	}
 
 	group := (plotRight - plotLeft) / len(allFigures)
-	bar := group / 5
+	bar := group / (len(chartSeries) + 1)
 	for i, fig := range allFigures {
-		left := plotLeft + i*group + (group-3*bar)/2
+		left := plotLeft + i*group + (group-len(chartSeries)*bar)/2
 		for j, s := range chartSeries {
 			v := ratios[i][j]
 			if math.IsNaN(v) {

@@ -3,13 +3,13 @@ module github.com/seed-c94cd834/fanout/bench
 go 1.26.0
 
 require (
+	github.com/hashicorp/yamux v0.1.2
 	github.com/seed-c94cd834/fanout v0.0.0
 	golang.org/x/image v0.47.0
 	google.golang.org/grpc v1.85.0
 )
 
 require (
-	github.com/hashicorp/yamux v0.1.2 // indirect
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect

@@ -1,6 +1,7 @@
 // Command bench measures the fanout example system against the same
-// scatter-gather over raw TCP (the floor) and over gRPC, each as separate
-// processes on loopback: a middle layer and backends x, y and z.
+// scatter-gather over gRPC, over plain yamux (a new stream per call) and
+// over raw TCP (the floor), each as separate processes on loopback: a
+// middle layer and backends x, y and z.
 //
 // Usage, from this directory:
 //
@@ -11,8 +12,9 @@
 // error. The exit status is 1 if anything failed or any answer was wrong,
 // 2 for bad usage. See README.md for what is measured and how.
 //
-// The program also serves the raw TCP and gRPC servers: the benchmark runs
-// it again as "bench role KIND ROLE ..." for each of them (see runRole).
+// The program also serves the gRPC, plain yamux and raw TCP servers: the
+// benchmark runs it again as "bench role KIND ROLE ..." for each of them
+// (see runRole).
 package main
 
 import (

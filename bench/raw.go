@@ -42,44 +42,79 @@ func newRawConn(c net.Conn) *rawConn {
 	return &rawConn{conn: c, r: bufio.NewReaderSize(c, 64<<10)}
 }
 
-// read reads one frame and returns its payload, valid until the next read.
-func (c *rawConn) read() ([]byte, error) {
+// readFrame reads one frame from r into buf, which it grows if it is too
+// small, and returns the payload.
+func readFrame(r io.Reader, buf []byte) ([]byte, error) {
 	var hdr [4]byte
-	if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
 	}
 	n := binary.LittleEndian.Uint32(hdr[:])
 	if n > maxRawMessage {
 		return nil, fmt.Errorf("message of %d bytes exceeds %d", n, maxRawMessage)
 	}
-	if cap(c.in) < int(n) {
-		c.in = make([]byte, n)
+	if cap(buf) < int(n) {
+		buf = make([]byte, n)
 	}
-	c.in = c.in[:n]
-	_, err := io.ReadFull(c.r, c.in)
-	return c.in, err
+	buf = buf[:n]
+	_, err := io.ReadFull(r, buf)
+	return buf, err
+}
+
+// newFrame returns dst emptied and holding room for a frame's length: a
+// frame to append a payload to and give to sealFrame.
+func newFrame(dst []byte) []byte { return append(dst[:0], 0, 0, 0, 0) }
+
+// sealFrame fills in the length of a frame made with newFrame and returns
+// it.
+func sealFrame(frame []byte) []byte {
+	binary.LittleEndian.PutUint32(frame, uint32(len(frame)-4))
+	return frame
+}
+
+// appendAnswer appends the outcome of a call to frame: the encoded results,
+// or err.
+func appendAnswer(frame, results []byte, err error) []byte {
+	if err != nil {
+		return append(append(frame, statusError), err.Error()...)
+	}
+	return append(append(frame, statusOK), results...)
+}
+
+// parseAnswer returns the results of an answer's payload msg, or the
+// error it carries, as a remoteError.
+func parseAnswer(msg []byte) ([]byte, error) {
+	switch {
+	case len(msg) == 0:
+		return nil, errors.New("empty answer")
+	case msg[0] == statusError:
+		return nil, remoteError(msg[1:])
+	}
+	return msg[1:], nil
+}
+
+// read reads one frame and returns its payload, valid until the next read.
+func (c *rawConn) read() ([]byte, error) {
+	msg, err := readFrame(c.r, c.in)
+	if err == nil {
+		c.in = msg
+	}
+	return msg, err
 }
 
 // frame returns an empty frame to append a payload to and give to write.
-func (c *rawConn) frame() []byte { return append(c.out[:0], 0, 0, 0, 0) }
+func (c *rawConn) frame() []byte { return newFrame(c.out) }
 
 // write fills in the frame's length and sends it.
 func (c *rawConn) write(frame []byte) error {
-	binary.LittleEndian.PutUint32(frame, uint32(len(frame)-4))
-	c.out = frame
+	c.out = sealFrame(frame)
 	_, err := c.conn.Write(frame)
 	return err
 }
 
 // answer sends the outcome of a call: the encoded results, or err.
 func (c *rawConn) answer(results []byte, err error) error {
-	frame := c.frame()
-	if err != nil {
-		frame = append(append(frame, statusError), err.Error()...)
-	} else {
-		frame = append(append(frame, statusOK), results...)
-	}
-	return c.write(frame)
+	return c.write(appendAnswer(c.frame(), results, err))
 }
 
 // call sends items and returns the payload of a successful answer, valid
@@ -89,15 +124,10 @@ func (c *rawConn) call(items []int64) ([]byte, error) {
 		return nil, err
 	}
 	msg, err := c.read()
-	switch {
-	case err != nil:
+	if err != nil {
 		return nil, err
-	case len(msg) == 0:
-		return nil, errors.New("empty answer")
-	case msg[0] == statusError:
-		return nil, remoteError(msg[1:])
 	}
-	return msg[1:], nil
+	return parseAnswer(msg)
 }
 
 // remoteError is an error the peer answered; the connection stays usable.
@@ -214,9 +244,9 @@ func rawMiddle(addrs [3]string) func([]int64) ([]byte, error) {
 	}
 }
 
-// scatterGather is the middle layer of the raw TCP and gRPC systems: it
-// sends each route's items to call, all routes at once, checks the count of
-// each answer and gathers the results in the order of items.
+// scatterGather is the middle layer of the raw TCP, gRPC and plain yamux
+// systems: it sends each route's items to call, all routes at once, checks
+// the count of each answer and gathers the results in the order of items.
 func scatterGather(items []int64, call func(r int, batch []int64) ([]int64, error)) ([]Result, error) {
 	var indices [3][]int
 	for i, n := range items {

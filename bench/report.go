@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -47,12 +48,18 @@ type bound struct {
 }
 
 func (b bound) String() string {
-	if b.atMost {
-		return fmt.Sprintf("at most %.1fx", b.limit)
+	limit := strconv.FormatFloat(b.limit, 'f', -1, 64)
+	if !strings.Contains(limit, ".") {
+		limit += ".0"
 	}
-	return fmt.Sprintf("at least %.1fx", b.limit)
+	if b.atMost {
+		return "at most " + limit + "x"
+	}
+	return "at least " + limit + "x"
 }
 
+// met reports whether ratio is within the bound; a NaN ratio, nothing
+// measured, is not.
 func (b bound) met(ratio float64) bool {
 	if b.atMost {
 		return ratio <= b.limit
@@ -60,14 +67,41 @@ func (b bound) met(ratio float64) bool {
 	return ratio >= b.limit
 }
 
-// goals are fanout's targets, against gRPC and against raw TCP.
-var goals = []struct {
+// comparedNames are the systems that fanout's figures are divided by in the
+// report's ratio columns, in order.
+var comparedNames = []string{grpcName, yamuxName, rawName}
+
+// A goal is fanout's targets for one figure: bounds on fanout's figure
+// divided by the same figure of each of comparedNames, by name.
+type goal struct {
 	figure
-	vsGRPC, vsRaw bound
-}{
-	{p50Figure, bound{0.7, true}, bound{1.5, true}},
-	{requestsFigure, bound{1.5, false}, bound{1.0, false}},
-	{numbersFigure, bound{1.3, false}, bound{0.9, false}},
+	vs map[string]bound
+}
+
+// goals are fanout's targets, the rows of the report's Targets table.
+var goals = []goal{
+	{p50Figure, map[string]bound{grpcName: {0.7, true}, yamuxName: {1.0, true}, rawName: {1.5, true}}},
+	{requestsFigure, map[string]bound{grpcName: {1.5, false}, yamuxName: {1.5, false}, rawName: {1.0, false}}},
+	{numbersFigure, map[string]bound{grpcName: {1.3, false}, yamuxName: {1.0, false}, rawName: {0.75, false}}},
+}
+
+// A check is one of fanout's figures against another system's, and its
+// target.
+type check struct {
+	vs    string  // the other system
+	ratio float64 // see results.ratio; NaN if nothing was measured
+	bound bound
+	met   bool // ratio is within bound
+}
+
+// checks returns the checks of g against each of comparedNames, in order.
+func (r *results) checks(g goal) []check {
+	var out []check
+	for _, vs := range comparedNames {
+		x := r.ratio(fanoutName, vs, g.figure)
+		out = append(out, check{vs: vs, ratio: x, bound: g.vs[vs], met: g.vs[vs].met(x)})
+	}
+	return out
 }
 
 // median returns the median of xs, ignoring NaNs, or NaN if there is none.
@@ -93,14 +127,16 @@ func (r *results) values(system string, fig figure) []float64 {
 }
 
 // ratio returns the median over the repetitions of fig of system a divided
-// by fig of system b in the same repetition.
+// by fig of system b in the same repetition. A repetition in which either
+// figure is not positive, not measured, is left out; if every one is, the
+// ratio is NaN.
 func (r *results) ratio(a, b string, fig figure) float64 {
 	as, bs := r.values(a, fig), r.values(b, fig)
 	ratios := make([]float64, len(as))
 	for i := range as {
-		ratios[i] = as[i] / bs[i] // NaN or Inf if nothing was measured
-		if math.IsInf(ratios[i], 0) {
-			ratios[i] = math.NaN()
+		ratios[i] = math.NaN()
+		if as[i] > 0 && bs[i] > 0 {
+			ratios[i] = as[i] / bs[i]
 		}
 	}
 	return median(ratios)
@@ -111,35 +147,46 @@ func (r *results) markdown(command string) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 
-	p("# fanout vs raw TCP vs gRPC\n\n")
+	p("# fanout vs %s\n\n", strings.Join(comparedNames, " vs "))
 	p("- date: %s\n", r.started.UTC().Format(time.RFC3339))
 	p("- machine: %s/%s, %s, %d CPUs, %s\n", runtime.GOOS, runtime.GOARCH, cpuModel(), runtime.NumCPU(), runtime.Version())
 	p("- command: `%s`\n", command)
-	p("- repetitions: %d, each workload %v; systems in alternating order (fanout, raw TCP, gRPC, then the reverse), fresh processes for every system in every repetition\n", r.reps, r.duration)
+	p("- repetitions: %d, each workload %v; systems in alternating order (%s, then the reverse), fresh processes for every system in every repetition\n", r.reps, r.duration, strings.Join(systemNames, ", "))
+	p("- %s: github.com/hashicorp/yamux with its default configuration, a new stream per call (no stream reuse, no write coalescing); one session from the load client, one from the middle layer to each backend\n", yamuxName)
 	p("- every figure is the median over the repetitions; every ratio is fanout's figure divided by the other system's in the same repetition, median over the repetitions\n\n")
 
 	p("## Targets\n\n")
-	p("| figure | fanout vs gRPC | target | met | fanout vs raw TCP | target | met |\n")
-	p("| --- | --- | --- | --- | --- | --- | --- |\n")
+	p("| figure")
+	for _, vs := range comparedNames {
+		p(" | fanout vs %s | target | met", vs)
+	}
+	p(" |\n|%s\n", strings.Repeat(" --- |", 1+3*len(comparedNames)))
 	for _, g := range goals {
-		vsGRPC, vsRaw := r.ratio(fanoutName, grpcName, g.figure), r.ratio(fanoutName, rawName, g.figure)
-		p("| %s | %s | %s | %s | %s | %s | %s |\n", g.name,
-			formatRatio(vsGRPC), g.vsGRPC, yesNo(g.vsGRPC.met(vsGRPC)),
-			formatRatio(vsRaw), g.vsRaw, yesNo(g.vsRaw.met(vsRaw)))
+		p("| %s", g.name)
+		for _, c := range r.checks(g) {
+			p(" | %s | %s | %s", formatRatio(c.ratio), c.bound, yesNo(c.met))
+		}
+		p(" |\n")
 	}
 
 	p("\n## Figures\n\n")
-	p("| figure | fanout | raw TCP | gRPC | fanout vs gRPC | fanout vs raw TCP |\n")
-	p("| --- | --- | --- | --- | --- | --- |\n")
+	p("| figure | %s", strings.Join(systemNames, " | "))
+	for _, vs := range comparedNames {
+		p(" | fanout vs %s", vs)
+	}
+	p(" |\n|%s\n", strings.Repeat(" --- |", 1+len(systemNames)+len(comparedNames)))
 	for _, fig := range allFigures {
 		p("| %s", fig.name)
 		if fig.lower {
 			p(" (lower is better)")
 		}
-		for _, sys := range []string{fanoutName, rawName, grpcName} {
+		for _, sys := range systemNames {
 			p(" | %s", fig.format(median(r.values(sys, fig))))
 		}
-		p(" | %s | %s |\n", formatRatio(r.ratio(fanoutName, grpcName, fig)), formatRatio(r.ratio(fanoutName, rawName, fig)))
+		for _, vs := range comparedNames {
+			p(" | %s", formatRatio(r.ratio(fanoutName, vs, fig)))
+		}
+		p(" |\n")
 	}
 	var burst []float64
 	for _, f := range r.of(fanoutName) {

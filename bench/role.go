@@ -11,17 +11,20 @@ import (
 	"syscall"
 )
 
-// runRole serves one server of the raw TCP or gRPC system until SIGINT or
-// SIGTERM; the benchmark runs it as a process of its own. args are
+// runRole serves one server of the raw TCP, gRPC or plain yamux system
+// until SIGINT or SIGTERM; the benchmark runs it as a process of its own.
+// args are
 //
 //	KIND ROLE -listen ADDR [-x ADDR -y ADDR -z ADDR]
 //
-// where KIND is "raw" or "grpc", ROLE is "x", "y", "z" or "middle", and the
-// middle layer takes its backends' addresses. When it serves, it writes
-// "KIND ROLE ready addr=ADDR" to standard error. It returns the exit status.
+// where KIND is "raw", "grpc" or "yamux", ROLE is "x", "y", "z" or
+// "middle", and the middle layer takes its backends' addresses (the yamux
+// middle layer connects to them before it serves). When it serves, it
+// writes "KIND ROLE ready addr=ADDR" to standard error. It returns the exit
+// status.
 func runRole(args []string) int {
 	if len(args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench role raw|grpc x|y|z|middle -listen ADDR [-x ADDR -y ADDR -z ADDR]")
+		fmt.Fprintln(os.Stderr, "usage: bench role raw|grpc|yamux x|y|z|middle -listen ADDR [-x ADDR -y ADDR -z ADDR]")
 		return 2
 	}
 	kind, role := args[0], args[1]
@@ -80,6 +83,14 @@ func roleServer(kind, role string, backends [3]string) (func(net.Listener) error
 			return nil, err
 		}
 		return func(l net.Listener) error { return serveGRPC(l, m) }, nil
+	case kind == "yamux" && r >= 0:
+		return func(l net.Listener) error { return serveYamux(l, rawBackend(r)) }, nil
+	case kind == "yamux":
+		m, err := yamuxMiddle(backends)
+		if err != nil {
+			return nil, err
+		}
+		return func(l net.Listener) error { return serveYamux(l, m) }, nil
 	}
 	return nil, fmt.Errorf("unknown kind %q", kind)
 }

@@ -99,8 +99,8 @@ func buildExamples(root, dir string) error {
 	return cmd.Run()
 }
 
-// roleSystem runs the servers of kind "raw" or "grpc" as roles of this
-// program, exe (see runRole).
+// roleSystem runs the servers of kind "raw", "grpc" or "yamux" as roles of
+// this program, exe (see runRole).
 func roleSystem(name, kind, exe string, connect func(context.Context, string) (target, error)) system {
 	return system{
 		name: name,

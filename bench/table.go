@@ -40,7 +40,7 @@ const (
 
 // classify returns the index in routes of the route that owns n. Like the
 // example's classifier, it computes the route without branches (numbers of
-// the three routes arrive mixed), so that the three middle layers classify
+// the three routes arrive mixed), so that the four middle layers classify
 // equally fast.
 func classify(n int64) int {
 	nonNegative := int(^uint64(n) >> 63) // 1 if n >= 0, else 0
@@ -125,8 +125,9 @@ func decodeInt64s(dst []int64, data []byte) ([]int64, error) {
 // It implements transport.Codec[Result].
 type resultCodec struct{ version int }
 
-// answerCodec is the codec the raw TCP and gRPC middle layers answer with:
-// the version the example middle layer speaks in the current tree.
+// answerCodec is the codec the raw TCP, gRPC and plain yamux middle layers
+// answer with: the version the example middle layer speaks in the current
+// tree.
 var answerCodec = resultCodec{version: 2}
 
 // Limits of the encoding.
@@ -139,7 +140,7 @@ const (
 func (c resultCodec) Name() string { return fmt.Sprintf("xyz.result/%d", c.version) }
 
 func (c resultCodec) Append(dst []byte, items []Result) ([]byte, error) {
-	// Two passes, as in the example's codec, so that the three middle
+	// Two passes, as in the example's codec, so that the four middle
 	// layers encode equally fast: the first checks every result and sizes
 	// the encoding, the second writes it in place.
 	mark := 0 // version 2: a byte after each name, 0 or an error text's number
