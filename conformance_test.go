@@ -48,6 +48,24 @@ func TestBackendConformance(t *testing.T) {
 			wrap: mod3Router,
 		},
 		{
+			// The alternatives the benchmarks measure the router against
+			// (export_test.go) must be correct for the comparison to count.
+			name: "RouterWithErrgroup",
+			wrap: func(t *testing.T, leaf fanout.Backend[int64, int64]) fanout.Backend[int64, int64] {
+				r := mod3Router(t, leaf).(*fanout.Router[int64, int64])
+				fanout.UseErrgroup(r)
+				return r
+			},
+		},
+		{
+			name: "RouterWithMapLookup",
+			wrap: func(t *testing.T, leaf fanout.Backend[int64, int64]) fanout.Backend[int64, int64] {
+				r := mod3Router(t, leaf).(*fanout.Router[int64, int64])
+				fanout.UseMapLookup(r)
+				return r
+			},
+		},
+		{
 			name: "NestedRouter",
 			wrap: func(t *testing.T, leaf fanout.Backend[int64, int64]) fanout.Backend[int64, int64] {
 				inner := mod3Router(t, leaf)

@@ -25,7 +25,8 @@
 // first failing route cancels the context passed to the others and the call
 // returns no results; [WithPartialResults] instead returns the successful
 // answers together with a [*PartialError]. Errors wrap their causes, so
-// [errors.Is] and [errors.As] see through them.
+// [errors.Is] and [errors.As] see through them. [Router.ProcessRoutes] also
+// reports the route of every item, whatever the routes' outcome.
 //
 // Cancellation: the caller's context is passed to every backend. Process does
 // not return until every backend call it started has returned.

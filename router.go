@@ -26,6 +26,11 @@ type Router[In, Out any] struct {
 	partial    bool
 	scratch    sync.Pool // of *scratch[In]: a call's working slices
 	workers    workers   // the goroutines that call routes
+
+	// Alternatives to classify and runAll that benchmarks measure them
+	// against (export_test.go); nil in every router NewRouter returns.
+	classifyAll func(r *Router[In, Out], items []In, routeOf []int32, routes []int, bounds []int) (int, error)
+	fanOut      func(c *routeCalls[In, Out], ctx context.Context, bounds []int)
 }
 
 // scratch holds the working slices of a call, reused by later calls: fresh
@@ -115,6 +120,28 @@ func (r *Router[In, Out]) Routes() []string {
 // or ctx's error if ctx was already done. An empty batch returns an empty
 // result without calling any backend.
 func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error) {
+	return r.process(ctx, items, nil)
+}
+
+// ProcessRoutes is [Router.Process] that also reports the route each item
+// took: it sets routes[i] to the index, in [Router.Routes], of the route of
+// items[i]. It panics if len(routes) != len(items).
+//
+// The routes are reported whenever every item was classified: when the
+// error is nil, a [*RouteError] or a [*PartialError] (the items of the
+// failed routes included). After an [*ItemError] or ctx's error, the
+// contents of routes are unspecified. ProcessRoutes allocates nothing for
+// the report and keeps no reference to routes once it returns.
+func (r *Router[In, Out]) ProcessRoutes(ctx context.Context, items []In, routes []int) ([]Out, error) {
+	if len(routes) != len(items) {
+		panic(fmt.Sprintf("fanout: Router.ProcessRoutes: %d routes for %d items", len(routes), len(items)))
+	}
+	return r.process(ctx, items, routes)
+}
+
+// process is Process, reporting the items' routes in routes unless it is
+// nil.
+func (r *Router[In, Out]) process(ctx context.Context, items []In, routes []int) ([]Out, error) {
 	if len(items) == 0 {
 		return []Out{}, nil
 	}
@@ -122,32 +149,13 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 		return nil, err
 	}
 
-	// Classify every item once, counting items per route.
 	sc := r.getScratch(len(items))
 	defer r.putScratch(sc)
 	routeOf := sc.routeOf
 	bounds := make([]int, len(r.backends)+1)
-	used := 0
-	var guesses routeGuesses
-	for i := range items {
-		name, err := r.classifier.Classify(items[i])
-		if err != nil {
-			return nil, &ItemError{Index: i, Err: err}
-		}
-		slot := guessSlot(name)
-		k := int(guesses[slot])
-		if name != r.names[k] {
-			var ok bool
-			if k, ok = r.index[name]; !ok {
-				return nil, &ItemError{Index: i, Route: name, Err: ErrNoRoute}
-			}
-			guesses[slot] = uint8(k) // wrong for k > 255: then only a guess that fails
-		}
-		routeOf[i] = int32(k)
-		if bounds[k] == 0 {
-			used++
-		}
-		bounds[k]++
+	used, err := r.classify(items, routeOf, routes, bounds)
+	if err != nil {
+		return nil, err
 	}
 
 	if used == 1 {
@@ -183,41 +191,60 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 	}
 
 	c := &routeCalls[In, Out]{r: r, grouped: grouped, pos: pos, out: make([]Out, len(items))}
-	c.ctx, c.cancel = r.routesContext(ctx)
-	defer c.cancel()
 	if r.partial {
 		c.failed = make([]*RouteError, len(r.backends))
 	}
-	// Every route but the last runs on a worker goroutine, which the router
-	// keeps for later calls (see workers); the last runs on the caller's,
-	// which saves handing it over and waking a thread to run it.
-	last := len(r.backends) - 1
-	for bounds[last] == bounds[last+1] {
-		last--
+	if r.fanOut != nil {
+		r.fanOut(c, ctx, bounds)
+	} else {
+		c.runAll(ctx, bounds)
 	}
-	for k := range last {
-		if lo, hi := bounds[k], bounds[k+1]; lo < hi {
-			c.wg.Add(1)
-			r.workers.run(func() {
-				defer c.wg.Done()
-				c.run(k, lo, hi)
-			})
-		}
-	}
-	c.run(last, bounds[last], bounds[last+1])
-	c.wg.Wait() // run records failures in first and failed
-	out, failed, err := c.out, c.failed, c.first.Load()
+	out, failed, first := c.out, c.failed, c.first.Load()
 	switch {
-	case err == nil:
+	case first == nil:
 		return out, nil
 	case !r.partial:
-		return nil, err // the first failure, the one that cancelled the others
+		return nil, first // the first failure, the one that cancelled the others
 	}
 	failed = slices.DeleteFunc(failed, func(re *RouteError) bool { return re == nil })
 	if len(failed) == used {
 		return nil, &PartialError{Failed: failed}
 	}
 	return out, &PartialError{Failed: failed}
+}
+
+// classify sets routeOf[i], and routes[i] unless routes is nil, to the
+// route of items[i], counts the items of route k in bounds[k], and returns
+// the number of routes that received items.
+func (r *Router[In, Out]) classify(items []In, routeOf []int32, routes []int, bounds []int) (used int, err error) {
+	if r.classifyAll != nil {
+		return r.classifyAll(r, items, routeOf, routes, bounds)
+	}
+	var guesses routeGuesses
+	for i := range items {
+		name, err := r.classifier.Classify(items[i])
+		if err != nil {
+			return 0, &ItemError{Index: i, Err: err}
+		}
+		slot := guessSlot(name)
+		k := int(guesses[slot])
+		if name != r.names[k] {
+			var ok bool
+			if k, ok = r.index[name]; !ok {
+				return 0, &ItemError{Index: i, Route: name, Err: ErrNoRoute}
+			}
+			guesses[slot] = uint8(k) // wrong for k > 255: then only a guess that fails
+		}
+		routeOf[i] = int32(k)
+		if routes != nil {
+			routes[i] = k
+		}
+		if bounds[k] == 0 {
+			used++
+		}
+		bounds[k]++
+	}
+	return used, nil
 }
 
 // routeCalls is the state that the routes of one call share.
@@ -250,6 +277,32 @@ func (c *routeCalls[In, Out]) run(k, lo, hi int) {
 	for j, v := range res {
 		c.out[c.pos[lo+j]] = v
 	}
+}
+
+// runAll runs every route that received items, route k's being
+// grouped[bounds[k]:bounds[k+1]], on a context derived from ctx, and
+// returns once they have all returned. Every route but the last runs on a
+// worker goroutine, which the router keeps for later calls (see workers);
+// the last runs on the caller's, which saves handing it over and waking a
+// thread to run it.
+func (c *routeCalls[In, Out]) runAll(ctx context.Context, bounds []int) {
+	c.ctx, c.cancel = c.r.routesContext(ctx)
+	defer c.cancel()
+	last := len(bounds) - 2
+	for bounds[last] == bounds[last+1] {
+		last--
+	}
+	for k := range last {
+		if lo, hi := bounds[k], bounds[k+1]; lo < hi {
+			c.wg.Add(1)
+			c.r.workers.run(func() {
+				defer c.wg.Done()
+				c.run(k, lo, hi)
+			})
+		}
+	}
+	c.run(last, bounds[last], bounds[last+1])
+	c.wg.Wait() // run records failures in first and failed
 }
 
 // routesContext returns the context a call's routes run on, and the

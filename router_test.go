@@ -620,3 +620,76 @@ func TestRouteErrorMessageFromRouter(t *testing.T) {
 	require.Less(t, len(err.Error()), 200)
 	require.False(t, strings.Contains(err.Error(), "99998"))
 }
+
+// TestRouterProcessRoutes checks the route report of ProcessRoutes: it
+// names, for every item, the route that received it, whether the routes
+// succeeded, one of them failed or, with partial results, some did; it
+// matches the classifier's choice; and it costs no allocation over Process.
+func TestRouterProcessRoutes(t *testing.T) {
+	fails := fanout.BackendFunc[int64, int64](func(context.Context, []int64) ([]int64, error) { return nil, errBoom })
+	items := []int64{-3, 4, 5, -1, 2, 7, 0}
+	want := []string{"x", "y", "z", "x", "y", "z", "y"}
+	for _, tc := range []struct {
+		name    string
+		opts    []fanout.RouterOption
+		failing string // the route whose backend fails, if any
+		wantErr any    // a pointer to the error type wanted, if any
+	}{
+		{name: "every route answers"},
+		{name: "a route fails", failing: "z", wantErr: new(*fanout.RouteError)},
+		{name: "a route fails, partial results", opts: []fanout.RouterOption{fanout.WithPartialResults()}, failing: "x", wantErr: new(*fanout.PartialError)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			routes := make(map[string]fanout.Backend[int64, int64])
+			for name, fn := range xyzFuncs {
+				routes[name] = &recorder{fn: fn}
+			}
+			if tc.failing != "" {
+				routes[tc.failing] = fails
+			}
+			r := mustRouter(t, xyz, routes, tc.opts...)
+			names := r.Routes()
+			got := make([]int, len(items))
+			for i := range got {
+				got[i] = -1
+			}
+			out, err := r.ProcessRoutes(context.Background(), items, got)
+			if tc.wantErr == nil {
+				require.NoError(t, err)
+				want, err := r.Process(context.Background(), items)
+				require.NoError(t, err)
+				require.Equal(t, want, out, "the results are Process's")
+			} else {
+				require.ErrorAs(t, err, tc.wantErr)
+			}
+			gotNames := make([]string, len(got))
+			for i, k := range got {
+				require.True(t, k >= 0 && k < len(names), "item %d: route index %d", i, k)
+				gotNames[i] = names[k]
+			}
+			require.Equal(t, want, gotNames)
+		})
+	}
+
+	// One route for the whole batch: the router hands it over as it is, and
+	// still reports the route.
+	routes := make(map[string]fanout.Backend[int64, int64])
+	for name, fn := range xyzFuncs {
+		routes[name] = &recorder{fn: fn}
+	}
+	r := mustRouter(t, xyz, routes)
+	got := []int{-1, -1}
+	_, err := r.ProcessRoutes(context.Background(), []int64{2, 4}, got)
+	require.NoError(t, err)
+	require.Equal(t, []int{1, 1}, got, "y is the second of the sorted routes")
+
+	require.PanicsWithValue(t, "fanout: Router.ProcessRoutes: 1 routes for 2 items", func() {
+		r.ProcessRoutes(context.Background(), []int64{2, 4}, make([]int, 1))
+	})
+
+	ctx := context.Background()
+	got = make([]int, len(items))
+	process := testing.AllocsPerRun(100, func() { r.Process(ctx, items) })
+	report := testing.AllocsPerRun(100, func() { r.ProcessRoutes(ctx, items, got) })
+	require.Equal(t, process, report, "the report allocates")
+}

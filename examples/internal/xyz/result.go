@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -75,37 +76,48 @@ func describe(items []int64) string {
 }
 
 // PerItem returns a backend that passes batches to r, a router over the
-// labelled routes (see [Label]) built with [fanout.WithPartialResults] and
-// [Classify], and answers each number with its value and the route that
-// processed it. It reports the failure of a route in the answers to its
-// numbers rather than as the call's error: each of them has the route in
-// Backend and the text of the route's error in Err, and the answers of the
-// routes that succeeded are returned beside them. PerItem returns an error
-// only when the call failed as a whole: r failed in another way, or ctx
-// ended or its deadline passed, in which case the error is ctx's (or
+// labelled routes (see [Label]) built with [fanout.WithPartialResults], and
+// answers each number with its value and the route that processed it. It
+// reports the failure of a route in the answers to its numbers rather than
+// as the call's error: each of them has the route in Backend and the text
+// of the route's error in Err, and the answers of the routes that
+// succeeded are returned beside them. PerItem returns an error only when
+// the call failed as a whole: r failed in another way, or ctx ended or its
+// deadline passed, in which case the error is ctx's (or
 // [context.DeadlineExceeded] if ctx's timer has not fired yet), so that a
 // server reports the call as cancelled or past its deadline.
 //
-// The router answers plain values, and PerItem builds the answers once, so
-// that a batch's results are not copied route by route: the route of a
-// number is [Classify]'s, the classifier the router used.
+// The router answers plain values and reports the route of each number
+// ([fanout.Router.ProcessRoutes]), and PerItem builds the answers once from
+// both: a batch's results are not copied route by route, and no number is
+// classified twice.
 //
 // The backend PerItem returns is a [transport.Recycler]: served by a
 // transport server, it reuses the memory of each answer once the server has
 // encoded it.
-func PerItem(r fanout.Backend[int64, int64]) fanout.Backend[int64, Result] {
-	return &perItem{r: r}
+func PerItem(r *fanout.Router[int64, int64]) fanout.Backend[int64, Result] {
+	return &perItem{r: r, names: r.Routes()}
 }
 
 type perItem struct {
-	r     fanout.Backend[int64, int64]
+	r     *fanout.Router[int64, int64]
+	names []string                 // the router's routes, by index
 	spare atomic.Pointer[[]Result] // an answer the server has encoded, to reuse
+
+	routes sync.Pool // of *[]int: the route of each number of a call
 }
 
 var _ transport.Recycler[Result] = (*perItem)(nil)
 
 func (p *perItem) Process(ctx context.Context, items []int64) ([]Result, error) {
-	values, err := p.r.Process(ctx, items)
+	rp, _ := p.routes.Get().(*[]int)
+	if rp == nil {
+		rp = new([]int)
+	}
+	defer p.routes.Put(rp)
+	routes := slices.Grow((*rp)[:0], len(items))[:len(items)]
+	*rp = routes
+	values, err := p.r.ProcessRoutes(ctx, items, routes)
 	var pe *fanout.PartialError
 	if err != nil && !errors.As(err, &pe) {
 		return nil, err
@@ -124,9 +136,8 @@ func (p *perItem) Process(ctx context.Context, items []int64) ([]Result, error) 
 	}
 	out := p.results(len(items))
 	if values != nil {
-		for i, n := range items {
-			route, _ := Classify(n)
-			out[i] = Result{Value: values[i], Backend: route}
+		for i, k := range routes {
+			out[i] = Result{Value: values[i], Backend: p.names[k]}
 		}
 	} else {
 		clear(out) // every route failed: each answer is set below

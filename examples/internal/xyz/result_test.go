@@ -246,9 +246,13 @@ func BenchmarkResultCodecAppend(b *testing.B) {
 // much smaller one leaves it for later, and handing back an answer while a
 // spare is kept allocates nothing.
 func TestPerItemReusesItsSpareForCallsItFits(t *testing.T) {
-	b := xyz.PerItem(fanout.BackendFunc[int64, int64](func(_ context.Context, items []int64) ([]int64, error) {
+	zeros := fanout.BackendFunc[int64, int64](func(_ context.Context, items []int64) ([]int64, error) {
 		return make([]int64, len(items)), nil
-	}))
+	})
+	r, err := fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify),
+		map[string]fanout.Backend[int64, int64]{"x": zeros, "y": zeros, "z": zeros}, fanout.WithPartialResults())
+	require.NoError(t, err)
+	b := xyz.PerItem(r)
 	rec := b.(transport.Recycler[xyz.Result])
 	process := func(n int) []xyz.Result {
 		out, err := b.Process(context.Background(), make([]int64, n))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
+	"github.com/seed-c94cd834/fanout/transport"
 )
 
 func TestClassify(t *testing.T) {
@@ -304,11 +305,16 @@ func TestPerItem(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.NotErrorAs(t, err, new(*fanout.PartialError))
 
-	// An error that is not a partial failure is the call's.
-	_, err = xyz.PerItem(fanout.BackendFunc[int64, int64](func(context.Context, []int64) ([]int64, error) {
+	// An error that is not a partial failure is the call's: here, from a
+	// router built without partial results.
+	routes["z"] = fanout.BackendFunc[int64, int64](func(context.Context, []int64) ([]int64, error) {
 		return nil, down
-	})).Process(ctx, []int64{1})
+	})
+	r, err = fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes)
+	require.NoError(t, err)
+	_, err = xyz.PerItem(r).Process(ctx, []int64{1})
 	require.ErrorIs(t, err, down)
+	require.ErrorAs(t, err, new(*fanout.RouteError))
 }
 
 // lateTimer is a context whose deadline has passed but whose timer has not
@@ -338,5 +344,36 @@ func BenchmarkClassify(b *testing.B) {
 	}
 	if perRoute[0] == 0 || perRoute[1] == 0 || perRoute[2] == 0 {
 		b.Fatalf("a route got no numbers: %v", perRoute)
+	}
+}
+
+// BenchmarkPerItem answers a million numbers of all three routes in no
+// regular order through PerItem over a router of the local backends, with
+// each answer handed back as a transport server hands it: the middle
+// layer's work without the network.
+func BenchmarkPerItem(b *testing.B) {
+	routes := map[string]fanout.Backend[int64, int64]{}
+	for _, route := range xyz.Routes() {
+		be, err := xyz.Backend(route)
+		require.NoError(b, err)
+		routes[route] = xyz.Label(route, be)
+	}
+	r, err := fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes, fanout.WithPartialResults())
+	require.NoError(b, err)
+	p := xyz.PerItem(r)
+	rec := p.(transport.Recycler[xyz.Result])
+	rng := rand.New(rand.NewPCG(1, 2))
+	numbers := make([]int64, 1_000_000)
+	for i := range numbers {
+		numbers[i] = rng.Int64N(2_000_001) - 1_000_000
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		out, err := p.Process(ctx, numbers)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rec.Recycle(out)
 	}
 }
