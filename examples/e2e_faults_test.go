@@ -1,6 +1,7 @@
 // End-to-end tests of slow, overloaded, failing and stopping backends: real
-// processes, as in e2e_test.go. Times are asserted only with generous
-// margins: they tell a prompt failure from a hang, never measure speed.
+// processes, as in e2e_test.go. No test asserts how long anything took:
+// each waits for the states it needs (a line in a program's log, a
+// program's exit), with only a guard against a hang.
 package examples_test
 
 import (
@@ -8,7 +9,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -59,26 +59,25 @@ func TestSlowBackend(t *testing.T) {
 	addr := startMiddle(t, []*server{x}, y, z, "-max-inflight", "1").addr
 
 	t.Run("timeout", func(t *testing.T) {
-		start := time.Now()
+		// The call ends at its deadline, not with the backend's answer,
+		// which it would have had after 10s.
 		out := runProgram(t, "", "client", "-addr", addr, "-timeout", "1s", "-3")
 		require.Equal(t, 1, out.code)
-		require.Less(t, time.Since(start), 8*time.Second, "the call ends at its deadline, not the backend's answer")
 		require.Contains(t, out.stderr, "client: no answer within 1s (-timeout): ")
 		require.Contains(t, out.stderr, "deadline exceeded")
 		require.Empty(t, out.stdout)
-		x.waitLog(t, cancelled, 1, 5*time.Second) // the deadline reached x
+		x.waitLog(t, cancelled, 1) // the deadline reached x, which gave up
 	})
 
 	t.Run("overloaded", func(t *testing.T) {
 		first := startProgram(t, "", "client", "-addr", addr, "-3")
-		x.waitLog(t, delayed, 2, 10*time.Second)
+		x.waitLog(t, delayed, 2)
 
-		// x has its one call in flight: its numbers fail at once, y's and
-		// z's are answered.
-		start := time.Now()
+		// x has its one call in flight: its numbers fail at once, as
+		// overloaded (not at the client's deadline), y's and z's are
+		// answered.
 		out := runProgram(t, "", "client", "-addr", addr, "-5", "4")
 		require.Equal(t, 1, out.code)
-		require.Less(t, time.Since(start), 5*time.Second)
 		require.Contains(t, out.stderr, "client: -5 failed on backend x: x could not process -5: ")
 		require.Contains(t, out.stderr, "overloaded")
 		require.Empty(t, out.stdout)
@@ -92,15 +91,14 @@ func TestSlowBackend(t *testing.T) {
 		require.Contains(t, got[0]["error"], "overloaded")
 		require.Equal(t, map[string]any{"input": 4.0, "output": 2.0, "backend": "y"}, got[1])
 
-		// Ctrl-C: the client gives up, and so does x, long before its 10s.
+		// Ctrl-C: the client gives up, and so does x, before its 10s are up:
+		// x logs a cancelled call only while it waits.
 		require.NoError(t, first.cmd.Process.Signal(syscall.SIGINT))
-		sent := time.Now()
 		out = first.wait(t)
 		require.Equal(t, 130, out.code, out.stderr)
 		require.Equal(t, "client: interrupted\n", out.stderr)
 		require.Empty(t, out.stdout)
-		x.waitLog(t, cancelled, 2, 5*time.Second)
-		require.Less(t, time.Since(sent), 5*time.Second)
+		x.waitLog(t, cancelled, 2)
 		require.Contains(t, x.log(), `err="context canceled"`)
 	})
 }
@@ -117,7 +115,7 @@ func TestMaxCalls(t *testing.T) {
 	t.Run("backend", func(t *testing.T) {
 		addr := startMiddle(t, []*server{x}, y, z).addr
 		first := startProgram(t, "", "client", "-addr", addr, "-3")
-		x.waitLog(t, delayed, 1, 10*time.Second)
+		x.waitLog(t, delayed, 1)
 
 		out := runProgram(t, "", "client", "-addr", addr, "-partial", "-5", "4")
 		require.Equal(t, 1, out.code)
@@ -132,8 +130,14 @@ func TestMaxCalls(t *testing.T) {
 	t.Run("middle", func(t *testing.T) {
 		// loadgen's four callers share one connection; the first call holds
 		// the only slot, x holding it up, and the others are refused.
+		// loadgen runs until it has reported the first refusal, and is then
+		// stopped with Ctrl-C, so that its run does not depend on how fast
+		// the machine is.
 		addr := startMiddle(t, []*server{x}, y, z, "-max-calls", "1").addr
-		out := runProgram(t, "", "loadgen", "-addr", addr, "-concurrency", "4", "-duration", "500ms", "-timeout", "2s")
+		load := startProgram(t, "", "loadgen", "-addr", addr, "-concurrency", "4", "-duration", "45s", "-timeout", "2s")
+		load.waitLog(t, "loadgen: first problem: ", 1)
+		require.NoError(t, load.cmd.Process.Signal(syscall.SIGINT))
+		out := load.wait(t)
 		require.Equal(t, 1, out.code)
 		require.Contains(t, out.stderr, "loadgen: first problem: remote "+addr+": server overloaded: stream limit of 1 reached on this connection")
 	})
@@ -158,7 +162,7 @@ func TestMaxConns(t *testing.T) {
 	require.Contains(t, out.stdout, "-5 -> failed (backend x): x could not process -5: ")
 	require.Contains(t, out.stdout, "server at its limit of 1 connections")
 	require.Contains(t, out.stdout, "4 -> 2 (backend y)\n")
-	x.waitLog(t, "connection refused: server at its limit of 1 connections", 1, 10*time.Second)
+	x.waitLog(t, "connection refused: server at its limit of 1 connections", 1)
 
 	out = runProgram(t, "", "client", "-addr", first, "-7", "8")
 	require.Equal(t, 0, out.code, out.stderr)
@@ -174,7 +178,7 @@ func TestShutdownLetsCallsFinish(t *testing.T) {
 	addr := startMiddle(t, []*server{x}, startReplicas(t, "y", 1), startReplicas(t, "z", 1)).addr
 
 	client := startProgram(t, "", "client", "-addr", addr, "-3", "4")
-	x.waitLog(t, `msg="call delayed"`, 1, 10*time.Second)
+	x.waitLog(t, `msg="call delayed"`, 1)
 	require.NoError(t, x.cmd.Process.Signal(syscall.SIGTERM))
 
 	out := client.wait(t)
@@ -189,15 +193,23 @@ func TestShutdownLetsCallsFinish(t *testing.T) {
 // while the system is under load.
 func TestFailover(t *testing.T) {
 	skipShort(t)
-	xs := startReplicas(t, "x", 2)
+	// Each replica of x waits a millisecond in each call, so that calls are
+	// in flight when it is killed, and logs the call (at Debug level), so
+	// that the test sees which replica serves the load.
+	const delayed = `msg="call delayed"`
+	xs := startReplicas(t, "x", 2, "-delay", "1ms", "-log-level", "debug")
 	addr := startMiddle(t, xs, startReplicas(t, "y", 1), startReplicas(t, "z", 1)).addr
 
 	t.Run("one replica killed", func(t *testing.T) {
 		// Calls in flight on the killed replica, and calls that would have
-		// gone to it, go to the other: loadgen sees no error.
-		load := startProgram(t, "", "loadgen", "-addr", addr, "-duration", "3s", "-concurrency", "8", "-json")
-		time.Sleep(time.Second)
+		// gone to it, go to the other: loadgen sees no error. loadgen runs
+		// until the other replica has served calls since the kill, and is
+		// then stopped with Ctrl-C.
+		load := startProgram(t, "", "loadgen", "-addr", addr, "-duration", "45s", "-concurrency", "8", "-json")
+		xs[0].waitLog(t, delayed, 50) // the load reaches the replica killed
 		xs[0].kill(t)
+		xs[1].waitLog(t, delayed, xs[1].count(delayed)+50)
+		require.NoError(t, load.cmd.Process.Signal(syscall.SIGINT))
 		requireCleanLoad(t, load.wait(t))
 
 		for range 10 {
@@ -212,12 +224,12 @@ func TestFailover(t *testing.T) {
 		// both replicas, then because both are ejected.
 		xs[1].kill(t)
 		for range 12 {
-			start := time.Now()
+			// Promptly: the call fails as unavailable, not at its deadline.
 			out := runProgram(t, "", "client", "-addr", addr, "-3", "4")
 			require.Equal(t, 1, out.code)
-			require.Less(t, time.Since(start), 5*time.Second)
 			require.Contains(t, out.stderr, "client: -3 failed on backend x: x could not process -3: ")
 			require.Contains(t, out.stderr, "unavailable")
+			require.NotContains(t, out.stderr, "deadline exceeded")
 			require.Empty(t, out.stdout)
 		}
 		out := runProgram(t, "", "client", "-addr", addr, "-3")

@@ -67,9 +67,7 @@ type server struct {
 	name string
 	cmd  *exec.Cmd
 	addr string // the address it reported when ready
-
-	mu   sync.Mutex
-	logs bytes.Buffer
+	logs watchedLog
 
 	exited chan struct{} // closed once the process has exited
 	err    error         // its exit status, set before exited is closed
@@ -110,9 +108,7 @@ func launch(t *testing.T, name string, args ...string) (*server, error) {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
-			s.mu.Lock()
-			s.logs.WriteString(line + "\n")
-			s.mu.Unlock()
+			s.logs.Write([]byte(line + "\n"))
 			if addr, ok := readyAddr(line, name); ok {
 				ready <- addr
 			}
@@ -125,10 +121,14 @@ func launch(t *testing.T, name string, args ...string) (*server, error) {
 		return s, nil
 	case <-s.exited:
 		return nil, fmt.Errorf("%s exited before it was ready: %v\n%s", name, s.err, s.log())
-	case <-time.After(10 * time.Second):
-		return nil, fmt.Errorf("%s not ready after 10s:\n%s", name, s.log())
+	case <-time.After(hangGuard):
+		return nil, fmt.Errorf("%s not ready after %v:\n%s", name, hangGuard, s.log())
 	}
 }
+
+// hangGuard is how long a test waits for a state before it gives up: it
+// tells a hang from a slow machine, and measures nothing.
+const hangGuard = 30 * time.Second
 
 // readyAddr returns the address in the line a server logs when it is
 // ready: level=INFO msg="x ready" addr=127.0.0.1:41234.
@@ -144,22 +144,101 @@ func readyAddr(line, name string) (string, bool) {
 	return "", false
 }
 
-func (s *server) log() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.logs.String()
+func (s *server) log() string { return s.logs.String() }
+
+// count returns how many times text occurs in the log.
+func (s *server) count(text string) int { return s.logs.count(text) }
+
+// waitLog waits until text occurs at least n times in the log; it fails
+// the test if the process exits first, or after hangGuard.
+func (s *server) waitLog(t *testing.T, text string, n int) {
+	t.Helper()
+	s.logs.wait(t, s.name, text, n, s.exited)
+}
+
+// watchedLog is what a program writes to standard error, safe for the
+// program's reader and a test to share. It tells a test when the lines it
+// waits for have been written, so that the test waits for that state
+// rather than polling or sleeping.
+type watchedLog struct {
+	mu       sync.Mutex
+	buf      bytes.Buffer
+	complete int // how many bytes of buf end in a newline
+	waiters  []*logWaiter
+}
+
+// A logWaiter waits for left more occurrences of text in complete lines.
+type logWaiter struct {
+	text  []byte
+	left  int
+	found chan struct{} // closed when left reaches 0
+}
+
+// Write adds p to the log and wakes the waiters whose text now occurs in
+// complete lines as often as they wait for.
+func (l *watchedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Write(p)
+	b := l.buf.Bytes()
+	end := bytes.LastIndexByte(b, '\n') + 1
+	if end <= l.complete {
+		return len(p), nil
+	}
+	lines := b[l.complete:end]
+	l.complete = end
+	waiting := l.waiters[:0]
+	for _, w := range l.waiters {
+		if w.left -= bytes.Count(lines, w.text); w.left <= 0 {
+			close(w.found)
+			continue
+		}
+		waiting = append(waiting, w)
+	}
+	clear(l.waiters[len(waiting):])
+	l.waiters = waiting
+	return len(p), nil
+}
+
+func (l *watchedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 // count returns how many times text occurs in the log.
-func (s *server) count(text string) int {
-	return strings.Count(s.log(), text)
+func (l *watchedLog) count(text string) int {
+	return strings.Count(l.String(), text)
 }
 
-// waitLog waits until text occurs at least n times in the log.
-func (s *server) waitLog(t *testing.T, text string, n int, timeout time.Duration) {
+// wait waits until text occurs at least n times in the complete lines of
+// the log. It fails the test if exited is closed first (the writer has
+// written all it will), or after hangGuard.
+func (l *watchedLog) wait(t *testing.T, name, text string, n int, exited <-chan struct{}) {
 	t.Helper()
-	require.Eventually(t, func() bool { return s.count(text) >= n }, timeout, 5*time.Millisecond,
-		"%s did not log %s %d times within %v", s.name, text, n, timeout)
+	l.mu.Lock()
+	w := &logWaiter{text: []byte(text), found: make(chan struct{})}
+	w.left = n - bytes.Count(l.buf.Bytes()[:l.complete], w.text)
+	if w.left <= 0 {
+		l.mu.Unlock()
+		return
+	}
+	l.waiters = append(l.waiters, w)
+	l.mu.Unlock()
+
+	select {
+	case <-w.found:
+		return
+	case <-exited:
+		select {
+		case <-w.found: // in the last lines it wrote
+			return
+		default:
+		}
+		t.Fatalf("%s exited without logging %s %d times", name, text, n)
+	case <-time.After(hangGuard):
+		t.Fatalf("%s did not log %s %d times within %v", name, text, n, hangGuard)
+	}
 }
 
 // kill kills the process, if it is still running, and waits for it.
@@ -178,8 +257,8 @@ func (s *server) wait(t *testing.T) int {
 	t.Helper()
 	select {
 	case <-s.exited:
-	case <-time.After(15 * time.Second):
-		t.Fatalf("%s still running after 15s", s.name)
+	case <-time.After(hangGuard):
+		t.Fatalf("%s still running after %v", s.name, hangGuard)
 	}
 	return s.cmd.ProcessState.ExitCode()
 }
@@ -211,11 +290,15 @@ func runProgram(t *testing.T, stdin, name string, args ...string) output {
 
 // program is a program running in the background until it exits by itself.
 type program struct {
-	name           string
-	args           []string
-	cmd            *exec.Cmd
-	stdout, stderr bytes.Buffer
-	cancel         context.CancelFunc
+	name   string
+	args   []string
+	cmd    *exec.Cmd
+	stdout bytes.Buffer
+	stderr watchedLog
+	cancel context.CancelFunc
+
+	exited chan struct{} // closed once the program has exited
+	err    error         // what cmd.Wait returned, set before exited is closed
 }
 
 // startProgram starts program name with args and stdin (a pipe, so never a
@@ -223,25 +306,53 @@ type program struct {
 func startProgram(t *testing.T, stdin, name string, args ...string) *program {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	p := &program{name: name, args: args, cmd: exec.CommandContext(ctx, filepath.Join(bin, name), args...), cancel: cancel}
+	p := &program{name: name, args: args, cmd: exec.CommandContext(ctx, filepath.Join(bin, name), args...), cancel: cancel,
+		exited: make(chan struct{})}
 	p.cmd.Stdin = strings.NewReader(stdin)
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	require.NoError(t, p.cmd.Start())
-	t.Cleanup(cancel)
+	go func() {
+		p.err = p.cmd.Wait() // after it has copied all the output
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-p.exited
+	})
 	return p
+}
+
+// waitLog waits until text occurs at least n times in what the program
+// wrote to standard error; it fails the test if the program exits first, or
+// after hangGuard.
+func (p *program) waitLog(t *testing.T, text string, n int) {
+	t.Helper()
+	p.stderr.wait(t, p.name, text, n, p.exited)
 }
 
 // wait waits for the program to exit and returns what it printed.
 func (p *program) wait(t *testing.T) output {
 	t.Helper()
-	err := p.cmd.Wait()
+	<-p.exited // within the minute startProgram gives it
 	var exit *exec.ExitError
-	if err != nil && !errors.As(err, &exit) {
-		t.Fatalf("running %s %q: %v", p.name, p.args, err)
+	if p.err != nil && !errors.As(p.err, &exit) {
+		t.Fatalf("running %s %q: %v", p.name, p.args, p.err)
 	}
 	p.cancel()
-	require.NotEqual(t, -1, p.cmd.ProcessState.ExitCode(), "%s %q was killed: %v", p.name, p.args, err)
+	require.NotEqual(t, -1, p.cmd.ProcessState.ExitCode(), "%s %q was killed: %v", p.name, p.args, p.err)
 	return output{p.stdout.String(), p.stderr.String(), p.cmd.ProcessState.ExitCode()}
+}
+
+// nextAttempt returns the wait in a transport client's error that says
+// when it will dial again: "... connection refused (next attempt in 44ms)".
+func nextAttempt(msg string) (time.Duration, bool) {
+	_, rest, ok := strings.Cut(msg, "(next attempt in ")
+	if !ok {
+		return 0, false
+	}
+	d, _, _ := strings.Cut(rest, ")")
+	wait, err := time.ParseDuration(d)
+	return wait, err == nil
 }
 
 // textOutput is client's output for numbers, by the table.
@@ -403,6 +514,9 @@ func TestEndToEnd(t *testing.T) {
 		require.Contains(t, out.stderr, "requests", "progress is shown")
 	})
 
+	// redial is when the middle layer will dial x again, if the call that
+	// found x gone said it backs off.
+	var redial time.Time
 	t.Run("backend killed", func(t *testing.T) {
 		x.kill(t)
 		out := runProgram(t, "", "client", "-addr", addr, "4", "-3", "5")
@@ -410,6 +524,11 @@ func TestEndToEnd(t *testing.T) {
 		require.Contains(t, out.stderr, "client: -3 failed on backend x: x could not process -3: ")
 		require.Contains(t, out.stderr, x.addr)
 		require.Empty(t, out.stdout)
+		if backoff, ok := nextAttempt(out.stderr); ok {
+			// The middle layer reckoned its wait before it answered: from
+			// now, it is at most that.
+			redial = time.Now().Add(backoff)
+		}
 
 		out = runProgram(t, "", "client", "-addr", addr, "4", "5")
 		require.Equal(t, 0, out.code, "the other backends still answer: %s", out.stderr)
@@ -418,12 +537,14 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("backend back", func(t *testing.T) {
 		// x comes back on its address. The middle layer tried x once since it
-		// went down (too few failures to eject it), so its redial wait is the
-		// first one (at most 50ms); after that the next call reconnects and
-		// succeeds.
+		// went down (too few failures to eject it), and backs off from
+		// dialing it for the wait its failure reported; the first call after
+		// that wait reconnects and succeeds. The wait is a timer of the
+		// middle layer, which no output of its marks, so the test waits out
+		// the time it reported, which can only be too long, never too short.
 		restarted := startServer(t, "x", "-listen", x.addr)
 		require.Equal(t, x.addr, restarted.addr)
-		time.Sleep(100 * time.Millisecond)
+		<-time.After(time.Until(redial))
 		out := runProgram(t, "", "client", "-addr", addr, "4", "-3", "5")
 		require.Equal(t, 0, out.code, out.stderr)
 		require.Equal(t, textOutput(t, 4, -3, 5), out.stdout)

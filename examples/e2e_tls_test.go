@@ -4,7 +4,6 @@ package examples_test
 
 import (
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -45,7 +44,7 @@ func TestTLS(t *testing.T) {
 		require.Contains(t, out.stderr, "client: transport: call "+addr+": ")
 		require.Contains(t, out.stderr, "(does it require TLS?)")
 		require.Empty(t, out.stdout)
-		middle.waitLog(t, `msg="transport: TLS handshake failed"`, 1, 5*time.Second)
+		middle.waitLog(t, `msg="transport: TLS handshake failed"`, 1)
 		require.Contains(t, middle.log(), `err="tls: first record does not look like a TLS handshake"`)
 	})
 
@@ -59,7 +58,7 @@ func TestTLS(t *testing.T) {
 		require.Contains(t, out.stderr, "client: transport: call "+addr+": ")
 		require.Contains(t, out.stderr, "tls: unknown certificate authority")
 		require.Empty(t, out.stdout)
-		middle.waitLog(t, `msg="transport: TLS handshake failed"`, 2, 5*time.Second)
+		middle.waitLog(t, `msg="transport: TLS handshake failed"`, 2)
 		require.Contains(t, middle.log(), "certificate signed by unknown authority")
 	})
 

@@ -151,6 +151,7 @@ func TestSoak(t *testing.T) {
 		rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 		defer close(chaosErr)
 		for time.Now().Before(end) {
+			// Sleeps here only pace the chaos: nothing waits for a state.
 			time.Sleep(time.Duration(100+rng.IntN(900)) * time.Millisecond)
 			route := xyz.Routes()[rng.IntN(3)]
 			i := rng.IntN(2)
@@ -160,7 +161,7 @@ func TestSoak(t *testing.T) {
 			victim.cmd.Process.Kill()
 			<-victim.exited
 			kills.Add(1)
-			time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond)
+			time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond) // down a while: pacing only
 			back, err := launch(t, route, "-listen", victim.addr)
 			if err != nil {
 				chaosErr <- fmt.Errorf("restarting %s on %s: %w", route, victim.addr, err)
@@ -185,7 +186,7 @@ func TestSoak(t *testing.T) {
 			streak++
 		} else {
 			streak = 0
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond) // paces the calls while ejected replicas come back; decides nothing
 		}
 	}
 	recovery := time.Since(stopped)

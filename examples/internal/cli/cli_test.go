@@ -296,11 +296,24 @@ func TestMainPartial(t *testing.T) {
 }
 
 func TestMainTimeout(t *testing.T) {
-	started := make(chan struct{}, inFlight)
-	start := time.Now()
-	r := runMain(t, blocking(started), "", "-timeout", "50ms", "1", "2")
+	// The call reaches the backend with a deadline 50ms after it starts,
+	// and ends when its context does.
+	type call struct{ deadline, reached time.Time }
+	calls := make(chan call, inFlight)
+	b := fanout.BackendFunc[int64, xyz.Result](func(ctx context.Context, _ []int64) ([]xyz.Result, error) {
+		d, _ := ctx.Deadline() // none: the zero time, which fails below
+		calls <- call{d, time.Now()}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	before := time.Now()
+	r := runMain(t, b, "", "-timeout", "50ms", "1", "2")
 	require.Equal(t, 1, r.code)
-	require.GreaterOrEqual(t, time.Since(start), 50*time.Millisecond)
+	require.Len(t, calls, 1, "the call reached the backend")
+	// The call started after before and before it reached the backend.
+	c := <-calls
+	require.False(t, c.deadline.Before(before.Add(50*time.Millisecond)), "deadline %v after the test began", c.deadline.Sub(before))
+	require.False(t, c.deadline.After(c.reached.Add(50*time.Millisecond)), "deadline %v after the call reached the backend", c.deadline.Sub(c.reached))
 	require.Equal(t, "client: no answer within 50ms (-timeout): context deadline exceeded\n", r.stderr)
 	require.Empty(t, r.stdout)
 
@@ -326,13 +339,16 @@ func TestMainInterrupted(t *testing.T) {
 	require.Equal(t, "client: interrupted\n", r.stderr)
 	require.Empty(t, r.stdout)
 
-	// So is a job waiting for standard input.
+	// So is a job waiting for standard input: cancelled once it has read
+	// "1 2" and started its next read, which waits for more.
 	ctx, cancel = context.WithCancel(context.Background())
-	stdin, w := io.Pipe()
+	pr, w := io.Pipe()
 	defer w.Close()
+	stdin := &readStarts{r: pr, starts: make(chan struct{}, 16)}
 	go func() {
-		fmt.Fprintln(w, "1 2")
-		time.Sleep(10 * time.Millisecond)
+		<-stdin.starts
+		fmt.Fprintln(w, "1 2") // returns once the read has taken it all
+		<-stdin.starts
 		cancel()
 	}()
 	cmd, _ := command()
@@ -343,20 +359,60 @@ func TestMainInterrupted(t *testing.T) {
 	require.Equal(t, 130, code)
 	require.Equal(t, "client: interrupted\n", stderr.String())
 
-	// And so is a prompt waiting for a line.
+	// And so is a prompt waiting for a line: cancelled once it has
+	// answered "-3" and prompted again.
 	ctx, cancel = context.WithCancel(context.Background())
-	stdin, w = io.Pipe()
+	pr, w = io.Pipe()
 	defer w.Close()
+	out := &watchedOutput{want: "> " + textLines(t, -3) + "> ", found: make(chan struct{})}
 	go func() {
 		fmt.Fprintln(w, "-3")
-		time.Sleep(10 * time.Millisecond)
+		<-out.found
 		cancel()
 	}()
 	cmd, _ = command()
-	stdout.Reset()
-	err := cmd.interactive(ctx, local(t), stdin, &stdout, &stderr)
+	err := cmd.interactive(ctx, local(t), pr, out, &stderr)
 	require.ErrorIs(t, err, context.Canceled)
-	require.Equal(t, "> "+textLines(t, -3)+"> \n", stdout.String())
+	require.Equal(t, "> "+textLines(t, -3)+"> \n", out.String())
+}
+
+// readStarts is a reader that sends on starts as each Read begins, so that
+// a test knows when its reader waits for input.
+type readStarts struct {
+	r      io.Reader
+	starts chan struct{}
+}
+
+func (r *readStarts) Read(p []byte) (int, error) {
+	r.starts <- struct{}{}
+	return r.r.Read(p)
+}
+
+// watchedOutput is an output that closes found once what has been written
+// to it starts with want.
+type watchedOutput struct {
+	mu    sync.Mutex
+	b     bytes.Buffer
+	want  string
+	found chan struct{}
+	seen  bool
+}
+
+func (o *watchedOutput) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.b.Write(p)
+	if !o.seen && strings.HasPrefix(o.b.String(), o.want) {
+		o.seen = true
+		close(o.found)
+	}
+	return len(p), nil
+}
+
+func (o *watchedOutput) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
 }
 
 func TestMainConnectFails(t *testing.T) {
