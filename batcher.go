@@ -133,7 +133,8 @@ type batcherConfig struct {
 // with more items is split into chunks of this size, sent in parallel up to
 // [WithConcurrency]. It must be at least 1.
 //
-// Default: 4096 items.
+// Default: 65,536 items (PERFORMANCE.md, section 4: smaller batches cost
+// round trips on large calls, larger ones gained nothing measurable).
 func WithMaxBatch(items int) BatcherOption {
 	return func(c *batcherConfig) { c.maxBatch = items }
 }
@@ -153,7 +154,7 @@ func NewBatcher[In, Out any](b Backend[In, Out], opts ...BatcherOption) (*Batche
 	if isNil(b) {
 		return nil, errors.New("fanout: NewBatcher: nil backend")
 	}
-	cfg := batcherConfig{maxBatch: 4096, concurrency: 4}
+	cfg := batcherConfig{maxBatch: 65536, concurrency: 4}
 	for _, opt := range opts {
 		opt(&cfg)
 	}

@@ -110,7 +110,7 @@ type MiddleConfig struct {
 
 // Defaults of the batcher in front of each route; see [fanout.Batcher].
 const (
-	DefaultBatch      = 65536
+	DefaultBatch      = 65536 // the Batcher's default too
 	DefaultBatchCalls = 4
 )
 
