@@ -147,7 +147,7 @@ func TestChunksRespectTheClientsCallLimit(t *testing.T) {
 // TestFailedChunkFailsTheCall: the first chunk that fails decides the
 // call's error, and cancels the chunks still in flight on the server.
 func TestFailedChunkFailsTheCall(t *testing.T) {
-	var cancelled atomic.Int64
+	cancelled := make(chan struct{}, 16)
 	started := make(chan struct{}, 16)
 	backend := fanout.BackendFunc[int64, int64](func(ctx context.Context, items []int64) ([]int64, error) {
 		if items[0] == 200 {
@@ -156,7 +156,7 @@ func TestFailedChunkFailsTheCall(t *testing.T) {
 		}
 		started <- struct{}{}
 		<-ctx.Done() // every other chunk waits to be cancelled
-		cancelled.Add(1)
+		cancelled <- struct{}{}
 		return nil, ctx.Err()
 	})
 	c := client(t, serve(t, backend), transport.WithChunks(100, 4))
@@ -168,16 +168,21 @@ func TestFailedChunkFailsTheCall(t *testing.T) {
 	require.Equal(t, transport.CodeBackend, re.Code)
 	require.Contains(t, re.Message, "cannot take 200")
 	require.NoError(t, ctx.Err(), "the call waited for its timeout")
-	require.Eventually(t, func() bool { return cancelled.Load() >= 1 }, 5*time.Second, time.Millisecond,
-		"no chunk in flight was cancelled on the server")
+	select {
+	case <-cancelled:
+	case <-time.After(waitGuard):
+		t.Fatal("no chunk in flight was cancelled on the server")
+	}
 }
 
 // TestChunkedCallEndsWithItsContext: a caller that gives up gets its
 // context's error, whichever chunks were done, and the client goes on.
 func TestChunkedCallEndsWithItsContext(t *testing.T) {
 	release := make(chan struct{})
+	waiting := make(chan struct{}, 16)
 	backend := fanout.BackendFunc[int64, int64](func(ctx context.Context, items []int64) ([]int64, error) {
 		if len(items) > 1 {
+			waiting <- struct{}{}
 			select { // the chunks of the large call wait to be cancelled
 			case <-release:
 			case <-ctx.Done():
@@ -189,9 +194,19 @@ func TestChunkedCallEndsWithItsContext(t *testing.T) {
 	defer close(release)
 	c := client(t, serve(t, backend), transport.WithChunks(100, 2))
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(50*time.Millisecond, cancel)
-	_, err := c.Process(ctx, sequence(1000))
-	require.ErrorIs(t, err, context.Canceled)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Process(ctx, sequence(1000))
+		errc <- err
+	}()
+	// Give up once chunks are in flight on the server.
+	select {
+	case <-waiting:
+	case <-time.After(waitGuard):
+		t.Fatal("no chunk reached the backend")
+	}
+	cancel()
+	require.ErrorIs(t, waitErr(t, errc), context.Canceled)
 
 	out, err := c.Process(context.Background(), []int64{4})
 	require.NoError(t, err)

@@ -4,12 +4,10 @@ import (
 	"context"
 	"io"
 	"net"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-c94cd834/fanout"
@@ -44,7 +42,7 @@ func (d *connDialer) cut() {
 
 func TestServerRefusesConnectionsPastItsLimit(t *testing.T) {
 	var logs logBuffer
-	addr := serve(t, doubler, transport.WithMaxConnections(1), logs.option())
+	addr, ev := serveWatched(t, doubler, transport.WithMaxConnections(1), logs.option())
 	var d connDialer
 	first := client(t, addr, transport.WithDialer(d.dial), transport.WithRedialBackoff(time.Millisecond, time.Millisecond))
 	out, err := first.Process(context.Background(), []int64{1})
@@ -55,32 +53,30 @@ func TestServerRefusesConnectionsPastItsLimit(t *testing.T) {
 	_, err = transport.Dial(context.Background(), addr, transport.Int64(), transport.Int64(), quiet)
 	require.ErrorContains(t, err, "server at its limit of 1 connections")
 	require.NotErrorIs(t, err, transport.ErrHandshake, "a busy server is no protocol mismatch")
-	require.Eventually(t, func() bool {
-		return strings.Contains(logs.String(), "connection refused: server at its limit of 1 connections")
-	},
-		5*time.Second, 10*time.Millisecond, "server did not log the refusal")
+	logs.waitFor(t, "connection refused: server at its limit of 1 connections")
 
 	// The connection served goes on.
 	out, err = first.Process(context.Background(), []int64{2})
 	require.NoError(t, err)
 	require.Equal(t, []int64{4}, out)
 
-	// Once it ends, its slot is free for another client.
+	// Once it ends, its slot is free for another client: once the server
+	// has forgotten it, and the refused one.
+	firstSession := transport.SessionDone(first)
 	d.cut()
+	ev.Await(t, transport.EventConnEnded, 2)
 	second := client(t, addr)
-	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		out, err := second.Process(context.Background(), []int64{3})
-		assert.NoError(c, err)
-		assert.Equal(c, []int64{6}, out)
-	}, 5*time.Second, 20*time.Millisecond)
+	out, err = second.Process(context.Background(), []int64{3})
+	require.NoError(t, err)
+	require.Equal(t, []int64{6}, out)
 
-	// The first client, whose connection was cut, redials and is refused:
-	// its calls fail as unavailable, naming the limit.
-	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		_, err := first.Process(context.Background(), []int64{4})
-		assert.ErrorContains(c, err, "server at its limit of 1 connections")
-		assert.ErrorIs(c, err, fanout.ErrUnavailable)
-	}, 5*time.Second, 20*time.Millisecond)
+	// The first client, whose connection was cut, redials once it has
+	// seen its session end, and is refused: its calls fail as unavailable,
+	// naming the limit.
+	waitClosed(t, firstSession, "the first client's session did not end with its connection")
+	_, err = first.Process(context.Background(), []int64{4})
+	require.ErrorContains(t, err, "server at its limit of 1 connections")
+	require.ErrorIs(t, err, fanout.ErrUnavailable)
 	out, err = second.Process(context.Background(), []int64{5})
 	require.NoError(t, err)
 	require.Equal(t, []int64{10}, out)
@@ -90,7 +86,7 @@ func TestServerRefusesConnectionsPastItsLimit(t *testing.T) {
 // of refusals in progress: past those, connections are closed unanswered.
 func TestServerClosesConnectionsPastItsLimitOnceRefusingEnough(t *testing.T) {
 	const refusing = 64 // the server's maxRefusing
-	addr := serve(t, doubler, transport.WithMaxConnections(1), transport.WithHandshakeTimeout(time.Minute))
+	addr, ev := serveWatched(t, doubler, transport.WithMaxConnections(1), transport.WithHandshakeTimeout(time.Minute))
 	c := client(t, addr)
 	_, err := c.Process(context.Background(), []int64{1})
 	require.NoError(t, err)
@@ -121,11 +117,11 @@ func TestServerClosesConnectionsPastItsLimitOnceRefusingEnough(t *testing.T) {
 
 	// Once the silent ones have gone, a client is refused with the reason
 	// again.
+	ended := ev.Count(transport.EventConnEnded)
 	for _, conn := range silent {
 		conn.Close()
 	}
-	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		_, err := transport.Dial(context.Background(), addr, transport.Int64(), transport.Int64(), quiet)
-		assert.ErrorContains(c, err, "server at its limit of 1 connections")
-	}, 5*time.Second, 20*time.Millisecond)
+	ev.Await(t, transport.EventConnEnded, ended+refusing)
+	_, err = transport.Dial(context.Background(), addr, transport.Int64(), transport.Int64(), quiet)
+	require.ErrorContains(t, err, "server at its limit of 1 connections")
 }

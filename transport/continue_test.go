@@ -23,7 +23,8 @@ import (
 
 // quietFor is how long the tests below watch for a message that must not
 // come. A correct peer never sends it, so a slow machine cannot fail them;
-// it only gives a wrong peer the time to show itself.
+// it only gives a wrong peer the time to show itself. (These waits decide
+// nothing by time: no state is waited for, a non-event is checked.)
 const quietFor = 200 * time.Millisecond
 
 // hangGuard bounds a wait for something that must come, so that a broken
@@ -32,9 +33,9 @@ const hangGuard = 10 * time.Second
 
 // heldBudget starts a server whose byte budget of 200 KiB is all taken by
 // a call its backend holds until release is called, and returns a client
-// of it and the count of backend calls. The budget's holder is released at
-// cleanup at the latest.
-func heldBudget(t *testing.T, opts ...ServerOption) (c *Client[int64, int64], release func(), calls *atomic.Int64) {
+// of it, the count of backend calls and the server's events. The budget's
+// holder is released at cleanup at the latest.
+func heldBudget(t *testing.T, opts ...ServerOption) (c *Client[int64, int64], release func(), calls *atomic.Int64, ev *Events) {
 	t.Helper()
 	calls = new(atomic.Int64)
 	entered := make(chan struct{}, 1)
@@ -48,7 +49,7 @@ func heldBudget(t *testing.T, opts ...ServerOption) (c *Client[int64, int64], re
 		}
 		return negate(ctx, in)
 	})
-	_, c = reuseServer(t, backend, append([]ServerOption{WithMaxPendingBytes(200 << 10)}, opts...)...)
+	_, c, ev = watchedServer(t, backend, append([]ServerOption{WithMaxPendingBytes(200 << 10)}, opts...)...)
 	letGo := sync.OnceFunc(func() { close(gate) })
 	t.Cleanup(letGo) // before the server's Close, even if the test fails
 
@@ -68,11 +69,11 @@ func heldBudget(t *testing.T, opts ...ServerOption) (c *Client[int64, int64], re
 			t.Fatal("the call holding the budget did not return")
 		}
 	}
-	return c, release, calls
+	return c, release, calls, ev
 }
 
 func TestServerAsksForALargePayloadOnceItHasRoom(t *testing.T) {
-	c, release, _ := heldBudget(t)
+	c, release, _, _ := heldBudget(t)
 
 	sess := rawClientSession(t, c.Addr(), 1<<20)
 	defer sess.Close()
@@ -84,7 +85,7 @@ func TestServerAsksForALargePayloadOnceItHasRoom(t *testing.T) {
 	_, err = st.Write(req[:wire.HeaderSize])
 	require.NoError(t, err)
 	// While the budget is taken, the server does not ask for the payload.
-	requireQuiet(t, st)
+	requireQuiet(t, st) // a non-event, checked for quietFor
 
 	release()
 	st.SetReadDeadline(time.Now().Add(hangGuard))
@@ -106,7 +107,7 @@ func TestServerAsksForALargePayloadOnceItHasRoom(t *testing.T) {
 }
 
 func TestCallGivenUpWhileWaitingForRoomGivesNothingBack(t *testing.T) {
-	c, release, calls := heldBudget(t)
+	c, release, calls, ev := heldBudget(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -114,9 +115,7 @@ func TestCallGivenUpWhileWaitingForRoomGivesNothingBack(t *testing.T) {
 		_, err := c.Process(ctx, make([]int64, 10000))
 		done <- err
 	}()
-	// However long this waits, the call is waiting for room, or has not
-	// sent its header yet: cancelling must end it either way.
-	time.Sleep(quietFor)
+	ev.Await(t, EventWaitingForRoom, 1)
 	cancel()
 	select {
 	case err := <-done:
@@ -145,29 +144,36 @@ func TestCallGivenUpWhileWaitingForRoomGivesNothingBack(t *testing.T) {
 // at once, not when room comes, so that the connection's next call is not
 // refused as overloaded meanwhile.
 func TestServerForgetsARequestGivenUpWhileWaitingForRoom(t *testing.T) {
-	c, release, _ := heldBudget(t, WithMaxConcurrentCalls(4))
-	for range 3 {
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		_, err := c.Process(ctx, make([]int64, 10000))
+	c, release, _, ev := heldBudget(t, WithMaxConcurrentCalls(4))
+	// giveUp makes a call of n items, and gives up on it once it waits for
+	// room.
+	giveUp := func(n int) {
+		t.Helper()
+		waiting := ev.Count(EventWaitingForRoom)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.Process(ctx, make([]int64, n))
+			done <- err
+		}()
+		ev.Await(t, EventWaitingForRoom, waiting+1)
 		cancel()
-		require.ErrorIs(t, err, context.DeadlineExceeded)
-	}
-	// A small call waits for room too (the budget is all taken), rather
-	// than being refused: once the server has seen the three clients
-	// leave, which takes no longer than their streams' ends take to
-	// arrive.
-	stop := time.Now().Add(hangGuard)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		_, err := c.Process(ctx, []int64{1})
-		cancel()
-		if errors.Is(err, context.DeadlineExceeded) {
-			break
+		select {
+		case err := <-done:
+			require.ErrorIs(t, err, context.Canceled)
+		case <-time.After(hangGuard):
+			t.Fatal("a call waiting for the server's room did not end when cancelled")
 		}
-		require.ErrorIs(t, err, fanout.ErrOverloaded)
-		require.True(t, time.Now().Before(stop), "the server still holds the streams of requests given up: %v", err)
-		time.Sleep(10 * time.Millisecond)
 	}
+	for range 3 {
+		giveUp(10000)
+	}
+	// The server sees the three clients leave, and frees their streams,
+	// before any room is made.
+	ev.Await(t, EventStreamEnded, 3)
+	// So a fourth call waits for room too (the budget is all taken),
+	// rather than being refused: the held call and it are 2 streams of 4.
+	giveUp(1)
 	release()
 }
 
@@ -226,6 +232,8 @@ func continueServer(t *testing.T, serve func(st *yamux.Stream, hdr []byte)) stri
 func TestClientSendsALargePayloadOnlyWhenAsked(t *testing.T) {
 	early := make(chan error, 1) // what the server saw before its continue
 	addr := continueServer(t, func(st *yamux.Stream, hdr []byte) {
+		// A correct client sends nothing more before the continue: a
+		// non-event, checked for quietFor.
 		st.SetReadDeadline(time.Now().Add(quietFor))
 		var b [1]byte
 		_, err := st.Read(b[:])
@@ -266,6 +274,7 @@ func TestClientSendsALargePayloadOnlyWhenAsked(t *testing.T) {
 func TestClientTakesARefusalInsteadOfAContinue(t *testing.T) {
 	early := make(chan error, 1) // what the server saw before its refusal
 	addr := continueServer(t, func(st *yamux.Stream, hdr []byte) {
+		// A non-event, checked for quietFor, as above.
 		st.SetReadDeadline(time.Now().Add(quietFor))
 		var b [1]byte
 		_, err := st.Read(b[:])
@@ -308,7 +317,7 @@ func TestServerGoneBeforeTheContinueIsSafeToRetry(t *testing.T) {
 		<-gate
 		return nil, ctx.Err()
 	})
-	srv, c := reuseServer(t, backend, WithMaxPendingBytes(200<<10))
+	srv, c, ev := watchedServer(t, backend, WithMaxPendingBytes(200<<10))
 	letGo := sync.OnceFunc(func() { close(gate) })
 	t.Cleanup(letGo) // before the server's Close, even if the test fails
 	held := make(chan error, 1)
@@ -331,9 +340,8 @@ func TestServerGoneBeforeTheContinueIsSafeToRetry(t *testing.T) {
 		_, err := chunked.Process(context.Background(), make([]int64, 120000))
 		waitingChunks <- err
 	}()
-	// However long this waits, the calls are waiting for room or have not
-	// sent their headers yet; either way no payload is sent.
-	time.Sleep(quietFor)
+	// All five requests, the call and the four chunks, wait for room.
+	ev.Await(t, EventWaitingForRoom, 5)
 	closed := make(chan error, 1)
 	go func() { closed <- srv.Close() }() // which waits for the held call
 	for _, ch := range []chan error{waiting, waitingChunks, held} {
@@ -378,7 +386,7 @@ func requestFrame(t *testing.T, n int) ([]int64, []byte) {
 
 // requireQuiet checks that the server sends nothing on st for quietFor:
 // it has no room for the request, and neither answers it nor asks for its
-// payload.
+// payload. A correct server never does, however slow the machine.
 func requireQuiet(t *testing.T, st *yamux.Stream) {
 	t.Helper()
 	st.SetReadDeadline(time.Now().Add(quietFor))

@@ -40,7 +40,7 @@ func TestServerBoundsTheBytesOfRequestsItHolds(t *testing.T) {
 		}
 		return negate(ctx, in)
 	})
-	_, c := reuseServer(t, backend, WithMaxPendingBytes(fit*payload))
+	_, c, ev := watchedServer(t, backend, WithMaxPendingBytes(fit*payload))
 
 	batch := make([]int64, items)
 	for i := range batch {
@@ -60,9 +60,8 @@ func TestServerBoundsTheBytesOfRequestsItHolds(t *testing.T) {
 	for range fit {
 		<-entered
 	}
-	// The others wait for room. Waiting longer cannot make a correct server
-	// fail; it only gives a wrong one the chance to show itself.
-	time.Sleep(100 * time.Millisecond)
+	// The others wait for room, all of them, and none reached the backend.
+	ev.Await(t, EventWaitingForRoom, callers-fit)
 	require.EqualValues(t, fit, running.Load(), "the server took more requests than its budget holds")
 	for range callers {
 		release <- struct{}{}

@@ -24,6 +24,13 @@ import (
 // client gets those of opts that concern both sides.
 func reuseServer(t *testing.T, backend fanout.Backend[int64, int64], opts ...ServerOption) (*Server[int64, int64], *Client[int64, int64]) {
 	t.Helper()
+	srv, c, _ := watchedServer(t, backend, opts...)
+	return srv, c
+}
+
+// watchedServer is reuseServer, and also returns the server's events.
+func watchedServer(t *testing.T, backend fanout.Backend[int64, int64], opts ...ServerOption) (*Server[int64, int64], *Client[int64, int64], *Events) {
+	t.Helper()
 	opts = append([]ServerOption{WithLogger(slog.New(slog.DiscardHandler))}, opts...)
 	var copts []ClientOption
 	for _, o := range opts {
@@ -32,6 +39,7 @@ func reuseServer(t *testing.T, backend fanout.Backend[int64, int64], opts ...Ser
 		}
 	}
 	srv := NewServer(backend, Int64(), Int64(), opts...)
+	ev := WatchEvents(srv)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	served := make(chan error, 1)
@@ -42,7 +50,7 @@ func reuseServer(t *testing.T, backend fanout.Backend[int64, int64], opts ...Ser
 		srv.Close()
 		require.ErrorIs(t, <-served, ErrServerClosed)
 	})
-	return srv, c
+	return srv, c, ev
 }
 
 // idleIDs returns the IDs of the client's idle streams.
@@ -74,8 +82,17 @@ func TestSequentialCallsShareOneStream(t *testing.T) {
 		require.Equal(t, []uint32{1}, idleIDs(c), "call %d did not leave the first stream idle", i)
 	}
 	// An idle stream may wait for its next request longer than the request
-	// timeout, which only bounds a request once it starts.
-	time.Sleep(150 * time.Millisecond)
+	// timeout, which only bounds a request once it starts. The server's own
+	// clock tells when the timeout has run out since the stream went idle:
+	// it ends a stream opened now, which sends no request, at that timeout.
+	sess, _, err := c.session(ctx)
+	require.NoError(t, err)
+	clock, err := sess.OpenStream()
+	require.NoError(t, err)
+	defer clock.Close()
+	clock.SetReadDeadline(time.Now().Add(hangGuard))
+	_, err = io.Copy(io.Discard, clock)
+	require.NoError(t, err, "the server did not end a stream that sent no request")
 	out, err := c.Process(ctx, []int64{7})
 	require.NoError(t, err)
 	require.Equal(t, []int64{-7}, out)
@@ -169,7 +186,17 @@ func TestServerShutdownRefusesCallsOnIdleStreams(t *testing.T) {
 		}
 		return negate(ctx, items)
 	})
-	srv, c := reuseServer(t, backend)
+	// The server of reuseServer, with Serve's return at hand.
+	srv := NewServer(backend, Int64(), Int64(), WithLogger(slog.New(slog.DiscardHandler)))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	c := NewClient(l.Addr().String(), Int64(), Int64(), WithLogger(slog.New(slog.DiscardHandler)))
+	t.Cleanup(func() {
+		c.Close()
+		srv.Close()
+	})
 	ctx := context.Background()
 	// Two idle streams: one for the call that holds the shutdown open, one
 	// for the call that arrives during it.
@@ -191,9 +218,15 @@ func TestServerShutdownRefusesCallsOnIdleStreams(t *testing.T) {
 	<-entered
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(ctx) }()
-	require.Eventually(t, srv.closing, 5*time.Second, time.Millisecond)
+	// Serve returns once the shutdown has begun: it closed the listener.
+	select {
+	case err := <-served:
+		require.ErrorIs(t, err, ErrServerClosed)
+	case <-time.After(hangGuard):
+		t.Fatal("Serve did not return when the shutdown began")
+	}
 
-	_, err := c.Process(ctx, []int64{6})
+	_, err = c.Process(ctx, []int64{6})
 	var re *RemoteError
 	require.ErrorAs(t, err, &re)
 	require.Equal(t, CodeUnavailable, re.Code)

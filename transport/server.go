@@ -65,6 +65,11 @@ type Server[In, Out any] struct {
 	calls     sync.WaitGroup           // calls in flight; Add only under mu while !shutdown
 	streams   sync.WaitGroup           // stream goroutines; Add only under mu while !shutdown
 	conn      sync.WaitGroup           // connection goroutines
+
+	// hook, if set, is told of the points of the server's work that tests
+	// wait for (see hookEvent). Only tests set it, before the server
+	// serves; it is nil otherwise.
+	hook func(hookEvent)
 }
 
 // NewServer returns a server that answers calls with backend, decoding

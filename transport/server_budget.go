@@ -33,6 +33,7 @@ func (s *Server[In, Out]) reserve(st *yamux.Stream, size int, watch bool) (int64
 	if watch {
 		ctx, stop = watchWait(s.ctx, st)
 	}
+	s.reached(hookWaitingForRoom)
 	err := s.pending.Acquire(ctx, n)
 	if gone := stop(); gone != nil {
 		if err == nil {

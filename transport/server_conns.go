@@ -137,6 +137,7 @@ func (s *Server[In, Out]) serveConn(raw net.Conn, cs *serverConn, busy bool) {
 		}
 		s.mu.Unlock()
 		raw.Close()
+		s.reached(hookConnEnded)
 	}()
 	remote := raw.RemoteAddr().String()
 	log := s.cfg.logger.With("remote", remote)

@@ -28,6 +28,7 @@ import (
 // timer.
 func (s *Server[In, Out]) serveStream(sc *streamCall, peer peer, cs *serverConn) {
 	defer s.streams.Done()
+	defer s.reached(hookStreamEnded)
 	defer cs.remove(sc)
 	st := sc.st
 	defer st.Close()
@@ -182,6 +183,7 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 	if _, err := st.Write(buf); err != nil {
 		log.Debug("transport: writing response", "remote", st.RemoteAddr(), "err", err)
 	}
+	s.reached(hookAnswered)
 	sc.unwatch()
 	return code
 }

@@ -95,6 +95,8 @@ func (sc *streamCall) unwatch() {
 // the network poller about once per call (PERFORMANCE.md).
 func (s *Server[In, Out]) sweep() {
 	defer s.sweeps.Done()
+	s.reached(hookSweepStarted)
+	defer s.reached(hookSweepEnded)
 	tick := time.NewTicker(watchAfter)
 	defer tick.Stop()
 	for idle := 0; ; {
@@ -126,7 +128,7 @@ func (s *Server[In, Out]) sweep() {
 func (s *Server[In, Out]) watchCalls() (running bool) {
 	now := int64(time.Since(s.epoch))
 	for _, cs := range s.conns {
-		if cs.watchCalls(now) {
+		if cs.watchCalls(now, s.hook) {
 			running = true
 		}
 	}
@@ -134,8 +136,8 @@ func (s *Server[In, Out]) watchCalls() (running bool) {
 }
 
 // watchCalls is [Server.watchCalls] for the streams of one connection, now
-// counted from the server's epoch.
-func (cs *serverConn) watchCalls(now int64) (running bool) {
+// counted from the server's epoch; hook is the server's.
+func (cs *serverConn) watchCalls(now int64, hook func(hookEvent)) (running bool) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	for sc := range cs.streams {
@@ -144,6 +146,9 @@ func (cs *serverConn) watchCalls(now int64) (running bool) {
 		}
 		running = true
 		if now-sc.since.Load() >= int64(watchAfter) && sc.state.CompareAndSwap(callRunning, callWatched) {
+			if hook != nil {
+				hook(hookWatching)
+			}
 			go sc.watchStream()
 		}
 	}

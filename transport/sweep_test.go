@@ -30,7 +30,7 @@ func TestSweeperEndsWhenIdleAndWatchesTheNextCall(t *testing.T) {
 		cancelled <- ctx.Err()
 		return nil, ctx.Err()
 	})
-	srv, c := reuseServer(t, backend)
+	_, c, ev := watchedServer(t, backend)
 
 	cancelReaches := func() {
 		t.Helper()
@@ -53,11 +53,12 @@ func TestSweeperEndsWhenIdleAndWatchesTheNextCall(t *testing.T) {
 
 	_, err := c.Process(context.Background(), []int64{1})
 	require.NoError(t, err)
-	require.True(t, srv.sweeping.Load(), "a call starts the sweeper")
+	ev.Await(t, EventSweepStarted, 1) // a call starts the sweeper
 	cancelReaches()
 
-	// With no call running, the sweeper ends after sweepIdle looks.
-	require.Eventually(t, func() bool { return !srv.sweeping.Load() },
-		hangGuard, watchAfter, "the sweeper never ended")
+	// With no call running, the sweeper ends after sweepIdle looks, and
+	// the next call starts another.
+	ev.Await(t, EventSweepEnded, 1)
 	cancelReaches()
+	require.Equal(t, 2, ev.Count(EventSweepStarted))
 }

@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
@@ -166,8 +165,7 @@ func TestTLSRefusals(t *testing.T) {
 			t.Logf("caller sees: %v", err)
 			require.ErrorContains(t, err, tc.callerErr)
 			require.ErrorIs(t, err, fanout.ErrUnavailable, "a refused connection delivered nothing")
-			require.Eventually(t, func() bool { return strings.Contains(logs.String(), tc.serverLog) },
-				5*time.Second, 10*time.Millisecond, "server log: %s", logs.String())
+			logs.waitFor(t, tc.serverLog)
 
 			// The server goes on serving a peer that belongs.
 			if tc.serverTLS {

@@ -78,6 +78,9 @@ type Proxy struct {
 	changed   chan struct{} // closed and replaced when latency or blackHole change
 	conns     map[*conn]struct{}
 	accepted  int
+	// connsChanged is closed and replaced when a connection is accepted
+	// or forgotten, for tests to wait on (export_test.go).
+	connsChanged chan struct{}
 }
 
 // New starts a proxy on a free port of 127.0.0.1 that forwards every
@@ -98,6 +101,7 @@ func New(target string) (*Proxy, error) {
 		changed: make(chan struct{}),
 		conns:   make(map[*conn]struct{}),
 	}
+	p.connsChanged = make(chan struct{})
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -151,6 +155,13 @@ func (p *Proxy) SetBlackHole(on bool) {
 func (p *Proxy) notifyLocked() {
 	close(p.changed)
 	p.changed = make(chan struct{})
+}
+
+// connsNoteLocked wakes those waiting for the connections to change. p.mu
+// must be held.
+func (p *Proxy) connsNoteLocked() {
+	close(p.connsChanged)
+	p.connsChanged = make(chan struct{})
 }
 
 // Reset aborts every connection open now: both of its sockets, the one to
@@ -252,6 +263,7 @@ func (p *Proxy) accept() {
 		}
 		p.accepted++
 		p.conns[c] = struct{}{}
+		p.connsNoteLocked()
 		p.wg.Add(1)
 		p.mu.Unlock()
 		go p.serve(c)
@@ -266,6 +278,7 @@ func (p *Proxy) serve(c *conn) {
 		c.kill(false)
 		p.mu.Lock()
 		delete(p.conns, c)
+		p.connsNoteLocked()
 		p.mu.Unlock()
 	}()
 
