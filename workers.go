@@ -26,6 +26,7 @@ type workers struct {
 	armed   bool
 	period  time.Duration // the idle period; workerIdle if zero
 	started int           // goroutines started, for tests
+	turned  int           // workers that ended at once, not parked: enough were idle; for tests
 }
 
 type worker struct {
@@ -74,6 +75,7 @@ func (ws *workers) park(w *worker) bool {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	if len(ws.idle) >= maxIdleWorkers {
+		ws.turned++
 		return false
 	}
 	w.idleAt = ws.tick

@@ -111,8 +111,12 @@ func TestIdleWorkersAreBounded(t *testing.T) {
 	const n = maxIdleWorkers + 10
 	runTogether(ws, n)
 	require.Equal(t, n, startedWorkers(ws))
-	waitIdle(t, ws, maxIdleWorkers)
-	time.Sleep(20 * time.Millisecond) // the last ones have parked or ended by now
+	// Wait until every worker has parked or ended, then count the parked.
+	require.Eventually(t, func() bool {
+		ws.mu.Lock()
+		defer ws.mu.Unlock()
+		return len(ws.idle)+ws.turned == n
+	}, 5*time.Second, time.Millisecond, "every worker parks or ends once its function returns")
 	require.Equal(t, maxIdleWorkers, idleWorkers(ws), "the workers beyond the bound end instead of waiting")
 	endIdle(t, ws)
 }
