@@ -164,18 +164,55 @@ func (c *Client[In, Out]) process(ctx context.Context, items []In) ([]Out, error
 		return nil, fmt.Errorf("%w: %d calls already in flight on this client", fanout.ErrOverloaded, c.cfg.maxCalls)
 	}
 	defer c.inFlight.Add(-1)
-	if size := c.cfg.chunkItems; size > 0 && len(items) > size {
+	if size := c.chunkSize(ctx, items); size > 0 && len(items) > size {
 		return c.callChunks(ctx, items, size)
 	}
 	return c.call(ctx, items, make([]Out, 0, len(items)), nil)
+}
+
+// chunkSize returns the most items of a request of the call of items
+// ([WithChunks]), 0 for no chunks: the configured size, or fewer where the
+// codecs tell ([MinSizer]) that the request would exceed the server's
+// maximum message size or the answer the client's.
+func (c *Client[In, Out]) chunkSize(ctx context.Context, items []In) int {
+	size := c.cfg.chunkItems
+	if size <= 0 {
+		return 0
+	}
+	if per := minSize(c.out, 1); per > 0 {
+		size = min(size, max(c.cfg.maxMessage/per, 1))
+	}
+	if per := minSize(c.in, 1); per > 0 && minSize(c.in, len(items)) > wire.ContinueAbove {
+		// Large enough that the server's maximum may matter: learn it.
+		if _, peerMax, err := c.session(ctx); err == nil {
+			size = min(size, max((peerMax-wire.RequestPrefixSize)/per, 1))
+		}
+	}
+	return size
 }
 
 // call sends one request with items and decodes the answer into dst's
 // spare capacity (a codec may decode elsewhere), which holds len(items)
 // results. If sent is not nil, it is set once the request, or a large
 // request's payload, is being written: until then the server cannot have
-// processed it.
+// processed it. A request that crossed the server closing its idle stream
+// ([CodeStreamIdle]) was not read, and is sent once more on another.
 func (c *Client[In, Out]) call(ctx context.Context, items []In, dst []Out, sent *bool) ([]Out, error) {
+	out, err := c.callOnce(ctx, items, dst, sent)
+	var re *RemoteError
+	if errors.As(err, &re) && re.Code == CodeStreamIdle && ctx.Err() == nil {
+		if sent != nil {
+			*sent = false
+		}
+		out, err = c.callOnce(ctx, items, dst, sent)
+	}
+	return out, err
+}
+
+func (c *Client[In, Out]) callOnce(ctx context.Context, items []In, dst []Out, sent *bool) ([]Out, error) {
+	if least := minSize(c.out, len(items)); least > c.cfg.maxMessage {
+		return nil, fmt.Errorf("%w: the answer to %d items takes at least %d bytes, this client accepts at most %d (not sent)", ErrMessageTooLarge, len(items), least, c.cfg.maxMessage)
+	}
 	bufp := getBuf()
 	owned := true // until roundTrip takes the buffer
 	defer func() {

@@ -29,6 +29,12 @@ func (c *Client[In, Out]) stream(sess *yamux.Session) (*yamux.Stream, error) {
 	}
 	c.mu.Lock()
 	if n := len(c.idle); n > 0 && c.sess == sess {
+		if c.stale(c.idle[n-1], time.Now()) {
+			// The latest is the youngest: all are stale.
+			c.dropIdle()
+			c.mu.Unlock()
+			return sess.OpenStream()
+		}
 		is := c.idle[n-1]
 		c.idle[n-1] = idleStream{}
 		c.idle = c.idle[:n-1]
@@ -42,6 +48,13 @@ func (c *Client[In, Out]) stream(sess *yamux.Session) (*yamux.Stream, error) {
 	return sess.OpenStream()
 }
 
+// stale reports whether is has been idle for half the idle timeout
+// ([WithIdleTimeout]) at now: the client closes it rather than send a
+// request that might cross the server closing it.
+func (c *Client[In, Out]) stale(is idleStream, now time.Time) bool {
+	return c.cfg.idleTimeout > 0 && now.Sub(is.since) >= c.cfg.idleTimeout/2
+}
+
 // maxWarmIdle bounds the idle streams that keep the large receive buffer of
 // their last answer. yamux keeps a stream's receive buffer, up to about two
 // stream windows, until Shrink gives it back; a stream given back its buffer
@@ -53,8 +66,9 @@ const maxWarmIdle = 2 * DefaultChunksInFlight
 
 // An idleStream is a stream between calls.
 type idleStream struct {
-	st   *yamux.Stream
-	warm bool // it has not given back the large receive buffer of its last answer
+	st    *yamux.Stream
+	warm  bool      // it has not given back the large receive buffer of its last answer
+	since time.Time // when its last call ended
 }
 
 // release keeps st, whose call is over, for another call, unless its
@@ -71,7 +85,22 @@ func (c *Client[In, Out]) release(st *yamux.Stream, warm bool) {
 		if warm {
 			c.warmIdle++
 		}
-		c.idle = append(c.idle, idleStream{st: st, warm: warm})
+		now := time.Now()
+		c.idle = append(c.idle, idleStream{st: st, warm: warm, since: now})
+		// The oldest first: close those idle too long.
+		stale := 0
+		for stale < len(c.idle) && c.stale(c.idle[stale], now) {
+			if c.idle[stale].warm {
+				c.warmIdle--
+			}
+			go c.idle[stale].st.Close() // a frame queued: never make the caller wait
+			stale++
+		}
+		if stale > 0 {
+			n := copy(c.idle, c.idle[stale:])
+			clear(c.idle[n:])
+			c.idle = c.idle[:n]
+		}
 		c.mu.Unlock()
 		return
 	}

@@ -24,6 +24,27 @@ type Codec[T any] interface {
 	Decode(dst []T, data []byte) ([]T, error)
 }
 
+// A MinSizer is a [Codec] that can tell, before encoding a batch, the
+// fewest bytes a batch of n items can take. It is optional. A [Server]
+// whose response codec is one refuses a request whose answer cannot fit
+// the client's maximum message size before its backend does the work, and
+// a [Client] refuses such a call before sending it; a Client whose request
+// codec is one cuts a large call into requests that fit the server's
+// maximum ([WithChunks]). MinSize must not overstate: for a codec whose
+// items all take the same size, it is exact.
+type MinSizer interface {
+	MinSize(n int) int
+}
+
+// minSize returns the fewest bytes c can encode n items to, or 0 if c does
+// not say.
+func minSize[T any](c Codec[T], n int) int {
+	if ms, ok := c.(MinSizer); ok {
+		return ms.MinSize(n)
+	}
+	return 0
+}
+
 // Int64 returns the codec "int64le": each item as 8 bytes, little-endian
 // two's complement, with no framing of its own (the count is the payload
 // length divided by 8).
@@ -43,6 +64,8 @@ type int64Codec struct{}
 
 func (int64Codec) Name() string { return "int64le" }
 
+func (int64Codec) MinSize(n int) int { return 8 * n }
+
 func (int64Codec) Append(dst []byte, items []int64) ([]byte, error) {
 	return wire.AppendInt64s(dst, items), nil
 }
@@ -55,6 +78,8 @@ type float64Codec struct{}
 
 func (float64Codec) Name() string { return "float64le" }
 
+func (float64Codec) MinSize(n int) int { return 8 * n }
+
 func (float64Codec) Append(dst []byte, items []float64) ([]byte, error) {
 	return wire.AppendFloat64s(dst, items), nil
 }
@@ -66,6 +91,9 @@ func (float64Codec) Decode(dst []float64, data []byte) ([]float64, error) {
 type jsonCodec[T any] struct{}
 
 func (jsonCodec[T]) Name() string { return "json" }
+
+// MinSize counts the brackets, one byte per item and the commas.
+func (jsonCodec[T]) MinSize(n int) int { return 2 + max(2*n-1, 0) }
 
 func (jsonCodec[T]) Append(dst []byte, items []T) ([]byte, error) {
 	b, err := json.Marshal(items)

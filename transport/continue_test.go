@@ -49,14 +49,14 @@ func heldBudget(t *testing.T, opts ...ServerOption) (c *Client[int64, int64], re
 		}
 		return negate(ctx, in)
 	})
-	_, c, ev = watchedServer(t, backend, append([]ServerOption{WithMaxPendingBytes(200 << 10)}, opts...)...)
+	_, c, ev = watchedServer(t, backend, append([]ServerOption{WithMaxPendingBytes(200 << 10), WithMaxPendingBytesPerConnection(200 << 10)}, opts...)...)
 	letGo := sync.OnceFunc(func() { close(gate) })
 	t.Cleanup(letGo) // before the server's Close, even if the test fails
 
 	held := make(chan error, 1)
 	go func() {
-		// 30,000 numbers are more than the budget: the call takes all of it.
-		_, err := c.Process(context.Background(), make([]int64, 30000))
+		// A request of the whole budget takes all of it.
+		_, err := c.Process(context.Background(), make([]int64, wholeBudget))
 		held <- err
 	}()
 	<-entered
@@ -71,6 +71,10 @@ func heldBudget(t *testing.T, opts ...ServerOption) (c *Client[int64, int64], re
 	}
 	return c, release, calls, ev
 }
+
+// wholeBudget is the number of items of a request that takes the whole
+// budget of heldBudget's server.
+const wholeBudget = (200<<10 - wire.RequestPrefixSize) / 8
 
 func TestServerAsksForALargePayloadOnceItHasRoom(t *testing.T) {
 	c, release, _, _ := heldBudget(t)
@@ -132,9 +136,9 @@ func TestCallGivenUpWhileWaitingForRoomGivesNothingBack(t *testing.T) {
 	out, err := c.Process(ctx, []int64{1, 2})
 	require.NoError(t, err)
 	require.Equal(t, []int64{-1, -2}, out)
-	out, err = c.Process(ctx, make([]int64, 30000))
+	out, err = c.Process(ctx, make([]int64, wholeBudget))
 	require.NoError(t, err)
-	require.Len(t, out, 30000)
+	require.Len(t, out, wholeBudget)
 	require.EqualValues(t, 3, calls.Load(), "the backend saw the abandoned request")
 }
 
@@ -317,7 +321,7 @@ func TestServerGoneBeforeTheContinueIsSafeToRetry(t *testing.T) {
 		<-gate
 		return nil, ctx.Err()
 	})
-	srv, c, ev := watchedServer(t, backend, WithMaxPendingBytes(200<<10))
+	srv, c, ev := watchedServer(t, backend, WithMaxPendingBytes(200<<10), WithMaxPendingBytesPerConnection(200<<10))
 	letGo := sync.OnceFunc(func() { close(gate) })
 	t.Cleanup(letGo) // before the server's Close, even if the test fails
 	held := make(chan error, 1)

@@ -45,6 +45,7 @@ const (
 	CodeUnavailable Code = 6 // the server is shutting down
 	CodeInternal    Code = 7 // the backend panicked or broke its contract
 	CodeOverloaded  Code = 8 // the connection already has as many streams open (idle ones included) as the server accepts
+	CodeStreamIdle  Code = 9 // the server closed a stream idle for its idle timeout; a request sent on it was not read
 )
 
 func (c Code) String() string {
@@ -65,6 +66,8 @@ func (c Code) String() string {
 		return "internal error"
 	case CodeOverloaded:
 		return "overloaded"
+	case CodeStreamIdle:
+		return "stream idle"
 	}
 	return fmt.Sprintf("code %d", uint8(c))
 }
@@ -86,7 +89,8 @@ func (e *RemoteError) Error() string {
 // Is makes a RemoteError match the local error its code stands for:
 // context.Canceled, context.DeadlineExceeded, [ErrMessageTooLarge],
 // [ErrServerClosed] and [fanout.ErrUnavailable] (the server was shutting
-// down and did not process the call), and [fanout.ErrOverloaded]. An error
+// down and did not process the call), [fanout.ErrOverloaded], and
+// [fanout.ErrUnavailable] for [CodeStreamIdle] (the request was not read). An error
 // the backend itself returned ([CodeBackend]) matches none of them, so a
 // [fanout.Balancer] never retries it.
 func (e *RemoteError) Is(target error) bool {
@@ -101,6 +105,8 @@ func (e *RemoteError) Is(target error) bool {
 		return target == ErrServerClosed || target == fanout.ErrUnavailable
 	case CodeOverloaded:
 		return target == fanout.ErrOverloaded
+	case CodeStreamIdle:
+		return target == fanout.ErrUnavailable
 	}
 	return false
 }

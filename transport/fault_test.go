@@ -136,8 +136,8 @@ func TestBadMessagesFailOnlyTheirStream(t *testing.T) {
 		code transport.Code
 		says string
 	}{
-		{"length 0xFFFFFFFF", frame(1, 0xFFFFFFFF, nil), transport.CodeTooLarge, "4294967295 bytes, limit 4096"},
-		{"one byte over the limit", frame(1, limit+1, nil), transport.CodeTooLarge, "4097 bytes, limit 4096"},
+		{"length 0xFFFFFFFF", frame(1, 0xFFFFFFFF, nil), transport.CodeTooLarge, "4294967295 bytes, the server accepts at most 4096"},
+		{"one byte over the limit", frame(1, limit+1, nil), transport.CodeTooLarge, "4097 bytes, the server accepts at most 4096"},
 		{"unknown kind", frame(9, 0, nil), transport.CodeBadRequest, "unknown message kind 9"},
 		{"response sent as request", frame(2, 8, make([]byte, 8)), transport.CodeBadRequest, "expected a request"},
 		{"request shorter than its timeout", frame(1, 4, make([]byte, 4)), transport.CodeBadRequest, "expected a request"},

@@ -40,7 +40,7 @@ func TestServerBoundsTheBytesOfRequestsItHolds(t *testing.T) {
 		}
 		return negate(ctx, in)
 	})
-	_, c, ev := watchedServer(t, backend, WithMaxPendingBytes(fit*payload))
+	_, c, ev := watchedServer(t, backend, WithMaxPendingBytes(fit*payload), WithMaxPendingBytesPerConnection(fit*payload))
 
 	batch := make([]int64, items)
 	for i := range batch {
@@ -73,15 +73,26 @@ func TestServerBoundsTheBytesOfRequestsItHolds(t *testing.T) {
 	}
 	require.EqualValues(t, fit, most.Load())
 
-	// A request larger than the whole budget is served, alone.
+	// A call larger than the whole budget: the server accepts no request
+	// larger than a connection's share of it, and says so in the
+	// handshake, so the client cuts the call into requests that fit, here
+	// each the whole budget, served one after another.
 	big := make([]int64, 4*fit*items)
+	for i := range big {
+		big[i] = int64(i)
+	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := c.Process(context.Background(), big)
+		out, err := c.Process(context.Background(), big)
+		if err == nil && (len(out) != len(big) || out[len(big)-1] != -int64(len(big)-1)) {
+			err = errors.New("wrong answer")
+		}
 		done <- err
 	}()
-	<-entered
-	release <- struct{}{}
+	for range 4 {
+		<-entered
+		release <- struct{}{}
+	}
 	require.NoError(t, <-done)
 }
 
@@ -168,7 +179,7 @@ func TestServerRefusesAFrameThatIsNotARequestFromItsHeader(t *testing.T) {
 		<-release
 		return make([]int64, len(in)), nil
 	})
-	_, c := reuseServer(t, backend, WithMaxPendingBytes(1024))
+	_, c := reuseServer(t, backend, WithMaxPendingBytes(1024), WithMaxPendingBytesPerConnection(1024))
 	letGo := sync.OnceFunc(func() { close(release) })
 	t.Cleanup(letGo) // before the server's Close, even if the test fails
 	held := make(chan error, 1)

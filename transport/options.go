@@ -55,6 +55,10 @@ type config struct {
 	maxCalls         int
 	maxConns         int
 	maxPending       int64
+	connPending      int64 // 0: maxPending / 4
+	stallTimeout     time.Duration
+	idleTimeout      time.Duration
+	maxStreams       int
 	chunkItems       int
 	chunkCalls       int
 	tlsConfig        *tls.Config
@@ -74,6 +78,9 @@ const (
 	DefaultMaxCalls         = 1024
 	DefaultMaxConnections   = 1024
 	DefaultMaxPendingBytes  = 16 << 20
+	DefaultStallTimeout     = time.Second
+	DefaultIdleTimeout      = time.Minute
+	DefaultMaxStreams       = 4096
 	DefaultChunkItems       = 131072
 	DefaultChunksInFlight   = 4
 )
@@ -118,6 +125,9 @@ func defaultConfig() config {
 		maxCalls:         DefaultMaxCalls,
 		maxConns:         DefaultMaxConnections,
 		maxPending:       DefaultMaxPendingBytes,
+		stallTimeout:     DefaultStallTimeout,
+		idleTimeout:      DefaultIdleTimeout,
+		maxStreams:       DefaultMaxStreams,
 		chunkItems:       DefaultChunkItems,
 		chunkCalls:       DefaultChunksInFlight,
 	}
@@ -241,6 +251,59 @@ func WithMaxConnections(n int) ServerOption {
 // Default: [DefaultMaxPendingBytes]. Values below 1 mean no bound.
 func WithMaxPendingBytes(n int64) ServerOption {
 	return serverOption(func(c *config) { c.maxPending = n })
+}
+
+// WithMaxPendingBytesPerConnection bounds the share of the server's budget
+// ([WithMaxPendingBytes]) that the requests of one connection hold at once,
+// so that one client, however many streams it opens and however slowly it
+// sends, leaves the rest of the budget to the others. A request of one
+// connection that does not fit its share waits for the connection's
+// earlier requests to answer, without taking room from other connections.
+// The server accepts no request larger than the share: it announces the
+// smaller of the share and [WithMaxMessageSize] as its maximum message size
+// in the handshake, so a [Client] cuts its calls into requests that fit
+// (for a request codec that implements [MinSizer]) or refuses them before
+// sending. Server. Default: a quarter of the budget; values above the
+// budget mean the budget, and values below 1 the default.
+func WithMaxPendingBytesPerConnection(n int64) ServerOption {
+	return serverOption(func(c *config) { c.connPending = max(n, 0) })
+}
+
+// WithStallTimeout bounds how long a server waits for the next bytes of a
+// request whose payload it has room for: a client that announced a request
+// and then sends nothing of it for this long has the request refused
+// ([CodeBadRequest], naming the stall) and its room in the budget given
+// back, well before the request timeout ([WithRequestTimeout]), which
+// still bounds the whole request. Server. Default: [DefaultStallTimeout].
+// Values below 1 leave only the request timeout.
+func WithStallTimeout(d time.Duration) ServerOption {
+	return serverOption(func(c *config) { c.stallTimeout = d })
+}
+
+// WithIdleTimeout bounds how long a stream stays open between calls. A
+// server closes a stream that has carried no request for d, answering it
+// with [CodeStreamIdle] (the client's request, if one crosses that answer,
+// was not read, and the client sends it again on another stream); a client
+// closes the streams it keeps idle for d/2, so that it usually closes them
+// first. A server thus reclaims the streams a client opened and left.
+// Both sides. Default: [DefaultIdleTimeout]. Values below 1 mean streams
+// stay open between calls as long as their connection lives.
+func WithIdleTimeout(d time.Duration) Option {
+	return bothOption(func(c *config) { c.idleTimeout = d })
+}
+
+// WithMaxStreams bounds the streams a server keeps open over all its
+// connections, idle ones included: past it, a new stream is answered with
+// [CodeOverloaded] without its request being read, as past
+// [WithMaxConcurrentCalls]. A connection's first stream is always
+// accepted, so that the bound never keeps a client out altogether: the
+// server holds at most this many streams plus one per connection. Each
+// open stream costs the server about 12 KiB while idle, and up to a yamux
+// stream window (256 KiB) more while its client sends ahead of the
+// server's reading (README, failure semantics, gives the worst case of the
+// defaults). Server. Default: [DefaultMaxStreams]. Values below 1 mean 1.
+func WithMaxStreams(n int) ServerOption {
+	return serverOption(func(c *config) { c.maxStreams = max(n, 1) })
 }
 
 // WithChunks sets how a client sends a call with more than items items:

@@ -49,13 +49,17 @@ type Server[In, Out any] struct {
 	ctx    context.Context // cancelled by Close: every backend call sees it
 	cancel context.CancelFunc
 
-	pending *semaphore.Weighted // bytes of requests held; nil for no bound
-	items   sync.Pool           // of *[]In: decoded requests, reused once their call is over
+	pending    *semaphore.Weighted // bytes of requests held; nil for no bound
+	connShare  int64               // of pending, the most one connection holds
+	maxRequest int                 // the largest request payload accepted: maxMessage, or less for the share
+	nstreams   atomic.Int64        // streams open over all connections
+	items      sync.Pool           // of *[]In: decoded requests, reused once their call is over
 
 	// The calls' watcher (see sweep).
 	epoch    time.Time      // calls' start times count from it
 	sweeping atomic.Bool    // a sweeper runs; set only under mu
-	sweeps   sync.WaitGroup // the sweeper goroutine
+	sweeps   sync.WaitGroup // the sweeper goroutine, and the reaper's
+	reaping  bool           // the reaper runs (see reap); set only under mu
 
 	mu        sync.Mutex
 	shutdown  bool // no new listeners, sessions or calls
@@ -82,26 +86,35 @@ func NewServer[In, Out any](backend fanout.Backend[In, Out], in Codec[In], out C
 	cfg := newServerConfig(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	var pending *semaphore.Weighted
+	maxRequest, share := cfg.maxMessage, int64(0)
 	if cfg.maxPending > 0 {
 		pending = semaphore.NewWeighted(cfg.maxPending)
+		share = cfg.connPending
+		if share <= 0 {
+			share = cfg.maxPending / 4
+		}
+		share = max(min(share, cfg.maxPending), 64)
+		maxRequest = int(min(int64(maxRequest), share))
 	}
 	var recycle func([]Out)
 	if r, ok := backend.(Recycler[Out]); ok {
 		recycle = r.Recycle
 	}
 	return &Server[In, Out]{
-		recycle:   recycle,
-		pending:   pending,
-		backend:   backend,
-		in:        in,
-		out:       out,
-		cfg:       cfg,
-		hello:     wire.Hello{Version: wire.Version, ReqCodec: in.Name(), RespCodec: out.Name(), MaxMessage: uint32(cfg.maxMessage)},
-		ctx:       ctx,
-		cancel:    cancel,
-		epoch:     time.Now(),
-		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[net.Conn]*serverConn),
+		recycle:    recycle,
+		pending:    pending,
+		connShare:  share,
+		maxRequest: maxRequest,
+		backend:    backend,
+		in:         in,
+		out:        out,
+		cfg:        cfg,
+		hello:      wire.Hello{Version: wire.Version, ReqCodec: in.Name(), RespCodec: out.Name(), MaxMessage: uint32(maxRequest)},
+		ctx:        ctx,
+		cancel:     cancel,
+		epoch:      time.Now(),
+		listeners:  make(map[net.Listener]struct{}),
+		conns:      make(map[net.Conn]*serverConn),
 	}
 }
 

@@ -11,19 +11,27 @@ import (
 	"github.com/hashicorp/yamux"
 )
 
-// reserve takes size bytes, a request's payload, from the server's budget
-// (see [WithMaxPendingBytes]), waiting for room if need be, and returns the
-// bytes taken. The wait does not count against the request timeout: the
+// reserve takes size bytes, a request's payload, from the connection's
+// share of the server's budget and then from the budget itself (see
+// [WithMaxPendingBytes]), waiting for room if need be, and returns the
+// bytes taken. A connection holds at most its share at once, so that one
+// client, however many streams it opens, leaves the rest of the budget to
+// the others; the server accepts no request larger than the share
+// (maxRequest). The wait does not count against the request timeout: the
 // client is not the one who is slow. With watch, for a large request whose
 // client sends nothing more until the continue frame, the end of its stream
-// during the wait means it gave up, and ends the wait.
-func (s *Server[In, Out]) reserve(st *yamux.Stream, size int, watch bool) (int64, error) {
+// during the wait means it gave up, and ends the wait. waited reports
+// whether the request had to wait.
+func (s *Server[In, Out]) reserve(st *yamux.Stream, cs *serverConn, size int, watch bool) (held int64, waited bool, err error) {
 	if s.pending == nil {
-		return 0, nil
+		return 0, false, nil
 	}
-	n := min(int64(size), s.cfg.maxPending)
-	if s.pending.TryAcquire(n) {
-		return n, nil
+	n := int64(size)
+	if cs.share.TryAcquire(n) {
+		if s.pending.TryAcquire(n) {
+			return n, false, nil
+		}
+		cs.share.Release(n)
 	}
 	// The stream's receive buffer from its last request is not needed
 	// while it waits.
@@ -34,18 +42,23 @@ func (s *Server[In, Out]) reserve(st *yamux.Stream, size int, watch bool) (int64
 		ctx, stop = watchWait(s.ctx, st)
 	}
 	s.reached(hookWaitingForRoom)
-	err := s.pending.Acquire(ctx, n)
+	err = cs.share.Acquire(ctx, n)
+	if err == nil {
+		if err = s.pending.Acquire(ctx, n); err != nil {
+			cs.share.Release(n)
+		}
+	}
 	if gone := stop(); gone != nil {
 		if err == nil {
 			s.pending.Release(n)
+			cs.share.Release(n)
 		}
-		return 0, gone
+		return 0, true, gone
 	}
 	if err != nil {
-		return 0, fmt.Errorf("waiting for memory for a request of %d bytes: %w", n, err)
+		return 0, true, fmt.Errorf("waiting for memory for a request of %d bytes: %w", n, err)
 	}
-	st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
-	return n, nil
+	return n, true, nil
 }
 
 // watchWait watches st while its large request waits for room, until stop
@@ -109,9 +122,39 @@ func (s *Server[In, Out]) putItems(items []In) {
 	s.items.Put(p)
 }
 
-// release gives n bytes back to the server's budget.
-func (s *Server[In, Out]) release(n int64) {
+// release gives n bytes of cs's requests back to the server's budget and
+// to cs's share.
+func (s *Server[In, Out]) release(cs *serverConn, n int64) {
 	if n > 0 {
 		s.pending.Release(n)
+		cs.share.Release(n)
 	}
 }
+
+// stallReader reads a request's payload from its stream: each read must
+// bring bytes within stall, and all of them must arrive by end (the
+// request timeout). A client that has been given room for its payload and
+// sends nothing more loses the room after stall, well before the request
+// timeout.
+type stallReader struct {
+	st    *yamux.Stream
+	stall time.Duration
+	end   time.Time
+}
+
+func (r *stallReader) Read(p []byte) (int, error) {
+	now := time.Now()
+	dl := r.end
+	if t := now.Add(r.stall); r.stall > 0 && t.Before(dl) {
+		dl = t
+	}
+	r.st.SetReadDeadline(dl)
+	n, err := r.st.Read(p)
+	if n == 0 && errors.Is(err, yamux.ErrTimeout) && time.Now().Before(r.end) {
+		err = fmt.Errorf("%w: no byte of the request's payload for %v", errStalled, r.stall)
+	}
+	return n, err
+}
+
+// errStalled ends a request whose client stopped sending it.
+var errStalled = errors.New("request stalled")

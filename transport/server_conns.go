@@ -7,9 +7,11 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/seed-c94cd834/fanout/transport/internal/wire"
 )
@@ -25,6 +27,11 @@ func (s *Server[In, Out]) Serve(l net.Listener) error {
 		return ErrServerClosed
 	}
 	s.listeners[l] = struct{}{}
+	if !s.reaping && s.cfg.idleTimeout > 0 {
+		s.reaping = true
+		s.sweeps.Add(1)
+		go s.reap()
+	}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -102,7 +109,10 @@ func (s *Server[In, Out]) admit(conn net.Conn) (admission, *serverConn) {
 		s.refusing++
 	}
 	s.conn.Add(1)
-	cs := &serverConn{streams: make(map[*streamCall]struct{})}
+	cs := &serverConn{streams: make(map[*streamCall]struct{}), open: &s.nstreams}
+	if s.pending != nil {
+		cs.share = semaphore.NewWeighted(s.connShare)
+	}
 	s.conns[conn] = cs
 	return a, cs
 }
@@ -185,10 +195,10 @@ func (s *Server[In, Out]) serveConn(raw net.Conn, cs *serverConn, busy bool) {
 			continue
 		}
 		sc := &streamCall{st: st, done: make(chan struct{}, 1)}
-		if !cs.add(sc, s.cfg.maxCalls) {
+		if refusal := cs.add(sc, s.cfg.maxCalls, s.cfg.maxStreams); refusal != "" {
 			s.mu.Unlock()
-			log.Debug("transport: call refused: overloaded", "limit", s.cfg.maxCalls)
-			s.refuse(st, CodeOverloaded, fmt.Sprintf("server overloaded: stream limit of %d reached on this connection", s.cfg.maxCalls), peer.max)
+			log.Debug("transport: call refused: overloaded", "why", refusal)
+			s.refuse(st, CodeOverloaded, "server overloaded: "+refusal, peer.max)
 			continue
 		}
 		s.streams.Add(1)
@@ -252,31 +262,39 @@ var errReadsStopped = errors.New("connection failed")
 // reads at once when the connection fails, and is where the sweeper finds
 // the calls to watch.
 type serverConn struct {
-	sess *yamux.Session // set by track under the server's mu; nil during the handshake
+	sess  *yamux.Session      // set by track under the server's mu; nil during the handshake
+	share *semaphore.Weighted // the connection's share of the server's budget; nil for no budget
+	open  *atomic.Int64       // the server's count of streams open
 
 	mu      sync.Mutex
 	streams map[*streamCall]struct{}
 	stopped bool // stop was called: streams added later stop at once
 }
 
-// add counts sc among the connection's streams, unless it serves max
-// already.
-func (cs *serverConn) add(sc *streamCall, max int) bool {
+// add counts sc among the connection's streams, unless it serves perConn
+// already, or the server serves total and this is not the connection's
+// first stream; it returns why it refused, or "".
+func (cs *serverConn) add(sc *streamCall, perConn, total int) string {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if len(cs.streams) >= max {
-		return false
+	switch {
+	case len(cs.streams) >= perConn:
+		return fmt.Sprintf("stream limit of %d reached on this connection", perConn)
+	case len(cs.streams) > 0 && cs.open.Load() >= int64(total):
+		return fmt.Sprintf("server-wide stream limit of %d reached", total)
 	}
 	cs.streams[sc] = struct{}{}
+	cs.open.Add(1)
 	if cs.stopped {
 		sc.stopReads()
 	}
-	return true
+	return ""
 }
 
 func (cs *serverConn) remove(sc *streamCall) {
 	cs.mu.Lock()
 	delete(cs.streams, sc)
+	cs.open.Add(-1)
 	cs.mu.Unlock()
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -43,8 +42,11 @@ func (s *Server[In, Out]) serveStream(sc *streamCall, peer peer, cs *serverConn)
 		// must hold no more than that meanwhile.
 		hdr := sc.hdr[:]
 		if !sc.early {
-			if err := sc.awaitRequest(); err != nil {
-				if first {
+			if err := sc.awaitRequest(s.epoch); err != nil {
+				if errors.Is(err, errStreamIdle) {
+					log.Debug("transport: idle stream closed", "remote", st.RemoteAddr(), "idle_timeout", s.cfg.idleTimeout)
+					s.refuse(st, CodeStreamIdle, fmt.Sprintf("stream closed after %v without a request; a request crossing this answer was not read", s.cfg.idleTimeout), peer.max)
+				} else if first {
 					log.Debug("transport: stream ended before its request", "remote", st.RemoteAddr(), "err", err)
 				}
 				return
@@ -65,9 +67,9 @@ func (s *Server[In, Out]) serveStream(sc *streamCall, peer peer, cs *serverConn)
 		if !first {
 			st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
 		}
-		items, timeout, held, err := s.readRequest(st, hdr)
+		items, timeout, held, err := s.readRequest(st, cs, hdr)
 		if err != nil {
-			s.release(held)
+			s.release(cs, held)
 			s.calls.Done()
 			var refusal *RemoteError
 			if errors.As(err, &refusal) {
@@ -85,10 +87,10 @@ func (s *Server[In, Out]) serveStream(sc *streamCall, peer peer, cs *serverConn)
 		} else {
 			ctx, sc.cancel = context.WithCancel(s.ctx)
 		}
-		code := s.runCall(ctx, items, held, peer.max, sc)
+		code, wrote := s.runCall(ctx, items, held, peer.max, sc, cs)
 		s.putItems(items)
-		if sc.gone.Load() || !keepsStream(code) {
-			return // the client ended its side, or the answer ends the stream
+		if sc.gone.Load() || !keepsStream(code) || !wrote {
+			return // the client ended its side, the answer ends the stream, or it could not be written
 		}
 	}
 }
@@ -113,37 +115,62 @@ const shrinkAbove = 4 << 10
 // follow one another closer than that.)
 //
 // A stream whose reads were stopped (see [serverConn.stop]) waits for
-// nothing.
-func (sc *streamCall) awaitRequest() error {
+// nothing. While it waits, the server's reaper may find it idle for the
+// idle timeout and end the wait: it returns errStreamIdle then. epoch is
+// the server's.
+func (sc *streamCall) awaitRequest(epoch time.Time) error {
 	st, hdr := sc.st, sc.hdr[:]
 	if sc.stopped.Load() {
 		return errReadsStopped
 	}
+	sc.idled.Store(false)
+	sc.waiting.Store(int64(time.Since(epoch)))
+	defer sc.waiting.Store(0)
+	var err error
 	if binary.LittleEndian.Uint32(hdr[1:]) <= shrinkAbove {
-		_, err := io.ReadFull(st, hdr[:1])
-		return err
-	}
-	st.SetReadDeadline(time.Now().Add(idleShrink))
-	_, err := io.ReadFull(st, hdr[:1])
-	if errors.Is(err, yamux.ErrTimeout) && !sc.stopped.Load() {
-		st.Shrink()
-		st.SetReadDeadline(time.Time{})
 		_, err = io.ReadFull(st, hdr[:1])
+	} else {
+		st.SetReadDeadline(time.Now().Add(idleShrink))
+		_, err = io.ReadFull(st, hdr[:1])
+		if errors.Is(err, yamux.ErrTimeout) && !sc.stopped.Load() && !sc.idled.Load() {
+			st.Shrink()
+			st.SetReadDeadline(time.Time{})
+			// The reaper sets idled before the deadline that ends the
+			// wait: look again once the deadline is cleared.
+			if !sc.idled.Load() {
+				_, err = io.ReadFull(st, hdr[:1])
+			}
+		}
+	}
+	if err != nil && sc.idled.Load() && !sc.stopped.Load() {
+		return errStreamIdle
 	}
 	return err
 }
 
+// errStreamIdle ends a stream that carried no request for the idle timeout.
+var errStreamIdle = errors.New("stream idle")
+
 // runCall runs one call and writes its answer, then releases the held bytes
-// of its request. It returns the answer's error code, 0 for results.
-func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, peerMax int, sc *streamCall) Code {
+// of its request. It returns the answer's error code, 0 for results, and
+// whether the answer was written: a stream whose client does not read its
+// answer within the write timeout is closed.
+func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, peerMax int, sc *streamCall, cs *serverConn) (code Code, wrote bool) {
 	defer s.calls.Done()
 	defer sc.cancel()
-	defer s.release(held)
+	defer s.release(cs, held)
 	st := sc.st
 	log := s.cfg.logger
 
 	s.watch(sc) // gone is false: serveStream returns once it is set
-	out, code, err := s.process(ctx, items)
+	var out []Out
+	var err error
+	if least := minSize(s.out, len(items)); least > peerMax {
+		// The answer cannot fit: refuse before the backend does the work.
+		code, err = CodeTooLarge, fmt.Errorf("response refused before processing: %w: the answer to %d items takes at least %d bytes, the client accepts at most %d", ErrMessageTooLarge, len(items), least, peerMax)
+	} else {
+		out, code, err = s.process(ctx, items)
+	}
 	answer := out // handed back to a Recycler once encoded or discarded
 	sc.unwatch()
 	st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
@@ -180,12 +207,13 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 		sc.state.Store(callWatched)
 		go sc.watchStream()
 	}
-	if _, err := st.Write(buf); err != nil {
+	_, err = st.Write(buf)
+	if err != nil {
 		log.Debug("transport: writing response", "remote", st.RemoteAddr(), "err", err)
 	}
 	s.reached(hookAnswered)
 	sc.unwatch()
-	return code
+	return code, err == nil
 }
 
 // readRequest reads the rest of a request whose first header byte is in
@@ -197,7 +225,7 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 // whatever the error. A request the server refuses is returned as a
 // *RemoteError, the answer to send back; a stream that ended or timed out
 // inside the request, as any other error.
-func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In, timeout time.Duration, held int64, err error) {
+func (s *Server[In, Out]) readRequest(st *yamux.Stream, cs *serverConn, hdr []byte) (items []In, timeout time.Duration, held int64, err error) {
 	defer st.SetReadDeadline(time.Time{})
 	_, err = io.ReadFull(st, hdr[1:])
 	if err == io.EOF {
@@ -206,7 +234,10 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In,
 	var k wire.Kind
 	var n int
 	if err == nil {
-		k, n, err = wire.ParseHeader(hdr, s.cfg.maxMessage)
+		k, n, err = wire.ParseHeader(hdr, maxMessageLimit)
+	}
+	if err == nil && k == wire.KindRequest && n > s.maxRequest {
+		err = fmt.Errorf("%w: %d bytes, the server accepts at most %d (its maximum message size, or a connection's share of its budget)", ErrMessageTooLarge, n, s.maxRequest)
 	}
 	// A frame that is not a request, or that is too short to be one, is
 	// refused from its header: its payload is neither read nor held.
@@ -215,8 +246,14 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In,
 	}
 	var payload []byte
 	asks := n > wire.ContinueAbove // the client waits for a continue frame
+	end := time.Now().Add(s.cfg.requestTimeout)
 	if err == nil {
-		held, err = s.reserve(st, n, asks)
+		var waited bool
+		held, waited, err = s.reserve(st, cs, n, asks)
+		if waited {
+			// The rest has the whole request timeout from now.
+			end = time.Now().Add(s.cfg.requestTimeout)
+		}
 	}
 	if err == nil && asks {
 		// The client sends a large payload only once told there is room
@@ -224,19 +261,22 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, hdr []byte) (items []In,
 		st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
 		_, err = st.Write(wire.ContinueFrame)
 		// The payload has the whole request timeout from now.
-		st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
+		end = time.Now().Add(s.cfg.requestTimeout)
 	}
 	if err == nil {
+		// The buffer grows as the payload arrives (a pooled one may be
+		// large enough already): a client that announces a large request
+		// and sends little of it costs what it sent, and loses its room
+		// in the budget once it has sent nothing for the stall timeout.
 		bufp := getBuf()
 		defer putBuf(bufp)
 		buf := append((*bufp)[:0], hdr...)
-		// Room for the payload is reserved: no need to grow the buffer
-		// only as the bytes arrive.
-		buf = slices.Grow(buf, n)
-		_, payload, err = wire.ReadPayload(st, s.cfg.maxMessage, buf)
+		_, payload, err = wire.ReadPayload(&stallReader{st: st, stall: s.cfg.stallTimeout, end: end}, s.maxRequest, buf)
 		*bufp = payload
 	}
 	switch {
+	case errors.Is(err, errStalled):
+		return nil, 0, held, &RemoteError{Code: CodeBadRequest, Message: fmt.Sprintf("request refused: %v of %d bytes announced; its room in the budget is given to others", err, n)}
 	case errors.Is(err, ErrMessageTooLarge):
 		return nil, 0, held, &RemoteError{Code: CodeTooLarge, Message: "request refused: " + err.Error()}
 	case errors.Is(err, ErrProtocol):

@@ -48,6 +48,11 @@ type streamCall struct {
 	// stopped: the connection failed, and a read deadline in the past
 	// ends the stream's reads (see serverConn.stop).
 	stopped atomic.Bool
+	// waiting: when the stream started to wait for its next request, from
+	// the server's epoch, or 0 when it is not waiting; idled: the reaper
+	// ended that wait, the stream having been idle for the idle timeout.
+	waiting atomic.Int64
+	idled   atomic.Bool
 	cancel  context.CancelFunc
 }
 
@@ -174,5 +179,37 @@ func (sc *streamCall) watchStream() {
 		sc.gone.Store(true)
 		sc.st.SetWriteDeadline(time.Now())
 		sc.cancel()
+	}
+}
+
+// reap closes the streams idle for the idle timeout ([WithIdleTimeout]):
+// every quarter of it, it ends the wait of each stream that has waited
+// for its next request that long, which then answers [CodeStreamIdle] and
+// closes. It returns once the server is closed.
+func (s *Server[In, Out]) reap() {
+	defer s.sweeps.Done()
+	every := min(max(s.cfg.idleTimeout/4, time.Millisecond), 10*time.Second)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		idle := int64(s.cfg.idleTimeout)
+		now := int64(time.Since(s.epoch))
+		s.mu.Lock()
+		for _, cs := range s.conns {
+			cs.mu.Lock()
+			for sc := range cs.streams {
+				if since := sc.waiting.Load(); since != 0 && now-since >= idle && !sc.idled.Load() {
+					sc.idled.Store(true)
+					sc.st.SetReadDeadline(time.Unix(1, 0))
+				}
+			}
+			cs.mu.Unlock()
+		}
+		s.mu.Unlock()
 	}
 }

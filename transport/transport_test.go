@@ -427,16 +427,20 @@ func TestResponseLargerThanClientLimit(t *testing.T) {
 	addr := serve(t, fanout.BackendFunc[int64, int64](func(ctx context.Context, in []int64) ([]int64, error) {
 		return make([]int64, len(in)), nil
 	}))
-	c := client(t, addr, transport.WithMaxMessageSize(1024))
+	c := client(t, addr, transport.WithMaxMessageSize(1024), transport.WithChunks(0, 0))
 	_, err := c.Process(context.Background(), make([]int64, 1000))
 	require.ErrorIs(t, err, transport.ErrMessageTooLarge)
-	// The client announced its limit in the handshake, so the server
-	// answers with an error instead of sending what the client refuses.
+	// The codec tells the answer's size ahead: the client refuses the call
+	// before sending it, and nobody does the work of it.
 	var re *transport.RemoteError
-	require.ErrorAs(t, err, &re)
-	require.Equal(t, transport.CodeTooLarge, re.Code)
-	require.Contains(t, re.Message, "8000 bytes, the peer accepts at most 1024")
-	out, err := c.Process(context.Background(), make([]int64, 10))
+	require.False(t, errors.As(err, &re), "refused by the server, not before sending: %v", err)
+	require.Contains(t, err.Error(), "the answer to 1000 items takes at least 8000 bytes, this client accepts at most 1024")
+	// Cut in chunks (the default), the same call is answered.
+	c2 := client(t, addr, transport.WithMaxMessageSize(1024))
+	out, err := c2.Process(context.Background(), make([]int64, 1000))
+	require.NoError(t, err)
+	require.Len(t, out, 1000)
+	out, err = c.Process(context.Background(), make([]int64, 10))
 	require.NoError(t, err)
 	require.Len(t, out, 10)
 }
@@ -661,7 +665,7 @@ func TestAbandonedCallDoesNotHoldTheServer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, err := c.Process(ctx, make([]int64, 1<<20))
+		_, err := c.Process(ctx, make([]int64, 500_000)) // within a connection's share of the budget
 		errc <- err
 	}()
 	<-started
@@ -690,7 +694,7 @@ func TestShutdownServesARequestWaitingForTheBudget(t *testing.T) {
 		entered <- struct{}{}
 		<-release
 		return make([]int64, len(in)), nil
-	}), transport.Int64(), transport.Int64(), quiet, transport.WithMaxPendingBytes(600<<10))
+	}), transport.Int64(), transport.Int64(), quiet, transport.WithMaxPendingBytes(600<<10), transport.WithMaxPendingBytesPerConnection(600<<10))
 	ev := transport.WatchEvents(srv)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()

@@ -222,6 +222,10 @@ const (
 
 func (resultCodec) Name() string { return "xyz.result/2" }
 
+// MinSize is n results with an empty backend name and no error:
+// transport.MinSizer.
+func (resultCodec) MinSize(n int) int { return n * (resultHeader + 1) }
+
 func (resultCodec) Append(dst []byte, items []Result) ([]byte, error) {
 	var texts []string // distinct error texts, in order of first use
 	size := 0
