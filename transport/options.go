@@ -55,6 +55,9 @@ type config struct {
 	maxCalls         int
 	maxConns         int
 	maxPending       int64
+	maxWriteBuffer   int
+	maxWriteBuffers  int64
+	writePool        *writePool // made by newServerConfig from maxWriteBuffers; nil on a client
 	chunkItems       int
 	chunkCalls       int
 	tlsConfig        *tls.Config
@@ -74,6 +77,8 @@ const (
 	DefaultMaxCalls         = 1024
 	DefaultMaxConnections   = 1024
 	DefaultMaxPendingBytes  = 16 << 20
+	DefaultMaxWriteBuffer   = 1 << 20
+	DefaultMaxWriteBuffers  = 32 << 20
 	DefaultChunkItems       = 131072
 	DefaultChunksInFlight   = 4
 )
@@ -87,6 +92,7 @@ func newServerConfig(opts []ServerOption) config {
 	for _, opt := range opts {
 		opt.applyServer(&c)
 	}
+	c.writePool = newWritePool(c.maxWriteBuffers)
 	return c
 }
 
@@ -118,6 +124,8 @@ func defaultConfig() config {
 		maxCalls:         DefaultMaxCalls,
 		maxConns:         DefaultMaxConnections,
 		maxPending:       DefaultMaxPendingBytes,
+		maxWriteBuffer:   DefaultMaxWriteBuffer,
+		maxWriteBuffers:  DefaultMaxWriteBuffers,
 		chunkItems:       DefaultChunkItems,
 		chunkCalls:       DefaultChunksInFlight,
 	}
@@ -241,6 +249,29 @@ func WithMaxConnections(n int) ServerOption {
 // Default: [DefaultMaxPendingBytes]. Values below 1 mean no bound.
 func WithMaxPendingBytes(n int64) ServerOption {
 	return serverOption(func(c *config) { c.maxPending = n })
+}
+
+// WithMaxWriteBuffer bounds the memory a server spends on bytes it has
+// written to its connections but the connections have not yet taken: the
+// answers, acknowledgements and other yamux frames waiting for a slow or
+// stalled peer. Each connection has at most perConn bytes waiting or being
+// written, in at most two buffers of up to perConn bytes each; past that,
+// the connection's writes wait (its own writes only) until the peer takes
+// some, and a peer that takes nothing within the write timeout
+// ([WithWriteTimeout]) is cut off, its connection closed and its memory
+// released. All connections together hold at most total bytes of such
+// buffers; a connection whose buffer cannot grow within total writes each
+// frame at once, one frame per write, after what it has buffered, so total
+// never makes one connection wait for another. A frame larger than perConn
+// (a yamux data frame is at most a stream window, 256 KiB, unless the peer
+// grants a larger window) is written at once in the same way. A connection
+// gives back a buffer larger than 64 KiB as soon as it has nothing to
+// write, and all its buffers when it closes. Clients bound each connection
+// at [DefaultMaxWriteBuffer]. Server. Default: [DefaultMaxWriteBuffer] per
+// connection, [DefaultMaxWriteBuffers] in all. perConn below 1 means 1
+// (every frame written at once); total below 1 means no bound in all.
+func WithMaxWriteBuffer(perConn int, total int64) ServerOption {
+	return serverOption(func(c *config) { c.maxWriteBuffer, c.maxWriteBuffers = max(perConn, 1), total })
 }
 
 // WithChunks sets how a client sends a call with more than items items:
