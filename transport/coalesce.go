@@ -42,8 +42,14 @@ import (
 // caller (yamux's send loop) writes the frame itself, on its own goroutine,
 // after what is buffered. An empty buffer can always make progress that
 // way, so the pool never makes a connection wait for another: a connection
-// that drains is written to as fast as without the pool, one frame per
-// write.
+// that drains goes on being written to, one frame per write, only without
+// the batching.
+//
+// A wait in Write holds up every stream of the connection (yamux has one
+// send loop per session, and its queue's waits ignore the callers'
+// contexts), which is why maxBuf is meant to be a few stream windows (256
+// KiB each), enough for an honest connection's writes never to wait long,
+// and why the write timeout, which ends every wait, matters.
 //
 // A coalescer that goes quiet with buffers larger than keepIdle gives them
 // back (to the garbage collector and to the pool); on a write error, and
