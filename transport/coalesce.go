@@ -79,6 +79,14 @@ type coalescer struct {
 	readFailed func()
 }
 
+// clientMaxBuf is a client's bound on what a coalescer holds per
+// connection: large, because on a client a wait in Write would hold up
+// yamux's send loop, and with it every call's stream write, in waits that
+// ignore the calls' contexts: a call on a stalled connection could not end
+// at its deadline (TestProxyDeadlineWhileSendPathStalled). What it buffers
+// is the client's own requests, which its callers bound.
+const clientMaxBuf = 64 << 20
+
 // keepIdle is the largest buffer a coalescer keeps once it has nothing to
 // write: a larger one, grown under load, is given back rather than held
 // while the connection is idle.

@@ -266,8 +266,9 @@ func WithMaxPendingBytes(n int64) ServerOption {
 // (a yamux data frame is at most a stream window, 256 KiB, unless the peer
 // grants a larger window) is written at once in the same way. A connection
 // gives back a buffer larger than 64 KiB as soon as it has nothing to
-// write, and all its buffers when it closes. Clients bound each connection
-// at [DefaultMaxWriteBuffer]. Server. Default: [DefaultMaxWriteBuffer] per
+// write, and all its buffers when it closes. (A client buffers up to 64 MiB
+// per connection, so that its calls' deadlines hold while a connection is
+// stalled.) Server. Default: [DefaultMaxWriteBuffer] per
 // connection, [DefaultMaxWriteBuffers] in all. perConn below 1 means 1
 // (every frame written at once); total below 1 means no bound in all.
 func WithMaxWriteBuffer(perConn int, total int64) ServerOption {
