@@ -194,7 +194,7 @@ func attackNeverRead(t *testing.T, conns int, opts ...ServerOption) {
 	queued := uint64(conns) * 64 * frameSize
 	slack := uint64(16 << 20) // the well-behaved callers, goroutines, yamux's own buffers, garbage not yet collected
 	bound := (writeSide + requestSide + queued + slack) * 5 / 4
-	t.Logf("attack: %d connection(s), %d requests of %d numbers each on each, %.1f MiB sent; cut off after %v (write timeout %v)",
+	t.Logf("attack: %d connection(s), %d requests of %d numbers on each, %.1f MiB sent; cut off after %v (write timeout %v)",
 		conns, neverReadRequests, neverReadItems, float64(attackBytes)/(1<<20), cutOff.Round(time.Millisecond), neverReadTimeout)
 	t.Logf("coalescers' buffers: peak %.2f MiB (bound %.2f MiB)", float64(pool.peak.Load())/(1<<20), float64(writeSide)/(1<<20))
 	requireHeapWithin(t, h, bound, fmt.Sprintf("(write side %.0f MiB + request side %.0f MiB + yamux queues %.0f MiB + %.0f MiB) x 1.25",
