@@ -278,7 +278,7 @@ func (c *Client[In, Out]) handshake(ctx context.Context) (*yamux.Session, int, e
 		return nil, 0, ctx.Err()
 	}
 	conn.SetDeadline(time.Time{})
-	sess, err := yamux.Client(newCoalescer(conn, c.cfg.writeTimeout), c.cfg.yamuxConfig())
+	sess, err := yamux.Client(newCoalescer(conn, c.cfg.writeTimeout, clientMaxBuf, nil), c.cfg.yamuxConfig())
 	if err != nil {
 		conn.Close()
 		return nil, 0, err

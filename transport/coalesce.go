@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,20 +29,43 @@ import (
 // write timeout, which bounds every flush) is kept and returned by every
 // later Write, and closes the connection so that yamux's reader sees it too.
 //
-// The buffer is bounded (Write blocks while maxPending bytes wait), but
-// large: yamux's send loop must not block on a slow or stalled connection,
-// because every stream's open, write and close waits in its queue, and those
-// waits ignore the caller's context (they end only at the write timeout).
-// What a stalled connection can buffer is bounded anyway by the streams'
-// flow-control windows: each stream has at most its window (256 KiB) unacknowledged.
+// What a coalescer holds is bounded twice. Per connection, at most maxBuf
+// bytes wait or are being written: past that, Write waits until the writer
+// goroutine has written some, so a peer that stops reading stalls its own
+// connection's send loop only, until the write timeout cuts it off (the
+// write in progress fails, and every later Write with it). A frame larger
+// than maxBuf is written by the caller itself, once what is buffered before
+// it has been written. Server-wide, the memory of every coalescer's buffers
+// (their capacity: a coalescer has at most two, the one being written and
+// the one gathering the next write) is taken from a pool; when the pool has
+// no room for a buffer to grow, the coalescer stops buffering and the
+// caller (yamux's send loop) writes the frame itself, on its own goroutine,
+// after what is buffered. An empty buffer can always make progress that
+// way, so the pool never makes a connection wait for another: a connection
+// that drains goes on being written to, one frame per write, only without
+// the batching.
+//
+// A wait in Write holds up every stream of the connection (yamux has one
+// send loop per session, and its queue's waits ignore the callers'
+// contexts), which is why maxBuf is meant to be a few stream windows (256
+// KiB each), enough for an honest connection's writes never to wait long,
+// and why the write timeout, which ends every wait, matters.
+//
+// A coalescer that goes quiet with buffers larger than keepIdle gives them
+// back (to the garbage collector and to the pool); on a write error, and
+// when it is closed, it gives back all of them.
 type coalescer struct {
 	net.Conn
 	writeTimeout time.Duration
+	maxBuf       int        // bytes buffered and being written, at most
+	pool         *writePool // of the buffers' memory, shared by a server's connections; nil for none
 
 	mu      sync.Mutex
 	space   sync.Cond     // signalled when the buffer drains
 	pending []byte        // bytes to write next
-	spare   []byte        // the buffer being written, reused when done
+	spare   []byte        // a buffer to gather into once pending is being written; nil while it is
+	held    int64         // taken from pool: the capacity of pending, spare and the buffer being written
+	inWrite int           // bytes in the write in progress
 	err     error         // the first write error
 	closed  bool          // Close was called: Write fails
 	writing bool          // a write to the connection is in progress
@@ -55,9 +79,18 @@ type coalescer struct {
 	readFailed func()
 }
 
-// maxPending bounds the bytes a coalescer buffers: 256 streams' full
-// windows.
-const maxPending = 64 << 20
+// clientMaxBuf is a client's bound on what a coalescer holds per
+// connection: large, because on a client a wait in Write would hold up
+// yamux's send loop, and with it every call's stream write, in waits that
+// ignore the calls' contexts: a call on a stalled connection could not end
+// at its deadline (TestProxyDeadlineWhileSendPathStalled). What it buffers
+// is the client's own requests, which its callers bound.
+const clientMaxBuf = 64 << 20
+
+// keepIdle is the largest buffer a coalescer keeps once it has nothing to
+// write: a larger one, grown under load, is given back rather than held
+// while the connection is idle.
+const keepIdle = 64 << 10
 
 // quietGap is how long a connection must have been idle for a frame to be
 // written at once, by the goroutine that hands it over, rather than by the
@@ -78,10 +111,15 @@ const (
 	yamuxTypeData   = 0
 )
 
-func newCoalescer(conn net.Conn, writeTimeout time.Duration) *coalescer {
+// newCoalescer returns a coalescer of conn that holds at most maxBuf bytes
+// to write (at least 1), taking its buffers' memory from pool (nil for no
+// server-wide bound).
+func newCoalescer(conn net.Conn, writeTimeout time.Duration, maxBuf int, pool *writePool) *coalescer {
 	c := &coalescer{
 		Conn:         conn,
 		writeTimeout: writeTimeout,
+		maxBuf:       max(maxBuf, 1),
+		pool:         pool,
 		wake:         make(chan struct{}, 1),
 		done:         make(chan struct{}),
 	}
@@ -102,10 +140,19 @@ func (c *coalescer) Read(p []byte) (int, error) {
 
 // Write buffers p for the writer goroutine, or writes it at once if no
 // write is in progress and p is a large body or comes after a quiet spell.
+// It waits while the connection has maxBuf bytes to write, and writes p
+// itself, after what is buffered, when p does not fit in maxBuf or the
+// server-wide pool has no room for it.
 func (c *coalescer) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for c.err == nil && !c.closed && len(c.pending) > 0 && len(c.pending)+len(p) > maxPending {
+	for c.err == nil && !c.closed && c.queued() > 0 && c.queued()+len(p) > c.maxBuf {
+		// Make sure the writer runs: what is buffered may be a lone
+		// header, which does not wake it.
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
 		c.space.Wait()
 	}
 	switch {
@@ -114,20 +161,29 @@ func (c *coalescer) Write(p []byte) (int, error) {
 	case c.closed:
 		return 0, net.ErrClosed
 	}
+	var rest []byte
 	switch {
 	case isDataHeader(p):
-		c.pending = append(c.pending, p...)
-		return len(p), nil // its body is yamux's very next write
+		// Its body is yamux's very next write. A header is buffered
+		// even past the bounds: it is 12 bytes, and the body's write
+		// takes it along.
+		c.appendLocked(p, true)
+		return len(p), nil
 	case c.direct != nil && !c.writing && len(p) >= directBody:
 		// A large body gains nothing from waiting for company, and
 		// copying it costs: write it from yamux's buffer if the socket
 		// takes it.
-		c.writeDirectLocked(p)
-		if len(c.pending) == 0 {
+		rest = c.writeDirectLocked(p)
+		if len(rest) == 0 {
 			return len(p), nil
 		}
+		if !c.appendLocked(rest, false) {
+			return len(p), c.writeSyncLocked(rest)
+		}
 	default:
-		c.pending = append(c.pending, p...)
+		if !c.appendLocked(p, false) {
+			return len(p), c.writeSyncLocked(p)
+		}
 		if c.direct != nil && !c.writing && time.Since(c.idle) > quietGap && c.tryWriteLocked() {
 			return len(p), nil
 		}
@@ -137,6 +193,70 @@ func (c *coalescer) Write(p []byte) (int, error) {
 	default: // the writer is already due to run
 	}
 	return len(p), nil
+}
+
+// queued returns the bytes buffered and being written. It is called with mu
+// held.
+func (c *coalescer) queued() int { return len(c.pending) + c.inWrite }
+
+// appendLocked appends p to the buffer, growing it with memory from the
+// pool, and reports whether it did. It refuses (unless force) when the
+// buffer would hold more than maxBuf bytes, or the pool has no room for it
+// to grow. It is called with mu held.
+func (c *coalescer) appendLocked(p []byte, force bool) bool {
+	n := len(c.pending) + len(p)
+	if n <= cap(c.pending) {
+		c.pending = append(c.pending, p...)
+		return true
+	}
+	if n > c.maxBuf && !force {
+		return false
+	}
+	// Grow by doubling, but never past maxBuf, so that a buffer's
+	// capacity stays within the connection's bound.
+	size := max(n, min(2*cap(c.pending), c.maxBuf))
+	grow := int64(size - cap(c.pending))
+	if !c.pool.take(grow, force) {
+		return false
+	}
+	c.held += grow
+	buf := make([]byte, n, size)
+	copy(buf, c.pending)
+	copy(buf[len(c.pending):], p)
+	c.pending = buf
+	return true
+}
+
+// writeSyncLocked writes what is buffered and then p, on the calling
+// goroutine (yamux's send loop), once no other write is in progress. It is
+// how a frame is written that the buffer cannot take: too large for
+// maxBuf, or the pool is out of room. It is called with mu held, and
+// releases it during the write.
+func (c *coalescer) writeSyncLocked(p []byte) error {
+	for c.err == nil && !c.closed && c.writing {
+		c.space.Wait()
+	}
+	switch {
+	case c.err != nil:
+		return c.err
+	case c.closed:
+		return net.ErrClosed
+	}
+	bufs := net.Buffers{p}
+	if len(c.pending) > 0 {
+		bufs = net.Buffers{c.pending, p}
+	}
+	c.inWrite = len(c.pending) + len(p)
+	c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	c.writing = true
+	c.mu.Unlock()
+
+	_, err := bufs.WriteTo(c.Conn)
+
+	c.mu.Lock()
+	c.pending = c.pending[:0]
+	c.wroteLocked(err)
+	return c.err
 }
 
 // isDataHeader reports whether p is exactly the header of a yamux data frame
@@ -161,9 +281,41 @@ func (c *coalescer) flush() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for len(c.pending) > 0 && c.err == nil {
+		if c.writing { // the caller writes a frame itself (writeSyncLocked)
+			c.space.Wait()
+			continue
+		}
 		c.writeLocked()
 	}
+	c.shrinkLocked()
 	return c.err == nil
+}
+
+// shrinkLocked gives back the buffers larger than keepIdle once there is
+// nothing to write. It is called with mu held.
+func (c *coalescer) shrinkLocked() {
+	if c.writing || len(c.pending) > 0 {
+		return
+	}
+	if cap(c.pending) > keepIdle {
+		c.pool.give(int64(cap(c.pending)))
+		c.held -= int64(cap(c.pending))
+		c.pending = nil
+	}
+	if cap(c.spare) > keepIdle {
+		c.pool.give(int64(cap(c.spare)))
+		c.held -= int64(cap(c.spare))
+		c.spare = nil
+	}
+}
+
+// releaseLocked gives back every buffer, after a write error or once
+// closed: nothing more is written. It is called with mu held and no write
+// in progress.
+func (c *coalescer) releaseLocked() {
+	c.pool.give(c.held)
+	c.held = 0
+	c.pending, c.spare = nil, nil
 }
 
 // tryWriteLocked writes what is buffered at once, on the calling goroutine,
@@ -180,6 +332,7 @@ func (c *coalescer) tryWriteLocked() bool {
 	n, ok := c.tryOnce(buf)
 	if n == len(buf) && ok {
 		c.pending = buf[:0]
+		c.shrinkLocked()
 		return true
 	}
 	c.pending = append(buf[:0], buf[n:]...)
@@ -200,15 +353,15 @@ func (c *coalescer) tryOnce(buf []byte) (n int, ok bool) {
 
 // writeDirectLocked writes a large frame body p, and what is buffered before
 // it, without copying p into the buffer, as far as the connection takes them
-// without waiting; the rest is buffered for the writer goroutine. It is
-// called with mu held and no write in progress.
-func (c *coalescer) writeDirectLocked(p []byte) {
+// without waiting, and returns what is left of p to buffer. It is called
+// with mu held and no write in progress.
+func (c *coalescer) writeDirectLocked(p []byte) []byte {
 	if len(c.pending) == 0 || c.tryWriteLocked() {
 		if n, ok := c.tryOnce(p); ok {
 			p = p[n:]
 		}
 	}
-	c.pending = append(c.pending, p...)
+	return p
 }
 
 // writeLocked writes what is buffered, in one write. It is called with mu
@@ -216,7 +369,8 @@ func (c *coalescer) writeDirectLocked(p []byte) {
 // next one.
 func (c *coalescer) writeLocked() {
 	buf := c.pending
-	c.pending = c.spare[:0]
+	c.pending, c.spare = c.spare[:0], nil
+	c.inWrite = len(buf)
 	timeout := c.writeTimeout
 	if c.closed {
 		timeout = min(timeout, closeTimeout)
@@ -228,12 +382,22 @@ func (c *coalescer) writeLocked() {
 	_, err := c.Conn.Write(buf)
 
 	c.mu.Lock()
-	c.writing = false
-	c.idle = time.Now()
 	c.spare = buf[:0]
+	c.wroteLocked(err)
+}
+
+// wroteLocked records the end of a write, with its error. It is called with
+// mu held.
+func (c *coalescer) wroteLocked(err error) {
+	c.writing = false
+	c.inWrite = 0
+	c.idle = time.Now()
 	if err != nil && c.err == nil {
 		c.err = err
 		c.Conn.Close() // so that yamux's reader stops too
+	}
+	if c.err != nil {
+		c.releaseLocked()
 	}
 	c.space.Broadcast()
 }
@@ -252,9 +416,59 @@ func (c *coalescer) Close() error {
 	c.space.Broadcast()
 	c.mu.Unlock()
 	<-c.done
+	c.mu.Lock()
+	for c.writing { // the caller's own write (writeSyncLocked) ends by closeTimeout
+		c.space.Wait()
+	}
+	c.releaseLocked()
+	c.mu.Unlock()
 	err := c.Conn.Close()
 	if !first {
 		return nil
 	}
 	return err
+}
+
+// writePool bounds the memory of the buffers of every coalescer of a
+// server, in bytes of capacity. A nil *writePool is no bound.
+type writePool struct {
+	limit int64
+	used  atomic.Int64
+	peak  atomic.Int64 // the most used at once, for tests
+}
+
+// newWritePool returns a pool of limit bytes, or nil for no bound if limit
+// is below 1.
+func newWritePool(limit int64) *writePool {
+	if limit < 1 {
+		return nil
+	}
+	return &writePool{limit: limit}
+}
+
+// take takes n bytes from the pool if it has room for them, or whether it
+// has or not if force, and reports whether it took them.
+func (p *writePool) take(n int64, force bool) bool {
+	if p == nil {
+		return true
+	}
+	for {
+		used := p.used.Load()
+		if used+n > p.limit && !force {
+			return false
+		}
+		if p.used.CompareAndSwap(used, used+n) {
+			if peak := p.peak.Load(); used+n > peak {
+				p.peak.CompareAndSwap(peak, used+n) // a lost race only underestimates a test's figure
+			}
+			return true
+		}
+	}
+}
+
+// give returns n bytes to the pool.
+func (p *writePool) give(n int64) {
+	if p != nil && n != 0 {
+		p.used.Add(-n)
+	}
 }

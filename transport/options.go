@@ -59,6 +59,9 @@ type config struct {
 	stallTimeout     time.Duration
 	idleTimeout      time.Duration
 	maxStreams       int
+	maxWriteBuffer   int
+	maxWriteBuffers  int64
+	writePool        *writePool // made by newServerConfig from maxWriteBuffers; nil on a client
 	chunkItems       int
 	chunkCalls       int
 	tlsConfig        *tls.Config
@@ -81,6 +84,8 @@ const (
 	DefaultStallTimeout     = time.Second
 	DefaultIdleTimeout      = time.Minute
 	DefaultMaxStreams       = 4096
+	DefaultMaxWriteBuffer   = 1 << 20
+	DefaultMaxWriteBuffers  = 32 << 20
 	DefaultChunkItems       = 131072
 	DefaultChunksInFlight   = 4
 )
@@ -94,6 +99,7 @@ func newServerConfig(opts []ServerOption) config {
 	for _, opt := range opts {
 		opt.applyServer(&c)
 	}
+	c.writePool = newWritePool(c.maxWriteBuffers)
 	return c
 }
 
@@ -128,6 +134,8 @@ func defaultConfig() config {
 		stallTimeout:     DefaultStallTimeout,
 		idleTimeout:      DefaultIdleTimeout,
 		maxStreams:       DefaultMaxStreams,
+		maxWriteBuffer:   DefaultMaxWriteBuffer,
+		maxWriteBuffers:  DefaultMaxWriteBuffers,
 		chunkItems:       DefaultChunkItems,
 		chunkCalls:       DefaultChunksInFlight,
 	}
@@ -304,6 +312,30 @@ func WithIdleTimeout(d time.Duration) Option {
 // defaults). Server. Default: [DefaultMaxStreams]. Values below 1 mean 1.
 func WithMaxStreams(n int) ServerOption {
 	return serverOption(func(c *config) { c.maxStreams = max(n, 1) })
+}
+
+// WithMaxWriteBuffer bounds the memory a server spends on bytes it has
+// written to its connections but the connections have not yet taken: the
+// answers, acknowledgements and other yamux frames waiting for a slow or
+// stalled peer. Each connection has at most perConn bytes waiting or being
+// written, in at most two buffers of up to perConn bytes each; past that,
+// the connection's writes wait (its own writes only) until the peer takes
+// some, and a peer that takes nothing within the write timeout
+// ([WithWriteTimeout]) is cut off, its connection closed and its memory
+// released. All connections together hold at most total bytes of such
+// buffers; a connection whose buffer cannot grow within total writes each
+// frame at once, one frame per write, after what it has buffered, so total
+// never makes one connection wait for another. A frame larger than perConn
+// (a yamux data frame is at most a stream window, 256 KiB, unless the peer
+// grants a larger window) is written at once in the same way. A connection
+// gives back a buffer larger than 64 KiB as soon as it has nothing to
+// write, and all its buffers when it closes. (A client buffers up to 64 MiB
+// per connection, so that its calls' deadlines hold while a connection is
+// stalled.) Server. Default: [DefaultMaxWriteBuffer] per
+// connection, [DefaultMaxWriteBuffers] in all. perConn below 1 means 1
+// (every frame written at once); total below 1 means no bound in all.
+func WithMaxWriteBuffer(perConn int, total int64) ServerOption {
+	return serverOption(func(c *config) { c.maxWriteBuffer, c.maxWriteBuffers = max(perConn, 1), total })
 }
 
 // WithChunks sets how a client sends a call with more than items items:

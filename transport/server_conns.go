@@ -167,7 +167,7 @@ func (s *Server[In, Out]) serveConn(raw net.Conn, cs *serverConn, busy bool) {
 		log.Warn("transport: handshake failed", "err", err)
 		return
 	}
-	co := newCoalescer(conn, s.cfg.writeTimeout)
+	co := newCoalescer(conn, s.cfg.writeTimeout, s.cfg.maxWriteBuffer, s.cfg.writePool)
 	// Once the connection fails, its streams' reads are ended before yamux
 	// shuts the session down (see serverConn.stop).
 	co.readFailed = cs.stop
