@@ -216,8 +216,14 @@ func (c *coalescer) appendLocked(p []byte, force bool) bool {
 	// capacity stays within the connection's bound.
 	size := max(n, min(2*cap(c.pending), c.maxBuf))
 	grow := int64(size - cap(c.pending))
-	if !c.pool.take(grow, force) {
-		return false
+	if !c.pool.take(grow, false) {
+		// Out of room: only a forced append (a frame header) goes past
+		// the pool, and then by no more than it needs.
+		if !force {
+			return false
+		}
+		size, grow = n, int64(n-cap(c.pending))
+		c.pool.take(grow, true)
 	}
 	c.held += grow
 	buf := make([]byte, n, size)

@@ -23,10 +23,13 @@ const (
 	EventConnEnded      = hookConnEnded
 	EventSweepStarted   = hookSweepStarted
 	EventSweepEnded     = hookSweepEnded
+	EventUnwritten      = hookUnwritten
+	EventStalled        = hookStalled
+	EventIdleClosed     = hookIdleClosed
 )
 
 func (ev hookEvent) String() string {
-	names := [numHookEvents]string{"waiting for room", "watching", "answered", "stream ended", "connection ended", "sweep started", "sweep ended"}
+	names := [numHookEvents]string{"waiting for room", "watching", "answered", "stream ended", "connection ended", "sweep started", "sweep ended", "answer unwritten", "request stalled", "idle stream closed"}
 	if ev < numHookEvents {
 		return names[ev]
 	}

@@ -13,6 +13,9 @@ const (
 	hookConnEnded                       // a connection is closed and forgotten
 	hookSweepStarted                    // a sweeper starts
 	hookSweepEnded                      // a sweeper ends
+	hookUnwritten                       // a call's answer could not be written (its client did not read it within the write timeout), and its stream is closed
+	hookStalled                         // a request that had room stopped arriving for the stall timeout, and is refused
+	hookIdleClosed                      // a stream idle for the idle timeout is closed
 	numHookEvents
 )
 

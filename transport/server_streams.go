@@ -30,7 +30,14 @@ func (s *Server[In, Out]) serveStream(sc *streamCall, peer peer, cs *serverConn)
 	defer s.reached(hookStreamEnded)
 	defer cs.remove(sc)
 	st := sc.st
-	defer st.Close()
+	defer func() {
+		// yamux v0.1.2 keeps a closed stream, and its receive buffer,
+		// until its peer closes too or the close timeout passes: give the
+		// buffer back now, so that streams a client leaves half-closed
+		// cost little.
+		st.Shrink()
+		st.Close()
+	}()
 	log := s.cfg.logger // attributes are built only where something is logged
 
 	for first := true; ; first = false {
@@ -45,6 +52,7 @@ func (s *Server[In, Out]) serveStream(sc *streamCall, peer peer, cs *serverConn)
 			if err := sc.awaitRequest(s.epoch); err != nil {
 				if errors.Is(err, errStreamIdle) {
 					log.Debug("transport: idle stream closed", "remote", st.RemoteAddr(), "idle_timeout", s.cfg.idleTimeout)
+					s.reached(hookIdleClosed)
 					s.refuse(st, CodeStreamIdle, fmt.Sprintf("stream closed after %v without a request; a request crossing this answer was not read", s.cfg.idleTimeout), peer.max)
 				} else if first {
 					log.Debug("transport: stream ended before its request", "remote", st.RemoteAddr(), "err", err)
@@ -210,6 +218,7 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 	_, err = st.Write(buf)
 	if err != nil {
 		log.Debug("transport: writing response", "remote", st.RemoteAddr(), "err", err)
+		s.reached(hookUnwritten)
 	}
 	s.reached(hookAnswered)
 	sc.unwatch()
@@ -276,6 +285,7 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, cs *serverConn, hdr []by
 	}
 	switch {
 	case errors.Is(err, errStalled):
+		s.reached(hookStalled)
 		return nil, 0, held, &RemoteError{Code: CodeBadRequest, Message: fmt.Sprintf("request refused: %v of %d bytes announced; its room in the budget is given to others", err, n)}
 	case errors.Is(err, ErrMessageTooLarge):
 		return nil, 0, held, &RemoteError{Code: CodeTooLarge, Message: "request refused: " + err.Error()}
