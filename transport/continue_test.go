@@ -326,7 +326,7 @@ func TestServerGoneBeforeTheContinueIsSafeToRetry(t *testing.T) {
 	t.Cleanup(letGo) // before the server's Close, even if the test fails
 	held := make(chan error, 1)
 	go func() {
-		_, err := c.Process(context.Background(), make([]int64, 30000)) // all of the budget
+		_, err := c.Process(context.Background(), make([]int64, wholeBudget)) // all of the budget
 		held <- err
 	}()
 	<-entered
@@ -337,11 +337,11 @@ func TestServerGoneBeforeTheContinueIsSafeToRetry(t *testing.T) {
 	}()
 	// A call in four chunks, all of them waiting for room: the first to
 	// fail cancels the others, which were not sent either.
-	chunked := NewClient(c.Addr(), Int64(), Int64(), WithLogger(nil), WithChunks(30000, 4))
+	chunked := NewClient(c.Addr(), Int64(), Int64(), WithLogger(nil), WithChunks(20000, 4))
 	defer chunked.Close()
 	waitingChunks := make(chan error, 1)
 	go func() {
-		_, err := chunked.Process(context.Background(), make([]int64, 120000))
+		_, err := chunked.Process(context.Background(), make([]int64, 80000))
 		waitingChunks <- err
 	}()
 	// All five requests, the call and the four chunks, wait for room.

@@ -83,7 +83,7 @@ const (
 	DefaultMaxPendingBytes  = 16 << 20
 	DefaultStallTimeout     = time.Second
 	DefaultIdleTimeout      = time.Minute
-	DefaultMaxStreams       = 4096
+	DefaultMaxStreams       = 1024
 	DefaultMaxWriteBuffer   = 1 << 20
 	DefaultMaxWriteBuffers  = 32 << 20
 	DefaultChunkItems       = 131072
