@@ -46,7 +46,7 @@ func requireErrorFrame(t *testing.T, st *yamux.Stream, code Code, text string) {
 
 // TestAttackSilentLargeRequests: one connection opens 4 streams, each
 // sends the 5-byte header of a large request and then nothing. Today's
-// defaults: a 16 MiB budget, a quarter of it per connection, a 1 s stall
+// defaults: a 16 MiB budget, a quarter of it per connection, a 2 s stall
 // timeout. A header of a 16 MiB request is refused at once (larger than a
 // connection's share); a header of a request of the whole share gets its
 // continue frame, one stream at a time (the connection's share), and loses
@@ -85,7 +85,7 @@ func TestAttackSilentLargeRequests(t *testing.T) {
 		wg.Go(func() {
 			k, payload := readAnswer(t, st)
 			require.Equal(t, wire.KindContinue, k, "%q", payload)
-			requireErrorFrame(t, st, CodeBadRequest, "no byte of the request's payload for 1s")
+			requireErrorFrame(t, st, CodeOverloaded, "no byte of the request's payload for 2s")
 		})
 	}
 	wg.Wait()
@@ -287,4 +287,28 @@ func TestTooLargeAnswerRefusedBeforeTheWork(t *testing.T) {
 	require.NoError(t, err)
 	requireErrorFrame(t, st, CodeTooLarge, "response refused before processing")
 	require.Zero(t, calls.Load(), "the backend did the work of an answer that could not be sent")
+}
+
+// TestStalledRequestIsAnsweredNotReset: a client slow rather than silent,
+// whose request stalls past the stall timeout and then arrives after all,
+// finishes writing it and reads the refusal (overloaded: not processed),
+// rather than having its write cut by a reset; the stream then ends.
+func TestStalledRequestIsAnsweredNotReset(t *testing.T) {
+	at := serveForAttack(t, WithStallTimeout(100*time.Millisecond))
+	sess := rawClientSession(t, at.addr, 1<<20)
+	defer sess.Close()
+	st, err := sess.OpenStream()
+	require.NoError(t, err)
+	_, req := requestFrameOf(t, 100_000) // 800 KB: more than the stream window
+	_, err = st.Write(req[:wire.HeaderSize])
+	require.NoError(t, err)
+	k, _ := readAnswer(t, st)
+	require.Equal(t, wire.KindContinue, k)
+	at.ev.Await(t, EventStalled, 1)
+	st.SetWriteDeadline(time.Now().Add(eventGuard)) // a hang guard
+	_, err = st.Write(req[wire.HeaderSize:])
+	require.NoError(t, err, "the server stopped reading a stalled request's payload")
+	requireErrorFrame(t, st, CodeOverloaded, "not processed")
+	re := &RemoteError{Code: CodeOverloaded}
+	require.ErrorIs(t, re, fanout.ErrOverloaded)
 }

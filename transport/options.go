@@ -81,7 +81,7 @@ const (
 	DefaultMaxCalls         = 1024
 	DefaultMaxConnections   = 1024
 	DefaultMaxPendingBytes  = 16 << 20
-	DefaultStallTimeout     = time.Second
+	DefaultStallTimeout     = 2 * time.Second
 	DefaultIdleTimeout      = time.Minute
 	DefaultMaxStreams       = 1024
 	DefaultMaxWriteBuffer   = 1 << 20
@@ -251,8 +251,10 @@ func WithMaxConnections(n int) ServerOption {
 // PROTOCOL.md), and its stream gives back the receive buffer of its earlier
 // requests meanwhile; a smaller one waits with its payload. So the server's
 // memory depends on this bound and not on how many clients send large
-// requests at once. A request larger than the bound waits until it is
-// alone. The decoded items, the backend's work and the answer are not
+// requests at once. One connection holds at most its share
+// ([WithMaxPendingBytesPerConnection]), and no request may be larger than
+// that share. A request's buffer grows as its bytes arrive, and a request
+// that stops arriving loses its room ([WithStallTimeout]). The decoded items, the backend's work and the answer are not
 // counted, but are usually proportional to the payload: the example middle
 // layer peaks at about 40-120 MiB plus ten times this bound
 // (PERFORMANCE.md). Server.
@@ -279,10 +281,13 @@ func WithMaxPendingBytesPerConnection(n int64) ServerOption {
 
 // WithStallTimeout bounds how long a server waits for the next bytes of a
 // request whose payload it has room for: a client that announced a request
-// and then sends nothing of it for this long has the request refused
-// ([CodeBadRequest], naming the stall) and its room in the budget given
-// back, well before the request timeout ([WithRequestTimeout]), which
-// still bounds the whole request. Server. Default: [DefaultStallTimeout].
+// and then sends nothing of it for this long has its room in the budget
+// given back and the request refused, unprocessed, with [CodeOverloaded]
+// naming the stall, well before the request timeout ([WithRequestTimeout]).
+// The server still reads and drops the rest of the payload until the
+// request timeout, so that a client slow rather than silent finishes its
+// write and reads the refusal, which matches [fanout.ErrOverloaded]: a
+// [fanout.Balancer] retries it on another replica. Server. Default: [DefaultStallTimeout].
 // Values below 1 leave only the request timeout.
 func WithStallTimeout(d time.Duration) ServerOption {
 	return serverOption(func(c *config) { c.stallTimeout = d })

@@ -140,6 +140,7 @@ type stallReader struct {
 	st    *yamux.Stream
 	stall time.Duration
 	end   time.Time
+	got   int64 // bytes read
 }
 
 func (r *stallReader) Read(p []byte) (int, error) {
@@ -150,6 +151,7 @@ func (r *stallReader) Read(p []byte) (int, error) {
 	}
 	r.st.SetReadDeadline(dl)
 	n, err := r.st.Read(p)
+	r.got += int64(n)
 	if n == 0 && errors.Is(err, yamux.ErrTimeout) && time.Now().Before(r.end) {
 		err = fmt.Errorf("%w: no byte of the request's payload for %v", errStalled, r.stall)
 	}

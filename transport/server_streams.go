@@ -80,7 +80,18 @@ func (s *Server[In, Out]) serveStream(sc *streamCall, peer peer, cs *serverConn)
 			s.release(cs, held)
 			s.calls.Done()
 			var refusal *RemoteError
-			if errors.As(err, &refusal) {
+			var stall *stallError
+			if errors.As(err, &stall) {
+				// The room is given back already; the rest of the payload,
+				// if it comes, is read and dropped, so that a client slow
+				// rather than hostile finishes its write and reads why.
+				log.Warn("transport: request refused", "remote", st.RemoteAddr(), "err", stall.Message)
+				st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
+				st.Write(appendErrorFrame(nil, stall.Code, stall.Message, peer.max))
+				st.SetReadDeadline(stall.end)
+				io.CopyN(io.Discard, st, stall.left)
+				st.Close()
+			} else if errors.As(err, &refusal) {
 				log.Warn("transport: request refused", "remote", st.RemoteAddr(), "err", refusal.Message)
 				s.refuse(st, refusal.Code, refusal.Message, peer.max)
 			} else {
@@ -254,6 +265,7 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, cs *serverConn, hdr []by
 		err = fmt.Errorf("%w: expected a request, got message kind %d of %d bytes", ErrProtocol, k, n)
 	}
 	var payload []byte
+	var sr stallReader
 	asks := n > wire.ContinueAbove // the client waits for a continue frame
 	end := time.Now().Add(s.cfg.requestTimeout)
 	if err == nil {
@@ -280,13 +292,18 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, cs *serverConn, hdr []by
 		bufp := getBuf()
 		defer putBuf(bufp)
 		buf := append((*bufp)[:0], hdr...)
-		_, payload, err = wire.ReadPayload(&stallReader{st: st, stall: s.cfg.stallTimeout, end: end}, s.maxRequest, buf)
+		sr = stallReader{st: st, stall: s.cfg.stallTimeout, end: end}
+		_, payload, err = wire.ReadPayload(&sr, s.maxRequest, buf)
 		*bufp = payload
 	}
 	switch {
 	case errors.Is(err, errStalled):
 		s.reached(hookStalled)
-		return nil, 0, held, &RemoteError{Code: CodeBadRequest, Message: fmt.Sprintf("request refused: %v of %d bytes announced; its room in the budget is given to others", err, n)}
+		return nil, 0, held, &stallError{
+			RemoteError: RemoteError{Code: CodeOverloaded, Message: fmt.Sprintf("request refused, not processed: %v of %d bytes announced; its room in the budget is given to others", err, n)},
+			left:        int64(n) - sr.got,
+			end:         end,
+		}
 	case errors.Is(err, ErrMessageTooLarge):
 		return nil, 0, held, &RemoteError{Code: CodeTooLarge, Message: "request refused: " + err.Error()}
 	case errors.Is(err, ErrProtocol):
@@ -301,3 +318,14 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, cs *serverConn, hdr []by
 	}
 	return items, time.Duration(min(binary.LittleEndian.Uint64(payload), 1<<62)), held, nil
 }
+
+// stallError is the refusal of a request that stalled: the answer to send,
+// and the bytes of its payload still to come, which the server reads and
+// drops until end.
+type stallError struct {
+	RemoteError
+	left int64
+	end  time.Time
+}
+
+func (e *stallError) Unwrap() error { return &e.RemoteError }
