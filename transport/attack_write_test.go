@@ -27,12 +27,6 @@ const (
 	neverReadTimeout = time.Second
 )
 
-// yamux's frame header fields (its spec.md), for the peers that write
-// frames by hand.
-const (
-	yamuxFlagSYN = 1
-)
-
 // appendYamuxData appends a yamux data frame of stream id, with flags,
 // carrying body.
 func appendYamuxData(dst []byte, id uint32, flags uint16, body []byte) []byte {

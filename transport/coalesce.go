@@ -77,6 +77,12 @@ type coalescer struct {
 	// readFailed, if set before yamux starts reading, is called when a
 	// Read of the connection fails, before yamux sees the error.
 	readFailed func()
+	// frames, if set before yamux starts reading, follows the frames
+	// read; once they go past its limits, Read fails with its error and
+	// calls flooded with it, once. A server sets both.
+	frames   *frameLimiter
+	flooded  func(error)
+	floodErr error // the error reads fail with, once frames found one
 }
 
 // clientMaxBuf is a client's bound on what a coalescer holds per
@@ -129,13 +135,37 @@ func newCoalescer(conn net.Conn, writeTimeout time.Duration, maxBuf int, pool *w
 	return c
 }
 
-// Read reads from the connection, calling readFailed if it fails.
+// Read reads from the connection, calling readFailed if it fails. With
+// frames set, it hands yamux the frames before one over the limits, and
+// then fails.
 func (c *coalescer) Read(p []byte) (int, error) {
+	if c.floodErr != nil {
+		return 0, c.failed(c.floodErr)
+	}
 	n, err := c.Conn.Read(p)
-	if err != nil && c.readFailed != nil {
+	if c.frames != nil && n > 0 {
+		var ferr error
+		if n, ferr = c.frames.feed(p[:n]); ferr != nil {
+			c.floodErr = ferr
+			c.flooded(ferr)
+			if n > 0 {
+				return n, nil // the frames before it; the next Read fails
+			}
+			err = ferr
+		}
+	}
+	if err != nil {
+		return n, c.failed(err)
+	}
+	return n, nil
+}
+
+// failed calls readFailed, if set, and returns err.
+func (c *coalescer) failed(err error) error {
+	if c.readFailed != nil {
 		c.readFailed()
 	}
-	return n, err
+	return err
 }
 
 // Write buffers p for the writer goroutine, or writes it at once if no

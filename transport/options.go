@@ -64,6 +64,8 @@ type config struct {
 	writePool        *writePool // made by newServerConfig from maxWriteBuffers; nil on a client
 	chunkItems       int
 	chunkCalls       int
+	pingRate         float64
+	pingBurst        int
 	tlsConfig        *tls.Config
 	dial             func(ctx context.Context, addr string) (net.Conn, error)
 }
@@ -88,6 +90,8 @@ const (
 	DefaultMaxWriteBuffers  = 32 << 20
 	DefaultChunkItems       = 131072
 	DefaultChunksInFlight   = 4
+	DefaultMaxPingRate      = 10 // a second
+	DefaultPingBurst        = 100
 )
 
 // maxMessageLimit is the largest size a frame's 4-byte length can state, or
@@ -138,11 +142,15 @@ func defaultConfig() config {
 		maxWriteBuffers:  DefaultMaxWriteBuffers,
 		chunkItems:       DefaultChunkItems,
 		chunkCalls:       DefaultChunksInFlight,
+		pingRate:         DefaultMaxPingRate,
+		pingBurst:        DefaultPingBurst,
 	}
 }
 
 // WithLogger sets the logger for the transport and for the yamux sessions
-// under it (yamux's own messages are logged at Warn or Error level).
+// under it (yamux's own messages are logged at Warn or Error level, but
+// those a peer can cause once a frame and those about frames left unsent
+// when a session closed at Debug).
 // Both sides. Default: [slog.Default]. A nil logger discards everything.
 func WithLogger(l *slog.Logger) Option {
 	return bothOption(func(c *config) {
@@ -343,6 +351,29 @@ func WithMaxWriteBuffer(perConn int, total int64) ServerOption {
 	return serverOption(func(c *config) { c.maxWriteBuffer, c.maxWriteBuffers = max(perConn, 1), total })
 }
 
+// WithMaxPingRate bounds the yamux pings a server answers on one
+// connection: burst at once, and rate a second on average (a token bucket,
+// full when the connection starts). yamux answers every ping on a goroutine
+// of its own, so without a bound a client flooding pings costs the server
+// memory and CPU that no request budget counts. A connection that sends a
+// ping past the limit is closed, its calls in flight failing, and the
+// server logs one line at Warn level naming the client's address and the
+// limit. A fanout client sends one ping per keepalive interval
+// ([WithKeepAlive]), which stays within the default unless the interval
+// is under a tenth of a second. Other frames that carry no call (window
+// updates, empty data frames, go aways) are bounded too, per connection,
+// far above what a client sends (PROTOCOL.md). Server. Default:
+// [DefaultMaxPingRate] a second, [DefaultPingBurst] at once. A rate of 0 or
+// less, or infinite, turns the limit off; a burst below 1 means 1.
+func WithMaxPingRate(rate float64, burst int) ServerOption {
+	return serverOption(func(c *config) {
+		if !(rate > 0) || math.IsInf(rate, 1) {
+			rate = 0
+		}
+		c.pingRate, c.pingBurst = rate, max(burst, 1)
+	})
+}
+
 // WithChunks sets how a client sends a call with more than items items:
 // as calls of at most items items each, up to inFlight of them at once (see
 // [Client.Process]). Pipelining a large call this way lets the server, and
@@ -406,7 +437,21 @@ func (y yamuxLogger) Println(v ...any)               { y.log(fmt.Sprintln(v...))
 func (y yamuxLogger) log(msg string) {
 	msg = strings.TrimSpace(msg)
 	level := slog.LevelWarn
-	if strings.HasPrefix(msg, "[ERR]") {
+	switch {
+	case strings.Contains(msg, "frame for missing stream"),
+		strings.Contains(msg, "Discarding data for stream"):
+		// One a frame, which a peer may send as many as it likes of (the
+		// server bounds the frames without a body, see controlFrameLimit)
+		// and a client sends now and then when a stream ends.
+		level = slog.LevelDebug
+	case strings.HasSuffix(msg, yamux.ErrSessionShutdown.Error()),
+		strings.HasSuffix(msg, net.ErrClosed.Error()):
+		// A frame (a ping's answer, a go away) was still to be sent when
+		// the session closed, which the transport logs itself if it was
+		// not asked to: the coalescer fails writes with net.ErrClosed only
+		// once it is closed, and with the write's own error otherwise.
+		level = slog.LevelDebug
+	case strings.HasPrefix(msg, "[ERR]"):
 		level = slog.LevelError
 	}
 	y.l.Log(context.Background(), level, "yamux: "+msg)

@@ -171,6 +171,10 @@ func (s *Server[In, Out]) serveConn(raw net.Conn, cs *serverConn, busy bool) {
 	// Once the connection fails, its streams' reads are ended before yamux
 	// shuts the session down (see serverConn.stop).
 	co.readFailed = cs.stop
+	co.frames = newFrameLimiter(s.cfg.pingRate, s.cfg.pingBurst, controlFrameLimit(s.cfg.maxCalls), time.Now)
+	co.flooded = func(err error) {
+		log.Warn("transport: closing the connection: too many frames that carry no call", "err", err)
+	}
 	sess, err := yamux.Server(co, s.cfg.yamuxConfig())
 	if err != nil {
 		log.Error("transport: starting session", "err", err)
