@@ -42,7 +42,7 @@ func TestTLS(t *testing.T) {
 		out := runProgram(t, "", "client", "-addr", addr, "-3")
 		require.Equal(t, 1, out.code)
 		require.Contains(t, out.stderr, "client: transport: call "+addr+": ")
-		require.Contains(t, out.stderr, "(does it require TLS?)")
+		require.Contains(t, out.stderr, "(busy, or requires TLS)")
 		require.Empty(t, out.stdout)
 		middle.waitLog(t, `msg="transport: TLS handshake failed"`, 1)
 		require.Contains(t, middle.log(), `err="tls: first record does not look like a TLS handshake"`)

@@ -227,7 +227,7 @@ func (c *Client[In, Out]) handshake(ctx context.Context) (*yamux.Session, int, e
 		if err := tc.HandshakeContext(ctx); err != nil {
 			conn.Close()
 			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
-				return nil, 0, fmt.Errorf("TLS handshake: server closed the connection (does it speak TLS?): %w", err)
+				return nil, 0, fmt.Errorf("TLS handshake: server closed the connection unanswered (busy, or does not speak TLS): %w", err)
 			}
 			return nil, 0, fmt.Errorf("TLS handshake: %w", err)
 		}
@@ -251,12 +251,14 @@ func (c *Client[In, Out]) handshake(ctx context.Context) (*yamux.Session, int, e
 		if errors.As(err, &ne) && ne.Timeout() {
 			return nil, 0, fmt.Errorf("handshake: no answer from server: %w", err)
 		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 			if c.cfg.tlsConfig == nil {
-				// What a server that requires TLS does to a plaintext hello.
-				return nil, 0, fmt.Errorf("handshake: server closed the connection (does it require TLS?): %w", err)
+				// What a server that requires TLS does to a plaintext
+				// hello, and one refusing as many connections as it
+				// will to any hello.
+				return nil, 0, fmt.Errorf("handshake: server closed the connection unanswered (busy, or requires TLS): %w", err)
 			}
-			return nil, 0, fmt.Errorf("handshake: server closed the connection: %w", err)
+			return nil, 0, fmt.Errorf("handshake: server closed the connection unanswered (busy?): %w", err)
 		}
 		return nil, 0, fmt.Errorf("handshake: %w", err)
 	}

@@ -82,26 +82,29 @@ func TestServerRefusesConnectionsPastItsLimit(t *testing.T) {
 	require.Equal(t, []int64{10}, out)
 }
 
-// A flood of connections past the limit costs the server a bounded number
-// of refusals in progress: past those, connections are closed unanswered.
-func TestServerClosesConnectionsPastItsLimitOnceRefusingEnough(t *testing.T) {
+// A flood of connections past the handshake slots costs the server a
+// bounded number of refusals in progress: past those, connections are
+// closed unanswered.
+func TestServerClosesConnectionsPastItsHandshakeSlotsOnceRefusingEnough(t *testing.T) {
 	const refusing = 64 // the server's maxRefusing
-	addr, ev := serveWatched(t, doubler, transport.WithMaxConnections(1), transport.WithHandshakeTimeout(time.Minute))
+	addr, ev := serveWatched(t, doubler, transport.WithHandshakeLimits(1, 1),
+		transport.WithHandshakeTimeout(time.Minute), transport.WithRefuseTimeout(time.Minute))
 	c := client(t, addr)
 	_, err := c.Process(context.Background(), []int64{1})
 	require.NoError(t, err)
 
-	// Connections that send no hello wait for it, each in a refusal.
-	silent := make([]net.Conn, refusing)
+	// One connection that sends no hello holds the handshake slot; the
+	// next ones wait for their hello, each in a refusal.
+	silent := make([]net.Conn, 1+refusing)
 	for i := range silent {
 		conn, err := net.Dial("tcp", addr)
 		require.NoError(t, err)
 		defer conn.Close()
 		silent[i] = conn
 	}
-	// One more is closed without an answer, long before the handshake
-	// timeout. (The accept loop takes them in order, so the refusals above
-	// are counted by the time it takes this one.)
+	// One more is closed without an answer, long before either timeout.
+	// (The accept loop takes them in order, so the refusals above are
+	// counted by the time it takes this one.)
 	conn, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	defer conn.Close()
@@ -115,13 +118,21 @@ func TestServerClosesConnectionsPastItsLimitOnceRefusingEnough(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []int64{4}, out)
 
-	// Once the silent ones have gone, a client is refused with the reason
-	// again.
+	// Once the refusals have gone, a client is refused as busy, with the
+	// reason, while the handshake slot is held.
 	ended := ev.Count(transport.EventConnEnded)
-	for _, conn := range silent {
+	for _, conn := range silent[1:] {
 		conn.Close()
 	}
 	ev.Await(t, transport.EventConnEnded, ended+refusing)
 	_, err = transport.Dial(context.Background(), addr, transport.Int64(), transport.Int64(), quiet)
-	require.ErrorContains(t, err, "server at its limit of 1 connections")
+	require.ErrorContains(t, err, "server busy: at its limit of 1 connections in their handshake")
+
+	// Once the slot is free, a client gets through.
+	silent[0].Close()
+	ev.Await(t, transport.EventConnEnded, ended+refusing+2)
+	other := client(t, addr)
+	out, err = other.Process(context.Background(), []int64{3})
+	require.NoError(t, err)
+	require.Equal(t, []int64{6}, out)
 }

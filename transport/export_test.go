@@ -104,3 +104,9 @@ func SessionDone[In, Out any](c *Client[In, Out]) <-chan struct{} {
 	}
 	return c.sess.CloseChan()
 }
+
+// WithRefuseTimeout sets how long a server refusing a connection past its
+// handshake slots waits for the hello, so that a test can hold refusals.
+func WithRefuseTimeout(d time.Duration) ServerOption {
+	return serverOption(func(c *config) { c.refuseTimeout = d })
+}

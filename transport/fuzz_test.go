@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"math"
 	"net"
@@ -233,6 +232,16 @@ func readAnyReply(r io.Reader) (h wire.Hello, status uint8, msg string, err erro
 	return h, status, msg, err
 }
 
+// forget gives back the slot of conn, admitted as cs, as serveConn does
+// once the connection ends.
+func (s *Server[In, Out]) forget(conn net.Conn, cs *serverConn) {
+	s.mu.Lock()
+	delete(s.conns, conn)
+	s.freeSlot(cs)
+	s.mu.Unlock()
+	s.conn.Done()
+}
+
 func FuzzServerHandshake(f *testing.F) {
 	srv := NewServer[int64, int64](nil, Int64(), Int64(), WithLogger(nil), WithMaxMessageSize(fuzzLimit))
 	for _, s := range fuzzHandshakeSeeds() {
@@ -242,7 +251,14 @@ func FuzzServerHandshake(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, busy bool) {
 		want, wantErr := wire.ReadHello(bytes.NewReader(data))
 		conn := newFuzzConn(data, false)
-		p, err := srv.handshake(conn, busy)
+		// A connection in a handshake slot, as Serve admits it, or one
+		// refused past the slots.
+		cs := &serverConn{slot: slotRefusal, busy: "server busy: at its limit of 1 connections in their handshake"}
+		if !busy {
+			_, cs = srv.admit(conn)
+			defer srv.forget(conn, cs)
+		}
+		p, err := srv.handshake(conn, cs)
 		out := conn.written()
 
 		if wantErr != nil {
@@ -269,7 +285,7 @@ func FuzzServerHandshake(f *testing.F) {
 			require.Error(t, err)
 			require.NotErrorIs(t, err, ErrHandshake)
 			require.EqualValues(t, wire.StatusBusy, status)
-			require.Equal(t, fmt.Sprintf("server at its limit of %d connections", DefaultMaxConnections), msg)
+			require.Equal(t, cs.busy, msg)
 			return
 		}
 		require.NoError(t, err)

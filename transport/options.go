@@ -54,6 +54,9 @@ type config struct {
 	backoffMax       time.Duration
 	maxCalls         int
 	maxConns         int
+	maxHandshakes    int
+	hostHandshakes   int
+	refuseTimeout    time.Duration // not an option: tests set it
 	maxPending       int64
 	connPending      int64 // 0: maxPending / 4
 	stallTimeout     time.Duration
@@ -73,7 +76,7 @@ type config struct {
 // Defaults of the options.
 const (
 	DefaultMaxMessageSize   = 16 << 20
-	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultHandshakeTimeout = 3 * time.Second
 	DefaultRequestTimeout   = 10 * time.Second
 	DefaultWriteTimeout     = 10 * time.Second
 	DefaultKeepAlive        = 15 * time.Second
@@ -82,6 +85,7 @@ const (
 	DefaultBackoffMax       = time.Second
 	DefaultMaxCalls         = 1024
 	DefaultMaxConnections   = 1024
+	DefaultMaxHandshakes    = 128
 	DefaultMaxPendingBytes  = 16 << 20
 	DefaultStallTimeout     = 2 * time.Second
 	DefaultIdleTimeout      = time.Minute
@@ -92,6 +96,12 @@ const (
 	DefaultChunksInFlight   = 4
 	DefaultMaxPingRate      = 10 // a second
 	DefaultPingBurst        = 100
+
+	DefaultMaxHandshakesPerHost = 8
+	// DefaultClientHandshakeTimeout is a client's default for
+	// [WithHandshakeTimeout], which bounds there only how long a new stream
+	// waits for the server's acknowledgement.
+	DefaultClientHandshakeTimeout = 10 * time.Second
 )
 
 // maxMessageLimit is the largest size a frame's 4-byte length can state, or
@@ -109,6 +119,7 @@ func newServerConfig(opts []ServerOption) config {
 
 func newClientConfig(opts []ClientOption) config {
 	c := defaultConfig()
+	c.handshakeTimeout = DefaultClientHandshakeTimeout
 	for _, opt := range opts {
 		opt.applyClient(&c)
 	}
@@ -134,6 +145,9 @@ func defaultConfig() config {
 		backoffMax:       DefaultBackoffMax,
 		maxCalls:         DefaultMaxCalls,
 		maxConns:         DefaultMaxConnections,
+		maxHandshakes:    DefaultMaxHandshakes,
+		hostHandshakes:   DefaultMaxHandshakesPerHost,
+		refuseTimeout:    defaultRefuseTimeout,
 		maxPending:       DefaultMaxPendingBytes,
 		stallTimeout:     DefaultStallTimeout,
 		idleTimeout:      DefaultIdleTimeout,
@@ -171,11 +185,19 @@ func WithMaxMessageSize(n int) Option {
 	return bothOption(func(c *config) { c.maxMessage = min(max(n, 64), maxMessageLimit) })
 }
 
-// WithHandshakeTimeout bounds the handshake: a server closes a connection
-// that has not completed it in time, and a client gives up. It also bounds
-// how long a new stream may wait for its peer's acknowledgement before the
-// session is declared dead (yamux's stream open timeout).
-// Both sides. Default: [DefaultHandshakeTimeout].
+// WithHandshakeTimeout bounds, on a server, a connection's whole
+// handshake: its TLS handshake, if any, and its hello, from when the server
+// accepts it. A connection that has not completed it in time is closed,
+// and its handshake slot ([WithHandshakeLimits]) is free again. A peer on a
+// slow link needs about two round trips for TLS 1.3 and the hello (three
+// for TLS 1.2), so the default suits round trips of up to several hundred
+// milliseconds while a silent connection holds its slot only briefly.
+// On a client, whose handshake is bounded by [WithDialTimeout], it bounds
+// only how long a new stream may wait for the server's acknowledgement
+// before the session is declared dead (yamux's stream open timeout): that
+// wait can include a busy connection's queued writes, so a client's default
+// is longer. Both sides. Default: [DefaultHandshakeTimeout] on a server,
+// [DefaultClientHandshakeTimeout] on a client.
 func WithHandshakeTimeout(d time.Duration) Option {
 	return bothOption(func(c *config) { c.handshakeTimeout = d })
 }
@@ -235,19 +257,40 @@ func WithMaxConcurrentCalls(n int) Option {
 	return bothOption(func(c *config) { c.maxCalls = max(n, 1) })
 }
 
-// WithMaxConnections bounds the connections a server keeps open at once,
-// over all its listeners, those still in their handshake included. Past it,
-// the server still accepts each new connection, at once, and refuses it in
-// the handshake (PROTOCOL.md, status 2): the client's call fails with an
-// error that wraps [fanout.ErrUnavailable] and names the limit, and the
-// client waits out its redial backoff ([WithRedialBackoff]) before it tries
-// again. The server answers up to 64 such connections at a time and closes
-// any more unanswered. Connections served go on as before. Together with
-// [WithMaxConcurrentCalls] this bounds the streams, and so the yamux
-// buffers, a server keeps. Server. Default: [DefaultMaxConnections].
-// Values below 1 mean 1.
+// WithMaxConnections bounds the connections a server serves at once, over
+// all its listeners: those that completed their handshake (connections
+// still in it are bounded by [WithHandshakeLimits] instead). A connection
+// that completes its handshake past the bound is refused there
+// (PROTOCOL.md, status 2): the client's call fails with an error that wraps
+// [fanout.ErrUnavailable] and names the limit, and the client waits out its
+// redial backoff ([WithRedialBackoff]) before it tries again. Connections
+// served go on as before. Together with [WithMaxConcurrentCalls] this
+// bounds the streams, and so the yamux buffers, a server keeps. Server.
+// Default: [DefaultMaxConnections]. Values below 1 mean 1.
 func WithMaxConnections(n int) ServerOption {
 	return serverOption(func(c *config) { c.maxConns = max(n, 1) })
+}
+
+// WithHandshakeLimits bounds the connections a server keeps in their
+// handshake (TLS included) at once: total over all its listeners, and
+// perHost from any one remote host (an IPv4 address, or an IPv6 /64
+// prefix), so that one host's connections that never complete their
+// handshake cannot keep other hosts' clients out. A new connection past
+// either bound is refused at once, apart from those slots: the server
+// answers its hello, if the hello arrives within a second (or the handshake
+// timeout, if shorter), with the busy status (PROTOCOL.md, status 2) and a
+// message naming the limit, then closes it; the client's call fails with
+// an error that wraps [fanout.ErrUnavailable], and it tries again after its
+// redial backoff. The server refuses up to 64 connections at a time this
+// way and closes any more unanswered, so that a flood of connections costs
+// it a bounded number of goroutines and buffers. Server. Default:
+// [DefaultMaxHandshakes] in total, [DefaultMaxHandshakesPerHost] per host. Values
+// below 1 mean 1; perHost above total means total.
+func WithHandshakeLimits(total, perHost int) ServerOption {
+	return serverOption(func(c *config) {
+		c.maxHandshakes = max(total, 1)
+		c.hostHandshakes = min(max(perHost, 1), c.maxHandshakes)
+	})
 }
 
 // WithMaxPendingBytes bounds the memory a server spends on requests: the

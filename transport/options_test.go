@@ -31,6 +31,7 @@ func TestOptionSides(t *testing.T) {
 		{"WithTLSConfig", WithTLSConfig(&tls.Config{}), true, true},
 		{"WithMaxConnections", WithMaxConnections(8), true, false},
 		{"WithMaxPendingBytes", WithMaxPendingBytes(1 << 20), true, false},
+		{"WithHandshakeLimits", WithHandshakeLimits(16, 2), true, false},
 		{"WithDialTimeout", WithDialTimeout(time.Second), false, true},
 		{"WithRedialBackoff", WithRedialBackoff(time.Millisecond, time.Second), false, true},
 		{"WithChunks", WithChunks(1024, 2), false, true},
@@ -58,4 +59,22 @@ func TestOptionsApply(t *testing.T) {
 	require.Equal(t, time.Minute, cli.dialTimeout)
 	require.Equal(t, 7, cli.maxCalls)
 	require.NotNil(t, cli.dial, "a client dials TCP by default")
+}
+
+// The handshake timeout is short on a server and longer on a client, where
+// it bounds only a new stream's wait; the handshake limits are clamped.
+func TestHandshakeOptions(t *testing.T) {
+	srv, cli := newServerConfig(nil), newClientConfig(nil)
+	require.Equal(t, DefaultHandshakeTimeout, srv.handshakeTimeout)
+	require.Equal(t, DefaultClientHandshakeTimeout, cli.handshakeTimeout)
+	require.Equal(t, DefaultHandshakeTimeout, newClientConfig([]ClientOption{WithHandshakeTimeout(DefaultHandshakeTimeout)}).handshakeTimeout)
+	require.Equal(t, DefaultMaxHandshakes, srv.maxHandshakes)
+	require.Equal(t, DefaultMaxHandshakesPerHost, srv.hostHandshakes)
+
+	srv = newServerConfig([]ServerOption{WithHandshakeLimits(4, 9)})
+	require.Equal(t, 4, srv.maxHandshakes)
+	require.Equal(t, 4, srv.hostHandshakes, "per host above total means total")
+	srv = newServerConfig([]ServerOption{WithHandshakeLimits(0, -1)})
+	require.Equal(t, 1, srv.maxHandshakes, "below 1 means 1")
+	require.Equal(t, 1, srv.hostHandshakes, "below 1 means 1")
 }

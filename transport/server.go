@@ -65,7 +65,7 @@ type Server[In, Out any] struct {
 	shutdown  bool // no new listeners, sessions or calls
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]*serverConn // every connection admitted, the one record of its streams
-	refusing  int                      // of conns, those being refused (see admit)
+	slots     connSlots                // conns by the state of their handshake (see admit)
 	calls     sync.WaitGroup           // calls in flight; Add only under mu while !shutdown
 	streams   sync.WaitGroup           // stream goroutines; Add only under mu while !shutdown
 	conn      sync.WaitGroup           // connection goroutines

@@ -1,10 +1,12 @@
 package transport
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -63,15 +65,13 @@ func (s *Server[In, Out]) Serve(l net.Listener) error {
 			conn.Close()
 			return ErrServerClosed
 		case admitDrop:
-			// Debug: the refusals under way log the limit at Warn, and
-			// a flood must not flood the log too.
-			s.cfg.logger.Debug("transport: connection closed unanswered: at the connection limit, with as many refusals under way as allowed",
-				"remote", conn.RemoteAddr().String(), "limit", s.cfg.maxConns, "refusing", maxRefusing)
+			// Debug: the refusals under way log at Debug too, and a flood
+			// must not flood the log.
+			s.cfg.logger.Debug("transport: connection closed unanswered: handshake slots full, with as many refusals under way as allowed",
+				"remote", conn.RemoteAddr().String(), "handshakes", s.cfg.maxHandshakes, "per_host", s.cfg.hostHandshakes, "refusing", maxRefusing)
 			conn.Close()
-		case admitRefuse:
-			go s.serveConn(conn, cs, true)
 		default:
-			go s.serveConn(conn, cs, false)
+			go s.serveConn(conn, cs)
 		}
 	}
 }
@@ -80,41 +80,134 @@ func (s *Server[In, Out]) Serve(l net.Listener) error {
 type admission int
 
 const (
-	admitServe  admission = iota // handshake and serve
-	admitRefuse                  // handshake and refuse: the server is at its connection limit
-	admitDrop                    // close at once: at the limit, and refusing as many as allowed
+	admitServe  admission = iota // handshake in a slot of its own, then serve
+	admitRefuse                  // read the hello briefly and refuse it: the handshake slots are full
+	admitDrop                    // close at once: the slots are full, and refusing as many as allowed
 	admitClosed                  // the server is shutting down
 )
 
-// maxRefusing is how many connections over its limit a server answers at
-// once with a refusal (each waits up to the handshake timeout for its
-// client's hello). Beyond that, it closes them unanswered, so that a flood
-// of connections costs no more than this many goroutines.
+// maxRefusing is how many connections a server refuses at once, past its
+// handshake slots (each waits up to the refusal timeout for its client's
+// hello). Beyond that, it closes them unanswered, so that a flood of
+// connections costs no more than this many goroutines.
 const maxRefusing = 64
 
-// admit decides what to do with a new conn, and records it unless it is
-// to be closed at once, counting its goroutine.
+// defaultRefuseTimeout bounds how long a refusal waits for its client's
+// hello (TLS handshake included), or the handshake timeout if that is
+// shorter. An honest client sends its hello as soon as it has connected,
+// so a refusal costs it little time, and a hello that never comes holds a
+// refusal slot only briefly.
+const defaultRefuseTimeout = time.Second
+
+// connSlots counts a server's connections by the state of their handshake,
+// under its mu. A connection holds one slot at a time, as its
+// serverConn.slot says: a handshake slot (bounded in total and per host,
+// [WithHandshakeLimits]) or a refusal slot (maxRefusing) until its
+// handshake ends, then a served one ([WithMaxConnections]) if it was
+// accepted.
+type connSlots struct {
+	handshaking int            // connections in their handshake, in a slot
+	perHost     map[string]int // of those, by remote host; no entry for 0
+	refusing    int            // connections being refused
+	served      int            // connections past their handshake
+}
+
+// A slotKind is the slot a connection holds (see connSlots).
+type slotKind uint8
+
+const (
+	slotHandshake slotKind = iota
+	slotRefusal
+	slotServed
+)
+
+// admit decides what to do with a new conn and gives it its slot, and
+// records it unless it is to be closed at once, counting its goroutine.
 func (s *Server[In, Out]) admit(conn net.Conn) (admission, *serverConn) {
+	host := hostOf(conn.RemoteAddr())
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	sl := &s.slots
+	cs := &serverConn{host: host, streams: make(map[*streamCall]struct{}), open: &s.nstreams}
+	if s.pending != nil {
+		cs.share = semaphore.NewWeighted(s.connShare)
+	}
 	a := admitServe
 	switch {
 	case s.shutdown:
 		return admitClosed, nil
-	case len(s.conns)-s.refusing < s.cfg.maxConns:
-	case s.refusing >= maxRefusing:
+	case sl.handshaking < s.cfg.maxHandshakes && sl.perHost[host] < s.cfg.hostHandshakes:
+		if sl.perHost == nil {
+			sl.perHost = make(map[string]int)
+		}
+		sl.handshaking++
+		sl.perHost[host]++
+	case sl.refusing >= maxRefusing:
 		return admitDrop, nil
 	default:
 		a = admitRefuse
-		s.refusing++
+		sl.refusing++
+		cs.slot = slotRefusal
+		if sl.handshaking >= s.cfg.maxHandshakes {
+			cs.busy = fmt.Sprintf("server busy: at its limit of %d connections in their handshake", s.cfg.maxHandshakes)
+		} else {
+			cs.busy = fmt.Sprintf("server busy: at its limit of %d connections in their handshake from one host", s.cfg.hostHandshakes)
+		}
 	}
 	s.conn.Add(1)
-	cs := &serverConn{streams: make(map[*streamCall]struct{}), open: &s.nstreams}
-	if s.pending != nil {
-		cs.share = semaphore.NewWeighted(s.connShare)
-	}
 	s.conns[conn] = cs
 	return a, cs
+}
+
+// promote moves cs, whose client's hello the server accepts, from its
+// handshake slot to a served one, and reports why it cannot ("" if it
+// can): the server serves as many connections as it may.
+func (s *Server[In, Out]) promote(cs *serverConn) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.slots.served >= s.cfg.maxConns {
+		return fmt.Sprintf("server at its limit of %d connections", s.cfg.maxConns)
+	}
+	s.freeSlot(cs)
+	cs.slot = slotServed
+	s.slots.served++
+	return ""
+}
+
+// freeSlot gives back the slot cs holds. s.mu must be held.
+func (s *Server[In, Out]) freeSlot(cs *serverConn) {
+	sl := &s.slots
+	switch cs.slot {
+	case slotHandshake:
+		sl.handshaking--
+		if sl.perHost[cs.host]--; sl.perHost[cs.host] == 0 {
+			delete(sl.perHost, cs.host)
+		}
+	case slotRefusal:
+		sl.refusing--
+	case slotServed:
+		sl.served--
+	}
+}
+
+// hostOf names the remote host of a connection, for the handshake slots
+// per host: an IPv4 address, or the /64 prefix of an IPv6 address (what
+// one site is usually given, so that one attacker counts as one host).
+func hostOf(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	if ta, ok := a.(*net.TCPAddr); ok {
+		if ip4 := ta.IP.To4(); ip4 != nil {
+			return ip4.String()
+		}
+		return ta.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
 }
 
 func (s *Server[In, Out]) closing() bool {
@@ -135,16 +228,15 @@ func (s *Server[In, Out]) track(cs *serverConn, sess *yamux.Session) bool {
 	return true
 }
 
-// serveConn serves raw, which admit recorded as cs; busy says to refuse it
-// in the handshake, the server being at its connection limit.
-func (s *Server[In, Out]) serveConn(raw net.Conn, cs *serverConn, busy bool) {
+// serveConn serves raw, which admit recorded as cs: it completes the
+// handshake, or refuses it if cs holds a refusal slot, then serves the
+// session.
+func (s *Server[In, Out]) serveConn(raw net.Conn, cs *serverConn) {
 	defer s.conn.Done()
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, raw)
-		if busy {
-			s.refusing--
-		}
+		s.freeSlot(cs)
 		s.mu.Unlock()
 		raw.Close()
 		s.reached(hookConnEnded)
@@ -152,19 +244,24 @@ func (s *Server[In, Out]) serveConn(raw net.Conn, cs *serverConn, busy bool) {
 	remote := raw.RemoteAddr().String()
 	log := s.cfg.logger.With("remote", remote)
 
+	// One deadline for the whole handshake, TLS included.
+	timeout := s.cfg.handshakeTimeout
+	if cs.busy != "" {
+		timeout = min(timeout, s.cfg.refuseTimeout)
+	}
+	raw.SetDeadline(time.Now().Add(timeout))
 	conn := raw
 	if s.cfg.tlsConfig != nil {
 		tc := tls.Server(raw, s.cfg.tlsConfig)
-		raw.SetDeadline(time.Now().Add(s.cfg.handshakeTimeout))
 		if err := tc.HandshakeContext(s.ctx); err != nil {
-			log.Warn("transport: TLS handshake failed", "err", err)
+			s.logHandshake(log, cs, "transport: TLS handshake failed", timeout, err)
 			return
 		}
 		conn = tc
 	}
-	peer, err := s.handshake(conn, busy)
+	peer, err := s.handshake(conn, cs)
 	if err != nil {
-		log.Warn("transport: handshake failed", "err", err)
+		s.logHandshake(log, cs, "transport: handshake failed", timeout, err)
 		return
 	}
 	co := newCoalescer(conn, s.cfg.writeTimeout, s.cfg.maxWriteBuffer, s.cfg.writePool)
@@ -216,11 +313,27 @@ type peer struct {
 	max int // the largest message payload the client accepts
 }
 
+// logHandshake logs a failed handshake, naming the timeout it ran out of,
+// if it did: at Warn, or at Debug for one refused past the handshake slots,
+// which an attack can make many of.
+func (s *Server[In, Out]) logHandshake(log *slog.Logger, cs *serverConn, msg string, timeout time.Duration, err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		err = fmt.Errorf("not complete within %v: %w", timeout, err)
+	}
+	level := slog.LevelWarn
+	if cs.slot == slotRefusal {
+		level = slog.LevelDebug
+	}
+	log.Log(context.Background(), level, msg, "err", err)
+}
+
 // handshake checks the client's hello and answers it, in the client's
-// version if the server serves it and in its own otherwise. If busy, a
-// hello the server would accept is refused with statusBusy.
-func (s *Server[In, Out]) handshake(conn net.Conn, busy bool) (peer, error) {
-	conn.SetDeadline(time.Now().Add(s.cfg.handshakeTimeout))
+// version if the server serves it and in its own otherwise. A hello the
+// server would accept is refused with statusBusy if cs holds a refusal
+// slot, or if the server serves as many connections as it may; otherwise
+// cs is promoted to a served connection. The caller set the deadline.
+func (s *Server[In, Out]) handshake(conn net.Conn, cs *serverConn) (peer, error) {
 	h, err := wire.ReadHello(conn)
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -233,9 +346,12 @@ func (s *Server[In, Out]) handshake(conn net.Conn, busy bool) (peer, error) {
 	switch {
 	case reason != "":
 		status = wire.StatusRefused
-	case busy:
-		status = wire.StatusBusy
-		reason = fmt.Sprintf("server at its limit of %d connections", s.cfg.maxConns)
+	case cs.busy != "":
+		status, reason = wire.StatusBusy, cs.busy
+	default:
+		if reason = s.promote(cs); reason != "" {
+			status = wire.StatusBusy
+		}
 	}
 	if _, err := conn.Write(wire.AppendReply(nil, s.hello, status, reason)); err != nil {
 		return peer{}, err
@@ -269,6 +385,9 @@ type serverConn struct {
 	sess  *yamux.Session      // set by track under the server's mu; nil during the handshake
 	share *semaphore.Weighted // the connection's share of the server's budget; nil for no budget
 	open  *atomic.Int64       // the server's count of streams open
+	host  string              // the remote host, whose handshake slots it counts in
+	slot  slotKind            // the slot it holds; changed under the server's mu
+	busy  string              // why it is refused, if it holds a refusal slot
 
 	mu      sync.Mutex
 	streams map[*streamCall]struct{}

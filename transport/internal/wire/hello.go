@@ -21,7 +21,7 @@ func Served(v uint8) bool { return v == Version }
 const (
 	StatusOK      = 0
 	StatusRefused = 1 // the hellos do not agree: version or codecs
-	StatusBusy    = 2 // the server is at its connection limit
+	StatusBusy    = 2 // the server is busy: at its limit of connections, or of handshakes
 )
 
 // MaxCodecName is the longest codec name a hello can carry.
