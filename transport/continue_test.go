@@ -376,16 +376,7 @@ func TestServerGoneBeforeTheContinueIsSafeToRetry(t *testing.T) {
 // them without a deadline.
 func requestFrame(t *testing.T, n int) ([]int64, []byte) {
 	t.Helper()
-	items := make([]int64, n)
-	for i := range items {
-		items[i] = int64(i)
-	}
-	req := wire.AppendHeader(nil, wire.KindRequest)
-	req = append(req, make([]byte, wire.RequestPrefixSize)...)
-	req, err := Int64().Append(req, items)
-	require.NoError(t, err)
-	require.NoError(t, wire.FinishFrame(req, 0, 1<<20))
-	return items, req
+	return requestFrameOf(t, n)
 }
 
 // requireQuiet checks that the server sends nothing on st for quietFor:
