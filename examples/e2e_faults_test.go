@@ -56,7 +56,7 @@ func TestSlowBackend(t *testing.T) {
 	)
 	x := startServer(t, "x", "-listen", "127.0.0.1:0", "-delay", "10s", "-log-level", "debug")
 	y, z := startReplicas(t, "y", 1), startReplicas(t, "z", 1)
-	addr := startMiddle(t, []*server{x}, y, z, "-max-inflight", "1").addr
+	addr := startMiddle(t, []*server{x}, y, z, "-max-inflight", "1", "-log-level", "debug").addr
 
 	t.Run("timeout", func(t *testing.T) {
 		// The call ends at its deadline, not with the backend's answer,

@@ -438,6 +438,13 @@ func (cs *serverConn) stop() {
 	cs.stopped = true
 	for sc := range cs.streams {
 		sc.stopReads()
+		// A call that has not run long enough for the sweeper to watch it
+		// is watched now: the sweeper no longer finds the streams of a
+		// connection that has ended, and the call's client is gone. The
+		// watcher's read returns at once, and cancels the call.
+		if sc.state.CompareAndSwap(callRunning, callWatched) {
+			go sc.watchStream()
+		}
 	}
 }
 
