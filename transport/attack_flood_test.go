@@ -117,6 +117,12 @@ func attackFrameFlood(t *testing.T, conns int, flood []byte, pings int, limit st
 	// 107,000.)
 	require.LessOrEqual(t, goroutines-base, 2*conns*(pings+16)+128, "goroutines during the attack")
 	for _, line := range lines {
+		if strings.Contains(line, "keepalive failed") {
+			// The server's own keepalive ping, sent while a slow flood
+			// was still being written, could not be written: the flooder
+			// reads nothing until its write ends.
+			continue
+		}
 		require.Contains(t, line, "level=WARN")
 		require.Contains(t, line, "too many frames that carry no call")
 		require.Contains(t, line, limit)
