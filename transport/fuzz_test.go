@@ -427,7 +427,8 @@ func FuzzServerRequest(f *testing.F) {
 		switch {
 		case len(data) < wire.HeaderSize:
 			outcome = noAnswer
-		case data[0] < byte(wire.KindRequest) || data[0] > byte(wire.KindContinue):
+		case data[0] != byte(wire.KindRequest):
+			// Not a request, of any length: refused from the header.
 			outcome, code = refused, CodeBadRequest
 		case uint64(binary.LittleEndian.Uint32(data[1:])) > fuzzLimit:
 			outcome, code = refused, CodeTooLarge
