@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,6 +60,9 @@ func attackFrameFlood(t *testing.T, conns int, flood []byte, pings int, limit st
 	logs := &lineLog{}
 	at := serveForAttack(t, WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	v := underAttack(t, at.addr)
+	// The heap follows what is live more closely: the flooders' churn is
+	// garbage soon collected.
+	defer debug.SetGCPercent(debug.SetGCPercent(25))
 	h := watchHeap()
 	base := runtime.NumGoroutine()
 	g := watchGoroutines()

@@ -34,15 +34,21 @@
 // on serving. Each side learns the other's limit in the handshake: a client
 // refuses locally to send a request larger than the server's, and a server
 // answers with [CodeTooLarge] rather than send results larger than the
-// client's. Calls in flight are bounded per connection
+// client's, before its backend does the work when the response codec is a
+// [MinSizer]. Calls in flight are bounded per connection
 // ([WithMaxConcurrentCalls], 1024 by default; a server counts the streams
 // open, the idle streams a client keeps included): past the bound a server
 // answers at once with [CodeOverloaded] without reading the request, and a
-// client refuses the call before sending it. Connections are bounded per
-// server ([WithMaxConnections], 1024 by default, over all listeners): past
-// the bound a server still accepts each connection and refuses it in the
-// handshake, naming the limit, and the client's calls fail as unavailable
-// until a redial succeeds. Nothing queues without bound.
+// client refuses the call before sending it; streams are bounded per server
+// too ([WithMaxStreams]). Connections are bounded per server
+// ([WithMaxConnections], 1024 by default, over all listeners), and those
+// still in their handshake apart, in all and per host
+// ([WithHandshakeLimits]): past a bound a server still accepts each
+// connection and refuses it in the handshake, naming the limit, and the
+// client's calls fail as unavailable until a redial succeeds. What a
+// server buffers for a connection that does not read is bounded
+// ([WithMaxWriteBuffer]), and so are the frames that carry no call, pings
+// first ([WithMaxPingRate]). Nothing queues without bound.
 //
 // Deadlines and cancellation: the caller's deadline travels with the request
 // as time remaining and becomes the deadline of the backend's context on the
@@ -53,8 +59,9 @@
 // request once it has started (a wait for room in the server's budget
 // aside) are bounded by timeouts, and keepalive pings
 // detect a dead peer, so no call hangs forever on a peer that died or went
-// silent. A stream kept idle between calls waits for its next request as
-// long as the connection lives.
+// silent. A stream kept idle between calls waits for its next request up
+// to the idle timeout ([WithIdleTimeout]); a request that stops arriving
+// loses its room after the stall timeout ([WithStallTimeout]).
 //
 // Errors: an error the server reports (its backend failed or panicked, the
 // request was refused) is a [*RemoteError] with a [Code]; anything else (a
@@ -105,7 +112,9 @@
 // session had closed them all).
 //
 // Memory: a server holds at most [WithMaxPendingBytes] of requests at once
-// (16 MiB by default); a request that does not fit waits. A client sends a
+// (16 MiB by default), one connection at most its share of it
+// ([WithMaxPendingBytesPerConnection]); a request that does not fit waits,
+// and its buffer grows as its bytes arrive. A client sends a
 // request of more than 64 KiB in two steps, its header and then, once the
 // server has room for it, its payload, so that requests waiting hold
 // almost nothing. Buffers are pooled. A backend that also implements [Recycler]

@@ -44,7 +44,7 @@ const (
 	CodeDeadline    Code = 5 // the call's deadline passed
 	CodeUnavailable Code = 6 // the server is shutting down
 	CodeInternal    Code = 7 // the backend panicked or broke its contract
-	CodeOverloaded  Code = 8 // the connection already has as many streams open (idle ones included) as the server accepts
+	CodeOverloaded  Code = 8 // not processed: the connection, or the server in all, has as many streams open (idle ones included) as it accepts, or the request stalled and lost its room
 	CodeStreamIdle  Code = 9 // the server closed a stream idle for its idle timeout; a request sent on it was not read
 )
 

@@ -205,7 +205,8 @@ func WithHandshakeTimeout(d time.Duration) Option {
 // WithRequestTimeout bounds how long a server waits for the request on a new
 // stream, and for the rest of any request once its first byte has arrived
 // (not counting a wait for room in [WithMaxPendingBytes]); a stream kept
-// idle between calls waits for its next request without limit. It is also
+// idle between calls waits for its next request up to the idle timeout
+// ([WithIdleTimeout]). It is also
 // how long either side waits for its peer to close a stream it has closed
 // before resetting it (yamux's stream close timeout). Both sides. Default:
 // [DefaultRequestTimeout].

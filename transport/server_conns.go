@@ -128,11 +128,7 @@ func (s *Server[In, Out]) admit(conn net.Conn) (admission, *serverConn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sl := &s.slots
-	cs := &serverConn{host: host, streams: make(map[*streamCall]struct{}), open: &s.nstreams}
-	if s.pending != nil {
-		cs.share = semaphore.NewWeighted(s.connShare)
-	}
-	a := admitServe
+	a, slot, busy := admitServe, slotHandshake, ""
 	switch {
 	case s.shutdown:
 		return admitClosed, nil
@@ -145,14 +141,19 @@ func (s *Server[In, Out]) admit(conn net.Conn) (admission, *serverConn) {
 	case sl.refusing >= maxRefusing:
 		return admitDrop, nil
 	default:
-		a = admitRefuse
+		a, slot = admitRefuse, slotRefusal
 		sl.refusing++
-		cs.slot = slotRefusal
 		if sl.handshaking >= s.cfg.maxHandshakes {
-			cs.busy = fmt.Sprintf("server busy: at its limit of %d connections in their handshake", s.cfg.maxHandshakes)
+			busy = fmt.Sprintf("server busy: at its limit of %d connections in their handshake", s.cfg.maxHandshakes)
 		} else {
-			cs.busy = fmt.Sprintf("server busy: at its limit of %d connections in their handshake from one host", s.cfg.hostHandshakes)
+			busy = fmt.Sprintf("server busy: at its limit of %d connections in their handshake from one host", s.cfg.hostHandshakes)
 		}
+	}
+	// Built only for a connection kept: a flood's connections closed at
+	// once cost no record.
+	cs := &serverConn{host: host, slot: slot, busy: busy, streams: make(map[*streamCall]struct{}), open: &s.nstreams}
+	if s.pending != nil {
+		cs.share = semaphore.NewWeighted(s.connShare)
 	}
 	s.conn.Add(1)
 	s.conns[conn] = cs
@@ -368,8 +369,19 @@ func (s *Server[In, Out]) handshake(conn net.Conn, cs *serverConn) (peer, error)
 // refuse answers a stream with an error, cut to the client's limit, and
 // closes it.
 func (s *Server[In, Out]) refuse(st *yamux.Stream, code Code, msg string, peerMax int) {
+	s.refuseDraining(st, code, msg, peerMax, 0, time.Time{})
+}
+
+// refuseDraining is refuse for a request of which left bytes may still
+// come: it reads and drops them, until end at the latest, before it closes
+// the stream.
+func (s *Server[In, Out]) refuseDraining(st *yamux.Stream, code Code, msg string, peerMax int, left int64, end time.Time) {
 	st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
 	st.Write(appendErrorFrame(nil, code, msg, peerMax))
+	if left > 0 {
+		st.SetReadDeadline(end)
+		io.CopyN(io.Discard, st, left)
+	}
 	st.Close()
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -44,10 +45,9 @@ func (s *Server[In, Out]) serveStream(sc *streamCall, peer peer, cs *serverConn)
 		if first {
 			st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
 		}
-		// The header is read into a small buffer of the stream's own: a
-		// request may wait for room in the server's budget after it, and
-		// must hold no more than that meanwhile.
-		hdr := sc.hdr[:]
+		// The header is read into a small buffer of the stream's own
+		// (sc.hdr): a request may wait for room in the server's budget
+		// after it, and must hold no more than that meanwhile.
 		if !sc.early {
 			if err := sc.awaitRequest(s.epoch); err != nil {
 				if errors.Is(err, errStreamIdle) {
@@ -75,25 +75,23 @@ func (s *Server[In, Out]) serveStream(sc *streamCall, peer peer, cs *serverConn)
 		if !first {
 			st.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout))
 		}
-		items, timeout, held, err := s.readRequest(st, cs, hdr)
+		items, timeout, held, err := s.readRequest(sc, cs)
 		if err != nil {
 			s.release(cs, held)
 			s.calls.Done()
 			var refusal *RemoteError
-			var stall *stallError
-			if errors.As(err, &stall) {
-				// The room is given back already; the rest of the payload,
-				// if it comes, is read and dropped, so that a client slow
-				// rather than hostile finishes its write and reads why.
-				log.Warn("transport: request refused", "remote", st.RemoteAddr(), "err", stall.Message)
-				st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
-				st.Write(appendErrorFrame(nil, stall.Code, stall.Message, peer.max))
-				st.SetReadDeadline(stall.end)
-				io.CopyN(io.Discard, st, stall.left)
-				st.Close()
-			} else if errors.As(err, &refusal) {
+			if errors.As(err, &refusal) {
 				log.Warn("transport: request refused", "remote", st.RemoteAddr(), "err", refusal.Message)
-				s.refuse(st, refusal.Code, refusal.Message, peer.max)
+				var stall *stallError
+				if errors.As(err, &stall) {
+					// The room is given back already; the rest of the
+					// payload, if it comes, is read and dropped, so that a
+					// client slow rather than hostile finishes its write
+					// and reads why.
+					s.refuseDraining(st, refusal.Code, refusal.Message, peer.max, stall.left, stall.end)
+				} else {
+					s.refuse(st, refusal.Code, refusal.Message, peer.max)
+				}
 			} else {
 				log.Debug("transport: stream ended inside a request", "remote", st.RemoteAddr(), "err", err)
 			}
@@ -245,7 +243,8 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 // whatever the error. A request the server refuses is returned as a
 // *RemoteError, the answer to send back; a stream that ended or timed out
 // inside the request, as any other error.
-func (s *Server[In, Out]) readRequest(st *yamux.Stream, cs *serverConn, hdr []byte) (items []In, timeout time.Duration, held int64, err error) {
+func (s *Server[In, Out]) readRequest(sc *streamCall, cs *serverConn) (items []In, timeout time.Duration, held int64, err error) {
+	st, hdr := sc.st, sc.hdr[:]
 	defer st.SetReadDeadline(time.Time{})
 	_, err = io.ReadFull(st, hdr[1:])
 	if err == io.EOF {
@@ -265,7 +264,7 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, cs *serverConn, hdr []by
 		err = fmt.Errorf("%w: expected a request, got message kind %d of %d bytes", ErrProtocol, k, n)
 	}
 	var payload []byte
-	var sr stallReader
+	sr := &sc.body
 	asks := n > wire.ContinueAbove // the client waits for a continue frame
 	end := time.Now().Add(s.cfg.requestTimeout)
 	if err == nil {
@@ -285,16 +284,27 @@ func (s *Server[In, Out]) readRequest(st *yamux.Stream, cs *serverConn, hdr []by
 		end = time.Now().Add(s.cfg.requestTimeout)
 	}
 	if err == nil {
-		// The buffer grows as the payload arrives (a pooled one may be
-		// large enough already): a client that announces a large request
-		// and sends little of it costs what it sent, and loses its room
-		// in the budget once it has sent nothing for the stall timeout.
+		// The buffer is allocated as the payload arrives (a pooled one
+		// may be large enough already): up to wire.ReadChunk first, and
+		// the rest once those bytes have come, at once rather than step
+		// by step. A client that announces a large request and sends
+		// nothing costs nothing, and loses its room in the budget once it
+		// has sent nothing for the stall timeout.
+		*sr = stallReader{st: st, stall: s.cfg.stallTimeout, end: end}
 		bufp := getBuf()
 		defer putBuf(bufp)
-		buf := append((*bufp)[:0], hdr...)
-		sr = stallReader{st: st, stall: s.cfg.stallTimeout, end: end}
-		_, payload, err = wire.ReadPayload(&sr, s.maxRequest, buf)
+		first := min(n, wire.ReadChunk)
+		payload = slices.Grow((*bufp)[:0], first)[:first]
+		_, err = io.ReadFull(sr, payload)
+		if err == nil && n > first {
+			payload = slices.Grow(payload, n-first)[:n]
+			_, err = io.ReadFull(sr, payload[first:])
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
 		*bufp = payload
+		sr.st = nil
 	}
 	switch {
 	case errors.Is(err, errStalled):

@@ -53,6 +53,7 @@ type streamCall struct {
 	// ended that wait, the stream having been idle for the idle timeout.
 	waiting atomic.Int64
 	idled   atomic.Bool
+	body    stallReader // reads the payload of the request being read
 	cancel  context.CancelFunc
 }
 
