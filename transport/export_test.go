@@ -110,3 +110,10 @@ func SessionDone[In, Out any](c *Client[In, Out]) <-chan struct{} {
 func WithRefuseTimeout(d time.Duration) ServerOption {
 	return serverOption(func(c *config) { c.refuseTimeout = d })
 }
+
+// WithControlFrameLimit sets a server's bound on the frames without a body
+// other than pings, a second and at once, in place of the one it derives
+// from its stream limit.
+func WithControlFrameLimit(n int) ServerOption {
+	return serverOption(func(c *config) { c.controlFrames = n })
+}

@@ -57,6 +57,7 @@ type config struct {
 	maxHandshakes    int
 	hostHandshakes   int
 	refuseTimeout    time.Duration // not an option: tests set it
+	controlFrames    int           // not an option: tests set it; 0 for controlFrameLimit(maxCalls)
 	maxPending       int64
 	connPending      int64 // 0: maxPending / 4
 	stallTimeout     time.Duration

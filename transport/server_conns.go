@@ -269,7 +269,11 @@ func (s *Server[In, Out]) serveConn(raw net.Conn, cs *serverConn) {
 	// Once the connection fails, its streams' reads are ended before yamux
 	// shuts the session down (see serverConn.stop).
 	co.readFailed = cs.stop
-	co.frames = newFrameLimiter(s.cfg.pingRate, s.cfg.pingBurst, controlFrameLimit(s.cfg.maxCalls), time.Now)
+	control := s.cfg.controlFrames
+	if control == 0 {
+		control = controlFrameLimit(s.cfg.maxCalls)
+	}
+	co.frames = newFrameLimiter(s.cfg.pingRate, s.cfg.pingBurst, control, time.Now)
 	co.flooded = func(err error) {
 		log.Warn("transport: closing the connection: too many frames that carry no call", "err", err)
 	}
