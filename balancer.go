@@ -193,9 +193,11 @@ func (b *Balancer[In, Out]) Process(ctx context.Context, items []In) ([]Out, err
 		r.inFlight.Add(1)
 		out, err := r.backend.Process(ctx, items)
 		r.inFlight.Add(-1)
-		if err == nil {
+		if err == nil || partialOf(err) != nil {
+			// A partial answer is an answer: the replica is up, and the
+			// items that failed would fail again elsewhere.
 			r.succeeded(&b.cfg)
-			return out, nil
+			return out, err
 		}
 		if ctx.Err() != nil {
 			return nil, err

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -58,10 +60,11 @@ import (
 // A Batcher belongs in front of a leaf backend — a transport client, a
 // [Balancer] — typically as a route's backend in a [Router], behind a
 // [Limiter] that bounds its callers and so its queue:
-// Limiter(Batcher(Balancer(clients...))). It does not split a
-// [*PartialError] between the callers of a merged call: a dispatch that
-// fails partially fails as a whole, and its partial results are not passed
-// on. If a Limiter sits under it instead, keep the batcher's concurrency
+// Limiter(Batcher(Balancer(clients...))). A dispatch that the backend
+// answers in part (a [*PartialError]) is split between its callers: each
+// caller gets the answers to its own items and a *PartialError that lists
+// only the failures of its items, with its own indices; a caller none of
+// whose items failed gets no error. If a Limiter sits under it instead, keep the batcher's concurrency
 // within the limiter's bound, or dispatches will be refused with
 // [ErrOverloaded].
 //
@@ -100,6 +103,7 @@ type batchCall[In, Out any] struct {
 	carriers    []*dispatch[In, Out]
 	carrierBuf  [2]*dispatch[In, Out] // backs carriers: no allocation for one or two
 	finished    bool
+	partial     *PartialError // the failed items of the call, if any
 	err         error
 	done        chan struct{} // closed when finished
 }
@@ -219,6 +223,9 @@ func (b *Batcher[In, Out]) Process(ctx context.Context, items []In) ([]Out, erro
 		b.mu.Unlock()
 	}
 	if c.err != nil {
+		if partialOf(c.err) != nil {
+			return c.out, c.err
+		}
 		return nil, c.err
 	}
 	return c.out, nil
@@ -237,13 +244,29 @@ func (b *Batcher[In, Out]) direct(ctx context.Context, items []In) ([]Out, error
 	if next != nil {
 		go b.run(next)
 	}
-	if err == nil && len(out) != len(items) {
-		err = resultCountError(len(out), len(items))
-	}
-	if err != nil {
+	if err = checkAnswer(out, err, len(items)); err != nil && partialOf(err) == nil {
 		return nil, err
 	}
-	return out, nil
+	return out, err
+}
+
+// checkAnswer returns the error of the answer results, err to a batch of n
+// items: err, or the contract the backend broke, the number of its results
+// or a partial answer that lists items outside the batch.
+func checkAnswer[Out any](results []Out, err error, n int) error {
+	if pe := partialOf(err); pe != nil {
+		if cerr := pe.check(n, results != nil); cerr != nil {
+			return cerr
+		}
+		if results != nil && len(results) != n {
+			return resultCountError(len(results), n)
+		}
+		return err
+	}
+	if err == nil && len(results) != n {
+		return resultCountError(len(results), n)
+	}
+	return err
 }
 
 // resultCountError reports a backend that answered n results for items.
@@ -365,10 +388,8 @@ func (b *Batcher[In, Out]) run(d *dispatch[In, Out]) {
 	for d != nil {
 		results, err := b.backend.Process(d.ctx, d.items)
 		d.cancel()
-		if err == nil && len(results) != len(d.items) {
-			err = resultCountError(len(results), len(d.items))
-		}
-		if err != nil && len(d.pieces) > 1 && itemsMayBeTheCause(err) {
+		err = checkAnswer(results, err, len(d.items))
+		if err != nil && partialOf(err) == nil && len(d.pieces) > 1 && itemsMayBeTheCause(err) {
 			b.sendAlone(d)
 		} else {
 			b.deliver(d, d.pieces, results, err)
@@ -415,17 +436,18 @@ func (b *Batcher[In, Out]) sendAlone(d *dispatch[In, Out]) {
 			continue
 		}
 		results, err := b.backend.Process(p.call.ctx, items)
-		if err == nil && len(results) != len(items) {
-			err = resultCountError(len(results), len(items))
-		}
+		err = checkAnswer(results, err, len(items))
 		b.deliver(d, d.pieces[i:i+1], results, err)
 	}
 }
 
 // deliver hands the outcome of sending the items of pieces, carried by d,
-// to their callers: results in the order of the pieces, or err.
+// to their callers: results in the order of the pieces, or err. A partial
+// answer's failures go to the callers of the items they list, each with its
+// own indices, and every other caller's items are answered.
 func (b *Batcher[In, Out]) deliver(d *dispatch[In, Out], pieces []batchPiece[In, Out], results []Out, err error) {
-	if err == nil {
+	pe := partialOf(err)
+	if err == nil || pe != nil && results != nil {
 		// Outside mu: pieces write disjoint parts of their calls'
 		// results, and a call reads them only once finished.
 		pos := 0
@@ -436,13 +458,18 @@ func (b *Batcher[In, Out]) deliver(d *dispatch[In, Out], pieces []batchPiece[In,
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	pos := 0 // of p's items in the dispatch
 	for _, p := range pieces {
 		c := p.call
+		lo := pos
+		pos += p.n
 		if c.finished {
 			continue // gave up, or failed in another dispatch
 		}
 		c.dropCarrier(d)
-		if err != nil {
+		if pe != nil {
+			c.partial = pe.share(c.partial, lo, lo+p.n, p.off)
+		} else if err != nil {
 			cerr := err // this caller's: others may still retry err
 			if (errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOverloaded)) && (c.left < c.total || len(c.carriers) > 0) {
 				// Another part of the call may have been processed: sending
@@ -453,7 +480,12 @@ func (b *Batcher[In, Out]) deliver(d *dispatch[In, Out], pieces []batchPiece[In,
 			continue
 		}
 		c.left -= p.n
-		if c.left == 0 {
+		if c.left == 0 && c.partial != nil {
+			slices.SortStableFunc(c.partial.Failed, func(a, b *RouteError) int { return strings.Compare(a.Route, b.Route) })
+			slices.SortFunc(c.partial.Items, func(a, b *ItemError) int { return a.Index - b.Index })
+			zero(c.partial, c.out)
+			b.finishLocked(c, c.partial)
+		} else if c.left == 0 {
 			b.finishLocked(c, nil)
 		}
 	}

@@ -40,16 +40,30 @@ var (
 )
 
 // ItemError reports a failure tied to a single input item: the classifier
-// failed on it, or chose a route the router does not have.
+// failed on it, or chose a route the router does not have, or a backend
+// failed that item alone (see [PartialError]).
 type ItemError struct {
-	Index int    // index of the item in the batch given to Process
-	Route string // route the classifier chose; empty if it failed
-	Err   error  // the classifier's error, or ErrNoRoute
+	Index int // index of the item in the batch given to Process
+
+	// Route is the route the classifier chose, empty if it failed. In a
+	// [PartialError] it is the route whose backend failed the item: empty
+	// when the backend that returned it failed the item itself, and, for a
+	// failure a nested router reported, the path of route names from this
+	// router down, joined by "/" (a route "m" whose backend's route "z"
+	// failed the item reads "m/z").
+	Route string
+
+	Err error // the classifier's or the backend's error, or ErrNoRoute
+
+	classify bool // the classifier failed on the item
 }
 
 func (e *ItemError) Error() string {
-	if e.Route == "" && !errors.Is(e.Err, ErrNoRoute) {
+	switch {
+	case e.classify:
 		return fmt.Sprintf("fanout: item %d: classify: %v", e.Index, e.Err)
+	case e.Route == "" && !errors.Is(e.Err, ErrNoRoute):
+		return fmt.Sprintf("fanout: item %d: %v", e.Index, e.Err)
 	}
 	return fmt.Sprintf("fanout: item %d: route %q: %v", e.Index, e.Route, e.Err)
 }
@@ -57,7 +71,12 @@ func (e *ItemError) Error() string {
 func (e *ItemError) Unwrap() error { return e.Err }
 
 // RouteError reports that the backend of one route failed. Indices lists the
-// positions, in the batch given to Process, of the items sent to that route.
+// positions, in the batch given to Process, of the items sent to that route,
+// in increasing order.
+//
+// In a [PartialError], Route follows the rule of [ItemError.Route]: a
+// failure that a nested router reported names the path of routes down to
+// the one that failed ("m/y"), and Indices lists the items it concerned.
 type RouteError struct {
 	Route   string
 	Indices []int
@@ -92,36 +111,177 @@ func (e *RouteError) Error() string {
 
 func (e *RouteError) Unwrap() error { return e.Err }
 
-// PartialError is returned by a router built with [WithPartialResults] when
-// some routes failed and others succeeded. The results returned beside it hold
-// the answers of the routes that succeeded; the positions listed in each
-// failed route's Indices hold zero values.
+// PartialError reports that some items of a call failed and the others
+// were answered. The results returned beside it, if not nil, hold an answer
+// at every position that Failed and Items do not list; the positions they
+// list hold zero values. The results are nil when no item was answered.
+//
+// A router built with [WithPartialResults] returns it when some of its
+// routes failed, or when a route's backend failed some of its items. Any
+// backend may return one to fail single items of a batch rather than the
+// whole call: it returns a result per item and a *PartialError, as the
+// error itself and not wrapped, whose Items name the items that failed (see
+// [Backend]). The transport carries it across the network, so the answers
+// that succeeded and every failure, with its route, its indices and its
+// cause, survive any number of hops.
 type PartialError struct {
-	Failed []*RouteError // in route name order
+	Failed []*RouteError // routes that failed as a whole, in route order
+	Items  []*ItemError  // single items that failed, in increasing index order
 }
 
 func (e *PartialError) Error() string {
 	var b strings.Builder
 	b.WriteString("fanout: ")
-	b.WriteString(count(len(e.Failed), "route"))
-	b.WriteString(" failed: ")
-	for i, re := range e.Failed {
-		if i > 0 {
+	if len(e.Failed) > 0 {
+		b.WriteString(count(len(e.Failed), "route"))
+		b.WriteString(" failed: ")
+		for i, re := range e.Failed {
+			if i > 0 {
+				b.WriteString("; ")
+			}
+			b.WriteString(re.Error())
+		}
+	}
+	if len(e.Items) > 0 {
+		if len(e.Failed) > 0 {
 			b.WriteString("; ")
 		}
-		b.WriteString(re.Error())
+		b.WriteString(count(len(e.Items), "item"))
+		b.WriteString(" failed: ")
+		for i, ie := range e.Items {
+			if i == maxIndicesShown {
+				b.WriteString("; ...")
+				break
+			}
+			if i > 0 {
+				b.WriteString("; ")
+			}
+			b.WriteString(ie.Error())
+		}
+	}
+	if len(e.Failed) == 0 && len(e.Items) == 0 {
+		b.WriteString("no failure listed")
 	}
 	return b.String()
 }
 
-// Unwrap returns the route errors, so [errors.Is] and [errors.As] look
-// through every failed route.
+// Unwrap returns the route and item errors, so [errors.Is] and
+// [errors.As] look through every failure.
 func (e *PartialError) Unwrap() []error {
-	errs := make([]error, len(e.Failed))
-	for i, re := range e.Failed {
-		errs[i] = re
+	errs := make([]error, 0, len(e.Failed)+len(e.Items))
+	for _, re := range e.Failed {
+		errs = append(errs, re)
+	}
+	for _, ie := range e.Items {
+		errs = append(errs, ie)
 	}
 	return errs
+}
+
+// check reports a partial answer to n items that lists no failure, or an
+// index outside the batch: the backend broke its contract.
+//
+// A partial answer without results (answered false) must list every item.
+func (e *PartialError) check(n int, answered bool) error {
+	if len(e.Failed) == 0 && len(e.Items) == 0 {
+		return errors.New("fanout: a partial answer that lists no failed item")
+	}
+	if !answered {
+		listed := len(e.Items)
+		for _, re := range e.Failed {
+			listed += len(re.Indices)
+		}
+		if listed != n {
+			return fmt.Errorf("fanout: a partial answer without results lists %s as failed, in a batch of %s", count(listed, "item"), count(n, "item"))
+		}
+	}
+	bad := func(i int) error {
+		return fmt.Errorf("fanout: a partial answer lists item %d as failed, in a batch of %s", i, count(n, "item"))
+	}
+	for _, re := range e.Failed {
+		for _, i := range re.Indices {
+			if i < 0 || i >= n {
+				return bad(i)
+			}
+		}
+	}
+	for _, ie := range e.Items {
+		if ie.Index < 0 || ie.Index >= n {
+			return bad(ie.Index)
+		}
+	}
+	return nil
+}
+
+// share adds to acc, and returns, the failures e lists of the items lo to
+// hi, each index i as off+i-lo: a caller's share of a merged call. acc may
+// be nil, and stays nil if e lists none of those items.
+func (e *PartialError) share(acc *PartialError, lo, hi, off int) *PartialError {
+	add := func() {
+		if acc == nil {
+			acc = new(PartialError)
+		}
+	}
+	for _, re := range e.Failed {
+		var indices []int
+		for _, i := range re.Indices {
+			if i >= lo && i < hi {
+				indices = append(indices, off+i-lo)
+			}
+		}
+		if indices != nil {
+			add()
+			acc.Failed = append(acc.Failed, &RouteError{Route: re.Route, Indices: indices, Err: re.Err})
+		}
+	}
+	for _, ie := range e.Items {
+		if ie.Index >= lo && ie.Index < hi {
+			add()
+			acc.Items = append(acc.Items, &ItemError{Index: off + ie.Index - lo, Route: ie.Route, Err: ie.Err})
+		}
+	}
+	return acc
+}
+
+// first returns the failure of the smallest index e lists as a
+// [*RouteError]: the error of a call that fails when an item does.
+func (e *PartialError) first() *RouteError {
+	var best *RouteError
+	at := -1
+	for _, re := range e.Failed {
+		if len(re.Indices) > 0 && (at < 0 || re.Indices[0] < at) {
+			best, at = re, re.Indices[0]
+		}
+	}
+	for _, ie := range e.Items {
+		if at < 0 || ie.Index < at {
+			best, at = &RouteError{Route: ie.Route, Indices: []int{ie.Index}, Err: ie.Err}, ie.Index
+		}
+	}
+	return best
+}
+
+// zero sets the results at the positions e lists to their zero value.
+func zero[Out any](e *PartialError, out []Out) {
+	if out == nil {
+		return
+	}
+	var z Out
+	for _, re := range e.Failed {
+		for _, i := range re.Indices {
+			out[i] = z
+		}
+	}
+	for _, ie := range e.Items {
+		out[ie.Index] = z
+	}
+}
+
+// partialOf returns err as a *PartialError if it is one, not wrapped: the
+// answer of a backend that failed some items and answered the others.
+func partialOf(err error) *PartialError {
+	pe, _ := err.(*PartialError)
+	return pe
 }
 
 // count spells "1 item", "2 items".

@@ -37,7 +37,7 @@ func UseMapLookup[In, Out any](r *Router[In, Out]) {
 		for i := range items {
 			name, err := r.classifier.Classify(items[i])
 			if err != nil {
-				return 0, &ItemError{Index: i, Err: err}
+				return 0, &ItemError{Index: i, Err: err, classify: true}
 			}
 			k, ok := r.index[name]
 			if !ok {

@@ -160,7 +160,16 @@ func (r *Router[In, Out]) process(ctx context.Context, items []In, routes []int)
 
 	if used == 1 {
 		// Every item belongs to one route: hand the batch over as it is.
-		out, err := r.call(ctx, int(routeOf[0]), items)
+		k := int(routeOf[0])
+		out, pe, err := r.call(ctx, k, items)
+		if pe != nil {
+			pe = r.translate(pe, k, nil)
+			if !r.partial {
+				return nil, pe.first()
+			}
+			zero(pe, out)
+			return out, pe
+		}
 		if err != nil {
 			err.Indices = make([]int, len(items))
 			for i := range err.Indices {
@@ -193,24 +202,47 @@ func (r *Router[In, Out]) process(ctx context.Context, items []In, routes []int)
 	c := &routeCalls[In, Out]{r: r, grouped: grouped, pos: pos, out: make([]Out, len(items))}
 	if r.partial {
 		c.failed = make([]*RouteError, len(r.backends))
+		c.partials = make([]*PartialError, len(r.backends))
 	}
 	if r.fanOut != nil {
 		r.fanOut(c, ctx, bounds)
 	} else {
 		c.runAll(ctx, bounds)
 	}
-	out, failed, first := c.out, c.failed, c.first.Load()
+	out, first := c.out, c.first.Load()
 	switch {
-	case first == nil:
-		return out, nil
-	case !r.partial:
+	case !r.partial && first != nil:
 		return nil, first // the first failure, the one that cancelled the others
+	case !r.partial:
+		return out, nil
 	}
-	failed = slices.DeleteFunc(failed, func(re *RouteError) bool { return re == nil })
-	if len(failed) == used {
-		return nil, &PartialError{Failed: failed}
+	return c.partialAnswer(used)
+}
+
+// partialAnswer gathers, under partial results, the failures of the routes
+// of a call into its error: nil if every route answered every item.
+func (c *routeCalls[In, Out]) partialAnswer(used int) ([]Out, error) {
+	pe := new(PartialError)
+	whole := 0 // routes that failed as a whole
+	for k, re := range c.failed {
+		if re != nil {
+			pe.Failed = append(pe.Failed, re)
+			whole++
+		}
+		if p := c.partials[k]; p != nil {
+			pe.Failed = append(pe.Failed, p.Failed...)
+			pe.Items = append(pe.Items, p.Items...)
+		}
 	}
-	return out, &PartialError{Failed: failed}
+	switch {
+	case len(pe.Failed) == 0 && len(pe.Items) == 0:
+		return c.out, nil
+	case whole == used:
+		return nil, pe
+	}
+	slices.SortFunc(pe.Items, func(a, b *ItemError) int { return a.Index - b.Index })
+	zero(pe, c.out)
+	return c.out, pe
 }
 
 // classify sets routeOf[i], and routes[i] unless routes is nil, to the
@@ -224,7 +256,7 @@ func (r *Router[In, Out]) classify(items []In, routeOf []int32, routes []int, bo
 	for i := range items {
 		name, err := r.classifier.Classify(items[i])
 		if err != nil {
-			return 0, &ItemError{Index: i, Err: err}
+			return 0, &ItemError{Index: i, Err: err, classify: true}
 		}
 		slot := guessSlot(name)
 		k := int(guesses[slot])
@@ -249,21 +281,33 @@ func (r *Router[In, Out]) classify(items []In, routeOf []int32, routes []int, bo
 
 // routeCalls is the state that the routes of one call share.
 type routeCalls[In, Out any] struct {
-	r       *Router[In, Out]
-	ctx     context.Context
-	cancel  context.CancelFunc // called by the first route that fails
-	grouped []In               // route k's items are grouped[lo:hi]
-	pos     []int              // pos[j] is the index in the call of grouped[j]
-	out     []Out
-	failed  []*RouteError // with partial results, each route's failure
-	first   atomic.Pointer[RouteError]
-	wg      sync.WaitGroup
+	r        *Router[In, Out]
+	ctx      context.Context
+	cancel   context.CancelFunc // called by the first route that fails
+	grouped  []In               // route k's items are grouped[lo:hi]
+	pos      []int              // pos[j] is the index in the call of grouped[j]
+	out      []Out
+	failed   []*RouteError   // with partial results, each route's failure
+	partials []*PartialError // with partial results, each route's failed items
+	first    atomic.Pointer[RouteError]
+	wg       sync.WaitGroup
 }
 
 // run calls route k with its items, grouped[lo:hi], and writes its results
 // back by index, or records its failure.
 func (c *routeCalls[In, Out]) run(k, lo, hi int) {
-	res, err := c.r.call(c.ctx, k, c.grouped[lo:hi:hi])
+	res, pe, err := c.r.call(c.ctx, k, c.grouped[lo:hi:hi])
+	if pe != nil {
+		pe = c.r.translate(pe, k, c.pos[lo:hi])
+		if c.partials == nil {
+			// Without partial results, a failed item fails the call.
+			if re := pe.first(); c.first.CompareAndSwap(nil, re) {
+				c.cancel()
+			}
+			return
+		}
+		c.partials[k] = pe
+	}
 	if err != nil {
 		err.Indices = slices.Clone(c.pos[lo:hi])
 		if c.failed != nil {
@@ -337,15 +381,57 @@ func guessSlot(name string) int {
 	return (len(name)*37 + int(name[0])*7 + int(name[len(name)-1])) & (len(routeGuesses{}) - 1)
 }
 
-// call invokes route k's backend and checks the length of its answer. The
-// returned error's Indices are left for the caller to fill.
-func (r *Router[In, Out]) call(ctx context.Context, k int, items []In) ([]Out, *RouteError) {
+// call invokes route k's backend and checks its answer: its length, and
+// the failures it lists if it answered in part, which it returns in pe
+// (with res nil if no item was answered). The returned error's Indices are
+// left for the caller to fill.
+func (r *Router[In, Out]) call(ctx context.Context, k int, items []In) (res []Out, pe *PartialError, _ *RouteError) {
 	res, err := r.backends[k].Process(ctx, items)
-	if err == nil && len(res) != len(items) {
+	if pe = partialOf(err); pe != nil {
+		if err = pe.check(len(items), res != nil); err == nil && res != nil && len(res) != len(items) {
+			err = fmt.Errorf("%w: %d results for %d items", ErrResultCount, len(res), len(items))
+		}
+		if err == nil {
+			return res, pe, nil
+		}
+	} else if err == nil && len(res) != len(items) {
 		err = fmt.Errorf("%w: %d results for %d items", ErrResultCount, len(res), len(items))
 	}
 	if err != nil {
-		return nil, &RouteError{Route: r.names[k], Err: err}
+		return nil, nil, &RouteError{Route: r.names[k], Err: err}
 	}
-	return res, nil
+	return res, nil, nil
+}
+
+// translate returns the failures a backend listed in pe as route k's in
+// the router's call: each index j becomes pos[j] (j itself if pos is nil)
+// and each route the path from route k down (see [ItemError.Route]).
+func (r *Router[In, Out]) translate(pe *PartialError, k int, pos []int) *PartialError {
+	at := func(j int) int {
+		if pos == nil {
+			return j
+		}
+		return pos[j]
+	}
+	path := func(route string) string {
+		if route == "" {
+			return r.names[k]
+		}
+		return r.names[k] + "/" + route
+	}
+	t := &PartialError{
+		Failed: make([]*RouteError, len(pe.Failed)),
+		Items:  make([]*ItemError, len(pe.Items)),
+	}
+	for i, re := range pe.Failed {
+		indices := make([]int, len(re.Indices))
+		for x, j := range re.Indices {
+			indices[x] = at(j)
+		}
+		t.Failed[i] = &RouteError{Route: path(re.Route), Indices: indices, Err: re.Err}
+	}
+	for i, ie := range pe.Items {
+		t.Items[i] = &ItemError{Index: at(ie.Index), Route: path(ie.Route), Err: ie.Err}
+	}
+	return t
 }
