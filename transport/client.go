@@ -146,6 +146,9 @@ func (c *Client[In, Out]) Close() error {
 // instead, since sending the call again would process those twice.
 func (c *Client[In, Out]) Process(ctx context.Context, items []In) ([]Out, error) {
 	out, err := c.process(ctx, items)
+	if partialOf(err) != nil {
+		return out, err // the server's backend answered some items
+	}
 	if err != nil {
 		var re *RemoteError
 		if errors.As(err, &re) {
@@ -199,8 +202,7 @@ func (c *Client[In, Out]) chunkSize(ctx context.Context, items []In) int {
 // ([CodeStreamIdle]) was not read, and is sent once more on another.
 func (c *Client[In, Out]) call(ctx context.Context, items []In, dst []Out, sent *bool) ([]Out, error) {
 	out, err := c.callOnce(ctx, items, dst, sent)
-	var re *RemoteError
-	if errors.As(err, &re) && re.Code == CodeStreamIdle && ctx.Err() == nil {
+	if re, ok := err.(*RemoteError); ok && re.Code == CodeStreamIdle && ctx.Err() == nil {
 		if sent != nil {
 			*sent = false
 		}
@@ -372,6 +374,20 @@ func (c *Client[In, Out]) answer(st *yamux.Stream, k wire.Kind, payload []byte, 
 			return nil, false, false, fmt.Errorf("%w: %d results for %d items", ErrProtocol, len(out), n)
 		}
 		return out, true, quiet(st, payload[:1]), nil
+	case wire.KindPartial:
+		fs, answered, rest, err := wire.ParseFailures(payload, n)
+		if err != nil {
+			return nil, false, false, err
+		}
+		if answered {
+			if out, err = c.out.Decode(dst, rest); err != nil {
+				return nil, false, false, fmt.Errorf("%w: decode partial response: %v", ErrProtocol, err)
+			}
+			if len(out) != n {
+				return nil, false, false, fmt.Errorf("%w: %d results for %d items in a partial response", ErrProtocol, len(out), n)
+			}
+		}
+		return out, true, quiet(st, payload[:1]), partialError(c.addr, fs)
 	case wire.KindError:
 		code, msg, err := parseError(payload)
 		if err != nil {

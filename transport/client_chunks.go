@@ -37,6 +37,8 @@ func (c *Client[In, Out]) callChunks(ctx context.Context, items []In, size int) 
 		failed    sync.Once
 		err       error // the first failure, set by failed
 		wg        sync.WaitGroup
+		mu        sync.Mutex
+		partial   *fanout.PartialError // the chunks' failed items, guarded by mu
 	)
 	send := func() {
 		for ctx.Err() == nil {
@@ -47,6 +49,13 @@ func (c *Client[In, Out]) callChunks(ctx context.Context, items []In, size int) 
 			lo, hi := i*size, min((i+1)*size, len(items))
 			sent := false
 			res, cerr := c.call(ctx, items[lo:hi], out[lo:lo:hi], &sent)
+			if pe := partialOf(cerr); pe != nil {
+				// The chunk was answered in part: its failures are the call's.
+				mu.Lock()
+				partial = addShifted(partial, pe, lo)
+				mu.Unlock()
+				cerr = nil
+			}
 			if cerr == nil || sent && !undelivered(cerr) {
 				delivered.Store(true)
 			}
@@ -80,6 +89,10 @@ func (c *Client[In, Out]) callChunks(ctx context.Context, items []In, size int) 
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err // the caller's context ended between two chunks
+	}
+	if partial != nil {
+		sortPartial(partial)
+		return out, partial
 	}
 	return out, nil
 }

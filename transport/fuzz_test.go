@@ -626,6 +626,20 @@ func FuzzClientResponse(f *testing.F) {
 	f.Add([]byte{byte(wire.KindResponse), 0x01, 0x04, 0x00, 0x00}) // limit + 1
 	f.Add(fuzzFrame(f, wire.KindResponse, results)[:10])
 	f.Add([]byte{})
+	failures := []wire.Failure{
+		{What: wire.FailedItem, Code: uint8(CodeBackend), Message: "odd", Indices: []int{0}},
+		{What: wire.FailedRoute, Route: "m/y", Code: uint8(CodeUnavailable), Message: "down", Indices: []int{1, 2}},
+	}
+	partial, err := wire.AppendFailures(nil, failures, len(items), true)
+	require.NoError(f, err)
+	f.Add(fuzzFrame(f, wire.KindPartial, append(partial, results...)))
+	f.Add(fuzzFrame(f, wire.KindPartial, append(partial, results[:8]...))) // too few results
+	partial, err = wire.AppendFailures(nil, failures[1:], len(items), false)
+	require.NoError(f, err)
+	f.Add(fuzzFrame(f, wire.KindPartial, partial))
+	f.Add(fuzzFrame(f, wire.KindPartial, append(partial, results...))) // results after none
+	f.Add(fuzzFrame(f, wire.KindPartial, []byte{0, 1}))               // no failures
+	f.Add(fuzzFrame(f, wire.KindPartial, []byte{1, 1, 0, 1, 1, 'e', 1, 5, 0}))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// Within one stream window. A copy: the fuzzing engine reuses
@@ -646,7 +660,7 @@ func FuzzClientResponse(f *testing.F) {
 		switch {
 		case len(data) < wire.HeaderSize:
 			require.ErrorIs(t, err, fanout.ErrInterrupted)
-		case data[0] < byte(wire.KindRequest) || data[0] > byte(wire.KindContinue):
+		case data[0] < byte(wire.KindRequest) || data[0] > byte(wire.KindPartial):
 			require.ErrorIs(t, err, ErrProtocol)
 		case n > limit:
 			require.ErrorIs(t, err, ErrMessageTooLarge)
@@ -664,6 +678,26 @@ func FuzzClientResponse(f *testing.F) {
 			require.Equal(t, Code(data[wire.HeaderSize]), re.Code)
 			require.Equal(t, string(data[wire.HeaderSize+1:wire.HeaderSize+n]), re.Message)
 			require.Equal(t, c.Addr(), re.Addr)
+		case data[0] == byte(wire.KindPartial):
+			// What the failures part holds is wire's to check (its own
+			// tests); here the client must make of it a partial answer
+			// that lists exactly those failures, or a protocol error.
+			fs, answered, rest, perr := wire.ParseFailures(data[wire.HeaderSize:wire.HeaderSize+n], len(items))
+			if perr != nil || answered && len(rest) != 8*len(items) {
+				require.ErrorIs(t, err, ErrProtocol)
+				break
+			}
+			var pe *fanout.PartialError
+			require.ErrorAs(t, err, &pe)
+			require.Equal(t, len(fs), len(pe.Failed)+len(pe.Items))
+			if !answered {
+				require.Nil(t, out)
+				return
+			}
+			want, err := Int64().Decode(nil, rest)
+			require.NoError(t, err)
+			require.Equal(t, want, out)
+			return
 		case n != 8*uint64(len(items)):
 			require.ErrorIs(t, err, ErrProtocol)
 		default:

@@ -146,6 +146,10 @@ func (s *Server[In, Out]) process(ctx context.Context, items []In) (out []Out, c
 	}()
 	out, err = s.backend.Process(ctx, items)
 	switch {
+	case partialOf(err) != nil && out != nil && len(out) != len(items):
+		return nil, CodeInternal, fmt.Errorf("%w: a partial answer of %d results for %d items", fanout.ErrResultCount, len(out), len(items))
+	case partialOf(err) != nil:
+		return out, 0, err // the backend answered some items
 	case err == nil && len(out) != len(items):
 		return nil, CodeInternal, fmt.Errorf("%w: %d results for %d items", fanout.ErrResultCount, len(out), len(items))
 	case err == nil:

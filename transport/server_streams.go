@@ -197,9 +197,19 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 	bufp := getBuf()
 	defer putBuf(bufp)
 	buf := (*bufp)[:0]
-	if err == nil {
-		buf = wire.AppendHeader(buf, wire.KindResponse)
-		if buf, err = s.out.Append(buf, out); err != nil {
+	if pe := partialOf(err); err == nil || pe != nil {
+		kind := wire.KindResponse
+		if pe != nil {
+			kind = wire.KindPartial
+		}
+		buf = wire.AppendHeader(buf, kind)
+		if pe != nil {
+			buf, err = wire.AppendFailures(buf, failuresOf(pe), len(items), out != nil)
+		}
+		if err == nil && (pe == nil || out != nil) {
+			buf, err = s.out.Append(buf, out)
+		}
+		if err != nil {
 			log.Error("transport: encoding response", "remote", st.RemoteAddr(), "err", err)
 			code, err = CodeInternal, fmt.Errorf("encode response: %w", err)
 		} else if err = wire.FinishFrame(buf, 0, peerMax); err != nil {

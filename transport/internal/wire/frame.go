@@ -21,6 +21,7 @@ const (
 	KindResponse Kind = 2 // encoded results
 	KindError    Kind = 3 // code (1 byte) + UTF-8 message
 	KindContinue Kind = 4 // empty: the server has room for a large request's payload
+	KindPartial  Kind = 5 // failures (see AppendFailures) + encoded results, if any
 )
 
 // ContinueAbove is the largest request payload a client sends with its
@@ -88,7 +89,7 @@ func ReadFrame(r io.Reader, limit int, buf []byte) (Kind, []byte, error) {
 // longer than limit one wrapping [ErrMessageTooLarge].
 func ParseHeader(hdr []byte, limit int) (Kind, int, error) {
 	k := Kind(hdr[0])
-	if k < KindRequest || k > KindContinue {
+	if k < KindRequest || k > KindPartial {
 		return 0, 0, fmt.Errorf("%w: unknown message kind %d", ErrProtocol, hdr[0])
 	}
 	n := binary.LittleEndian.Uint32(hdr[1:])
