@@ -638,7 +638,7 @@ func FuzzClientResponse(f *testing.F) {
 	require.NoError(f, err)
 	f.Add(fuzzFrame(f, wire.KindPartial, partial))
 	f.Add(fuzzFrame(f, wire.KindPartial, append(partial, results...))) // results after none
-	f.Add(fuzzFrame(f, wire.KindPartial, []byte{0, 1}))               // no failures
+	f.Add(fuzzFrame(f, wire.KindPartial, []byte{0, 1}))                // no failures
 	f.Add(fuzzFrame(f, wire.KindPartial, []byte{1, 1, 0, 1, 1, 'e', 1, 5, 0}))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
