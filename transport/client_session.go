@@ -239,7 +239,7 @@ func (c *Client[In, Out]) handshake(ctx context.Context) (*yamux.Session, int, e
 	if d, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(d)
 	}
-	mine := wire.Hello{Version: wire.Version, ReqCodec: c.in.Name(), RespCodec: c.out.Name(), MaxMessage: uint32(c.cfg.maxMessage)}
+	mine := wire.Hello{Version: wire.Version, ReqCodec: c.in.Name(), RespCodec: c.out.Name(), MaxMessage: uint32(c.cfg.maxMessage), Service: c.cfg.service}
 	if _, err := conn.Write(wire.AppendHello(nil, mine)); err != nil {
 		conn.Close()
 		return nil, 0, fmt.Errorf("handshake: %w", err)

@@ -24,7 +24,7 @@ import (
 // describes it, so they also check that document.
 
 // wireVersion is the protocol version of PROTOCOL.md.
-const wireVersion = 4
+const wireVersion = 5
 
 func rawHello(version byte, req, resp string, maxMessage uint32) []byte {
 	b := []byte("fanout")
@@ -32,7 +32,8 @@ func rawHello(version byte, req, resp string, maxMessage uint32) []byte {
 	b = append(b, req...)
 	b = append(b, byte(len(resp)))
 	b = append(b, resp...)
-	return binary.LittleEndian.AppendUint32(b, maxMessage)
+	b = binary.LittleEndian.AppendUint32(b, maxMessage)
+	return append(b, 0) // no service named
 }
 
 // rawReply reads the server's handshake reply and returns its status and
@@ -51,13 +52,21 @@ func rawReply(t *testing.T, conn net.Conn) (byte, string) {
 		_, err = io.ReadFull(conn, make([]byte, n[0]))
 		require.NoError(t, err)
 	}
-	tail := make([]byte, 4+1+2)
+	maxMessage := make([]byte, 4)
+	_, err = io.ReadFull(conn, maxMessage)
+	require.NoError(t, err)
+	n := make([]byte, 1) // the service's name
+	_, err = io.ReadFull(conn, n)
+	require.NoError(t, err)
+	_, err = io.ReadFull(conn, make([]byte, n[0]))
+	require.NoError(t, err)
+	tail := make([]byte, 1+2)
 	_, err = io.ReadFull(conn, tail)
 	require.NoError(t, err)
-	msg := make([]byte, binary.LittleEndian.Uint16(tail[5:]))
+	msg := make([]byte, binary.LittleEndian.Uint16(tail[1:]))
 	_, err = io.ReadFull(conn, msg)
 	require.NoError(t, err)
-	return tail[4], string(msg)
+	return tail[0], string(msg)
 }
 
 // rawSession handshakes by hand and starts a yamux client session.

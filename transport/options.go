@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/seed-c94cd834/fanout/transport/internal/wire"
 )
 
 // A ServerOption configures a [Server], and a ClientOption a [Client].
@@ -70,6 +72,7 @@ type config struct {
 	chunkCalls       int
 	pingRate         float64
 	pingBurst        int
+	service          string
 	tlsConfig        *tls.Config
 	dial             func(ctx context.Context, addr string) (net.Conn, error)
 }
@@ -433,6 +436,24 @@ func WithMaxPingRate(rate float64, burst int) ServerOption {
 // [DefaultChunkItems] items, [DefaultChunksInFlight] in flight.
 func WithChunks(items, inFlight int) ClientOption {
 	return clientOption(func(c *config) { c.chunkItems, c.chunkCalls = items, max(inFlight, 1) })
+}
+
+// WithService names the service: on a server, the service it serves, which
+// it states in the handshake; on a client, the service it requires of its
+// server. A client that requires a service refuses, at the handshake, a
+// server that serves another one or none, and the server refuses that
+// client too: both sides report an error naming both services, and the
+// connection closes. A client that requires none (the default) accepts any
+// server, so give every client the name of what it expects: a wrong
+// address then fails at once rather than answering with another service's
+// results.
+// Both sides. Default: "" (a server serves no named service; a client
+// accepts any). It panics if name is longer than 255 bytes.
+func WithService(name string) Option {
+	if len(name) > wire.MaxServiceName {
+		panic(fmt.Sprintf("transport: WithService: a name of %d bytes, longer than %d", len(name), wire.MaxServiceName))
+	}
+	return bothOption(func(c *config) { c.service = name })
 }
 
 // WithTLSConfig makes the connection speak TLS under the handshake and the

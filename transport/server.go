@@ -109,7 +109,7 @@ func NewServer[In, Out any](backend fanout.Backend[In, Out], in Codec[In], out C
 		in:         in,
 		out:        out,
 		cfg:        cfg,
-		hello:      wire.Hello{Version: wire.Version, ReqCodec: in.Name(), RespCodec: out.Name(), MaxMessage: uint32(maxRequest)},
+		hello:      wire.Hello{Version: wire.Version, ReqCodec: in.Name(), RespCodec: out.Name(), MaxMessage: uint32(maxRequest), Service: cfg.service},
 		ctx:        ctx,
 		cancel:     cancel,
 		epoch:      time.Now(),

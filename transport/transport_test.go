@@ -3,8 +3,10 @@ package transport_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -376,6 +378,63 @@ func TestCodecMismatch(t *testing.T) {
 	out, err := client(t, addr).Process(context.Background(), []int64{21})
 	require.NoError(t, err)
 	require.Equal(t, []int64{42}, out)
+}
+
+func TestServiceMismatchIsRefusedOnBothEnds(t *testing.T) {
+	var logs logBuffer
+	addr := serve(t, doubler, logs.option(), transport.WithService("x"))
+
+	// A client that expects y at x's address is refused at the handshake.
+	y := client(t, addr, transport.WithService("y"))
+	_, err := y.Process(t.Context(), []int64{21})
+	require.ErrorIs(t, err, transport.ErrHandshake)
+	require.ErrorIs(t, err, fanout.ErrUnavailable, "not delivered")
+	require.Contains(t, err.Error(), `client expects service "y", server serves "x"`)
+	logs.waitFor(t, `client expects service \"y\", server serves \"x\"`)
+
+	// A server that serves no named service is refused too.
+	unnamed := serve(t, doubler)
+	_, err = transport.Dial(t.Context(), unnamed, transport.Int64(), transport.Int64(), quiet, transport.WithService("y"))
+	require.ErrorIs(t, err, transport.ErrHandshake)
+	require.Contains(t, err.Error(), `client expects service "y", server serves no named service`)
+
+	// The right service, and a client that expects none, are served.
+	for _, opt := range []transport.ClientOption{transport.WithService("x"), quiet} {
+		out, err := client(t, addr, opt).Process(t.Context(), []int64{21})
+		require.NoError(t, err)
+		require.Equal(t, []int64{42}, out)
+	}
+}
+
+func TestHelloCarriesTheServiceAsPROTOCOLSays(t *testing.T) {
+	addr := serve(t, doubler, transport.WithService("x"))
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	hello := rawHello(wireVersion, "int64le", "int64le", 1<<20)
+	hello[len(hello)-1] = 1 // L3: a service name of one byte
+	_, err = conn.Write(append(hello, 'y'))
+	require.NoError(t, err)
+
+	want := append([]byte("fanout"), wireVersion, 7)
+	want = append(want, "int64le"...)
+	want = append(want, 7)
+	want = append(want, "int64le"...)
+	want = binary.LittleEndian.AppendUint32(want, 4<<20) // the connection's share of the budget
+	want = append(want, 1, 'x')
+	got := make([]byte, len(want))
+	_, err = io.ReadFull(conn, got)
+	require.NoError(t, err)
+	require.Equal(t, want, got, "the server's hello, service last")
+	status, msg := make([]byte, 3), ""
+	_, err = io.ReadFull(conn, status)
+	require.NoError(t, err)
+	text := make([]byte, binary.LittleEndian.Uint16(status[1:]))
+	_, err = io.ReadFull(conn, text)
+	require.NoError(t, err)
+	msg = string(text)
+	require.EqualValues(t, 1, status[0], "refused")
+	require.Equal(t, `service mismatch: client expects service "y", server serves "x"`, msg)
 }
 
 func TestBackendPanicFailsOnlyItsCall(t *testing.T) {

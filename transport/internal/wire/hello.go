@@ -11,7 +11,7 @@ var Magic = [6]byte{'f', 'a', 'n', 'o', 'u', 't'}
 
 // Version is the protocol version this package speaks, client and server
 // alike. Until a first tagged release, no other version is served.
-const Version = 4
+const Version = 5
 
 // Served reports whether a server serves clients that speak version v.
 func Served(v uint8) bool { return v == Version }
@@ -24,8 +24,12 @@ const (
 	StatusBusy    = 2 // the server is busy: at its limit of connections, or of handshakes
 )
 
-// MaxCodecName is the longest codec name a hello can carry.
-const MaxCodecName = 255
+// MaxCodecName is the longest codec name, and MaxServiceName the longest
+// service name, a hello can carry.
+const (
+	MaxCodecName   = 255
+	MaxServiceName = 255
+)
 
 // Hello is what each side states about itself in the handshake.
 type Hello struct {
@@ -33,10 +37,14 @@ type Hello struct {
 	ReqCodec   string // codec of requests (items)
 	RespCodec  string // codec of responses (results)
 	MaxMessage uint32 // the largest payload this side accepts
+
+	// Service is, from a server, the service it serves; from a client,
+	// the service it requires of its server, or "" for any.
+	Service string
 }
 
 // AppendHello appends h's encoding. Codec names must be at most
-// MaxCodecName bytes long.
+// MaxCodecName bytes long, and the service name MaxServiceName.
 func AppendHello(dst []byte, h Hello) []byte {
 	dst = append(dst, Magic[:]...)
 	dst = append(dst, h.Version)
@@ -44,7 +52,9 @@ func AppendHello(dst []byte, h Hello) []byte {
 	dst = append(dst, h.ReqCodec...)
 	dst = append(dst, byte(len(h.RespCodec)))
 	dst = append(dst, h.RespCodec...)
-	return binary.LittleEndian.AppendUint32(dst, h.MaxMessage)
+	dst = binary.LittleEndian.AppendUint32(dst, h.MaxMessage)
+	dst = append(dst, byte(len(h.Service)))
+	return append(dst, h.Service...)
 }
 
 // The first byte of a TLS record that opens a handshake, or reports an
@@ -85,6 +95,9 @@ func ReadHello(r io.Reader) (Hello, error) {
 		return h, err
 	}
 	h.MaxMessage = binary.LittleEndian.Uint32(max[:])
+	if h.Service, err = readName(r); err != nil {
+		return h, err
+	}
 	return h, nil
 }
 
@@ -146,5 +159,16 @@ func CheckHello(server, client Hello) string {
 		return fmt.Sprintf("codec mismatch: client sends %q and expects %q, server expects %q and sends %q",
 			client.ReqCodec, client.RespCodec, server.ReqCodec, server.RespCodec)
 	}
+	if client.Service != "" && client.Service != server.Service {
+		return fmt.Sprintf("service mismatch: client expects service %q, server serves %s", client.Service, serviceName(server.Service))
+	}
 	return ""
+}
+
+// serviceName quotes a server's service name, or says it has none.
+func serviceName(s string) string {
+	if s == "" {
+		return "no named service"
+	}
+	return fmt.Sprintf("%q", s)
 }
