@@ -176,6 +176,7 @@ func TestResultCodec(t *testing.T) {
 		size    int
 	}{
 		{1, ok, 10 * len(ok)},
+		{3, ok, 10 * len(ok)},
 		{2, ok, 11 * len(ok)},
 		{2, failed, 11*len(failed) + 2*(2+len("z is down"))},
 	}

@@ -68,12 +68,13 @@ func fanoutSystem(binDir string, middleArgs []string) system {
 }
 
 // connectFanout connects to the example middle layer at addr with the
-// library's client. The middle layer answers in version 2 of the result
-// codec, or in version 1 in older trees, so the client offers both in turn.
+// library's client. The middle layer answers in version 3 of the result
+// codec, or in version 2 or 1 in older trees, so the client offers each in
+// turn.
 func connectFanout(ctx context.Context, addr string) (target, error) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var err error
-	for _, codec := range []resultCodec{{version: 2}, {version: 1}} {
+	for _, codec := range []resultCodec{{version: 3}, {version: 2}, {version: 1}} {
 		var c *transport.Client[int64, Result]
 		c, err = transport.Dial(ctx, addr, transport.Int64(), codec, transport.WithLogger(log))
 		if err == nil {

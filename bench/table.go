@@ -116,7 +116,9 @@ func decodeInt64s(dst []int64, data []byte) ([]int64, error) {
 //	length   uint8, length of the route's name
 //	backend  length bytes
 //
-// followed, in version 2 only, by an error mark: 0 if the number was
+// followed, in version 2 only, by an error mark (version 3, like version 1,
+// carries no errors: the example system sends failures in the transport's
+// partial answers): 0 if the number was
 // processed, or k > 0 if it failed with the k-th distinct error text of the
 // message. When k is one more than the number of texts met so far, the new
 // text follows: its length (uint16 little-endian, at least 1), then its
@@ -128,7 +130,7 @@ type resultCodec struct{ version int }
 // answerCodec is the codec the raw TCP, gRPC and plain yamux middle layers
 // answer with: the version the example middle layer speaks in the current
 // tree.
-var answerCodec = resultCodec{version: 2}
+var answerCodec = resultCodec{version: 3}
 
 // Limits of the encoding.
 const (
@@ -158,8 +160,8 @@ func (c resultCodec) Append(dst []byte, items []Result) ([]byte, error) {
 		switch {
 		case r.Err == "" || slices.Contains(texts, r.Err):
 			continue
-		case c.version == 1:
-			return dst, fmt.Errorf("result %d: version 1 cannot carry an error", i)
+		case c.version != 2:
+			return dst, fmt.Errorf("result %d: version %d cannot carry an error", i, c.version)
 		case len(texts) == maxErrTexts || len(r.Err) > maxErrLen:
 			return dst, fmt.Errorf("result %d: too many or too long error texts", i)
 		}

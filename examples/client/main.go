@@ -75,6 +75,7 @@ import (
 
 	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/examples/internal/cli"
+	"github.com/seed-c94cd834/fanout/examples/internal/node"
 	"github.com/seed-c94cd834/fanout/examples/internal/tlsflags"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
 	"github.com/seed-c94cd834/fanout/transport"
@@ -103,7 +104,7 @@ func run() int {
 		if tlsConfig != nil {
 			opts = append(opts, transport.WithTLSConfig(tlsConfig))
 		}
-		c := transport.NewClient(*addr, transport.Int64(), xyz.ResultCodec(), opts...)
+		c := transport.NewClient(*addr, transport.Int64(), xyz.ResultCodec(), append(opts, transport.WithService(node.MiddleService))...)
 		return c, func() { c.Close() }, nil
 	})
 }

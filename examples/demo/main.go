@@ -58,7 +58,7 @@ func start() (fanout.Backend[int64, xyz.Result], func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c := transport.NewClient(sys.Addr, transport.Int64(), xyz.ResultCodec(), transport.WithLogger(log))
+	c := transport.NewClient(sys.Addr, transport.Int64(), xyz.ResultCodec(), transport.WithLogger(log), transport.WithService(node.MiddleService))
 	return c, func() {
 		c.Close()
 		sys.Close()

@@ -51,6 +51,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/examples/internal/node"
 	"github.com/seed-c94cd834/fanout/examples/internal/tlsflags"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
@@ -104,7 +105,7 @@ func run() int {
 		opts = append(opts, transport.WithTLSConfig(tlsConfig))
 	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.timeout)
-	c, err := transport.Dial(dctx, cfg.addr, transport.Int64(), xyz.ResultCodec(), opts...)
+	c, err := transport.Dial(dctx, cfg.addr, transport.Int64(), xyz.ResultCodec(), append(opts, transport.WithService(node.MiddleService))...)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
@@ -188,6 +189,9 @@ func send(ctx context.Context, c *transport.Client[int64, xyz.Result], cfg confi
 		out, err := c.Process(cctx, batch)
 		elapsed := time.Since(start)
 		cancel()
+		if pe, ok := err.(*fanout.PartialError); ok {
+			out, err = xyz.Annotate(out, len(batch), pe), nil
+		}
 		if err == nil {
 			err = failure(batch, out)
 		}

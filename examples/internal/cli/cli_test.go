@@ -250,7 +250,19 @@ func TestMainProcessingFails(t *testing.T) {
 	r = runMain(t, local(t), "4\n9223372036854775807\n-1\n-3037000500\n", "-json")
 	require.Equal(t, 1, r.code)
 	require.Empty(t, r.stdout)
-	require.Equal(t, "client: 9223372036854775807 failed on backend z: z: 3*9223372036854775807+1 overflows int64 (3 of the 4 numbers of its call failed)\n", r.stderr)
+	require.Equal(t, "client: 9223372036854775807 failed on backend z: z: 3*9223372036854775807+1 overflows int64 (2 of the 4 numbers of its call failed)\n", r.stderr)
+
+	// One bad number fails only itself: its neighbours on the same backend
+	// are answered, and the error names it alone.
+	r = runMain(t, local(t), "1\n2\n3\n9223372036854775807\n1\n2\n3\n")
+	require.Equal(t, 1, r.code)
+	require.Equal(t, "client: 9223372036854775807 failed on backend z: z: 3*9223372036854775807+1 overflows int64\n", r.stderr)
+	r = runMain(t, local(t), "1\n2\n3\n9223372036854775807\n1\n2\n3\n", "-partial")
+	require.Equal(t, 1, r.code)
+	require.Equal(t, "1 -> 4 (backend z)\n2 -> 1 (backend y)\n3 -> 10 (backend z)\n"+
+		"9223372036854775807 -> failed (backend z): z: 3*9223372036854775807+1 overflows int64\n"+
+		"1 -> 4 (backend z)\n2 -> 1 (backend y)\n3 -> 10 (backend z)\n", r.stdout)
+	require.Equal(t, "client: 1 of 7 numbers failed\n", r.stderr)
 
 	// A backend that fails a call as a whole.
 	r = runMain(t, fanout.BackendFunc[int64, xyz.Result](func(context.Context, []int64) ([]xyz.Result, error) {
@@ -264,26 +276,26 @@ func TestMainPartial(t *testing.T) {
 	overflow := "x: -3037000500 squared overflows int64"
 	r := runMain(t, local(t), "", "-partial", "-3", "4", "-3037000500", "7")
 	require.Equal(t, 1, r.code)
-	require.Equal(t, "-3 -> failed (backend x): "+overflow+"\n"+
+	require.Equal(t, "-3 -> 9 (backend x)\n"+
 		"4 -> 2 (backend y)\n"+
 		"-3037000500 -> failed (backend x): "+overflow+"\n"+
 		"7 -> 22 (backend z)\n", r.stdout)
-	require.Equal(t, "client: 2 of 4 numbers failed\n", r.stderr)
+	require.Equal(t, "client: 1 of 4 numbers failed\n", r.stderr)
 
 	r = runMain(t, local(t), "-3\n4\n-3037000500\n7\n", "-partial", "-json")
 	require.Equal(t, 1, r.code)
 	require.Equal(t, `[
-  {"input": -3, "backend": "x", "error": "`+overflow+`"},
+  {"input": -3, "output": 9, "backend": "x"},
   {"input": 4, "output": 2, "backend": "y"},
   {"input": -3037000500, "backend": "x", "error": "`+overflow+`"},
   {"input": 7, "output": 22, "backend": "z"}
 ]
 `, r.stdout)
-	require.Equal(t, "client: 2 of 4 numbers failed\n", r.stderr)
+	require.Equal(t, "client: 1 of 4 numbers failed\n", r.stderr)
 
 	// An error text is a JSON string, quotes and all.
 	odd := fanout.BackendFunc[int64, xyz.Result](func(_ context.Context, items []int64) ([]xyz.Result, error) {
-		return []xyz.Result{{Backend: "z", Err: `"<quoted>"` + "\n"}}, nil
+		return nil, &fanout.PartialError{Items: []*fanout.ItemError{{Index: 0, Route: "z", Err: errors.New(`"<quoted>"` + "\n")}}}
 	})
 	r = runMain(t, odd, "", "-partial", "-json", "1")
 	require.Equal(t, 1, r.code)

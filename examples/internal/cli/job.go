@@ -162,6 +162,11 @@ func (c *Command) call(ctx context.Context, b fanout.Backend[int64, xyz.Result],
 		defer cancel()
 	}
 	cl.results, cl.err = b.Process(ctx, cl.numbers)
+	if pe, ok := cl.err.(*fanout.PartialError); ok {
+		// Numbers that failed, each with its backend and error: they are
+		// answers to print, not the call's failure.
+		cl.results, cl.err = xyz.Annotate(cl.results, len(cl.numbers), pe), nil
+	}
 	switch {
 	case cl.err == nil && len(cl.results) != len(cl.numbers):
 		cl.err = fmt.Errorf("%w: %d results for %d numbers", fanout.ErrResultCount, len(cl.results), len(cl.numbers))

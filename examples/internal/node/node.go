@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -56,7 +57,7 @@ func NewBackend(cfg BackendConfig, opts ...transport.ServerOption) (*transport.S
 		}
 		b = delay(b, cfg.Delay, log)
 	}
-	return transport.NewServer(b, transport.Int64(), transport.Int64(), opts...), nil
+	return transport.NewServer(b, transport.Int64(), transport.Int64(), append(slices.Clip(opts), transport.WithService(cfg.Route))...), nil
 }
 
 // delay returns a backend that waits d before passing each call to b; see
@@ -156,6 +157,11 @@ func Both(opts ...transport.Option) Options {
 	return o
 }
 
+// MiddleService is the service the middle layer serves, and its clients
+// require (transport.WithService); each backend serves the service named
+// after its route ("x", "y", "z"), which the middle layer requires of it.
+const MiddleService = "middle"
+
 // NewMiddle returns the middle layer cfg describes. It does not connect:
 // each client connects on its first call. opts.Server apply to the middle
 // layer's server, opts.Client to its clients of the backends.
@@ -169,7 +175,9 @@ func NewMiddle(cfg MiddleConfig, opts Options) (*Middle, error) {
 	for _, route := range xyz.Routes() {
 		var replicas []fanout.Backend[int64, int64]
 		for _, addr := range cfg.Replicas[route] {
-			c := transport.NewClient(addr, transport.Int64(), transport.Int64(), opts.Client...)
+			// The client requires the route's service: a wrong address is
+			// refused at the handshake, never answered by another backend.
+			c := transport.NewClient(addr, transport.Int64(), transport.Int64(), append(slices.Clip(opts.Client), transport.WithService(route))...)
 			m.clients = append(m.clients, c)
 			replicas = append(replicas, c)
 		}
@@ -206,7 +214,7 @@ func NewMiddle(cfg MiddleConfig, opts Options) (*Middle, error) {
 		m.close()
 		return nil, err
 	}
-	m.server = transport.NewServer(xyz.PerItem(router), transport.Int64(), xyz.ResultCodec(), opts.Server...)
+	m.server = transport.NewServer(xyz.PerItem(router), transport.Int64(), xyz.ResultCodec(), append(slices.Clip(opts.Server), transport.WithService(MiddleService))...)
 	return m, nil
 }
 

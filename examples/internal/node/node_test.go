@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/examples/internal/node"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
 	"github.com/seed-c94cd834/fanout/transport"
@@ -26,8 +27,9 @@ func TestSystem(t *testing.T) {
 	sys, err := node.StartSystem(quiet)
 	require.NoError(t, err)
 	defer sys.Close()
-	c := transport.NewClient(sys.Addr, transport.Int64(), xyz.ResultCodec(), quiet)
-	defer c.Close()
+	cl := transport.NewClient(sys.Addr, transport.Int64(), xyz.ResultCodec(), quiet)
+	defer cl.Close()
+	c := annotated(cl)
 
 	in := []int64{-3, 4, 7, 0, -1, 1, 9223372036854775806, -3037000499}
 	got, err := c.Process(context.Background(), in)
@@ -38,12 +40,14 @@ func TestSystem(t *testing.T) {
 		require.Equal(t, want, got[i], "input %d", n)
 	}
 
-	// A failed route is reported in the answers to its numbers.
-	got, err = c.Process(context.Background(), []int64{1, -3037000500})
+	// A number that failed is reported in its own answer, with the text
+	// the backend that failed it gave; the others are answered, even on
+	// that backend.
+	got, err = c.Process(context.Background(), []int64{1, -3037000500, -2})
 	require.NoError(t, err)
 	require.Equal(t, xyz.Result{Value: 4, Backend: "z"}, got[0])
-	require.Equal(t, "x", got[1].Backend)
-	require.Regexp(t, `^remote 127\.0\.0\.1:\d+: x: -3037000500 squared overflows int64$`, got[1].Err)
+	require.Equal(t, xyz.Result{Backend: "x", Err: "x: -3037000500 squared overflows int64"}, got[1])
+	require.Equal(t, xyz.Result{Value: 4, Backend: "x"}, got[2])
 }
 
 // serve serves srv on a free loopback port until the test ends.
@@ -78,12 +82,24 @@ func goneAddr(t *testing.T) string {
 }
 
 // middle serves a middle layer over replicas and returns a client of it.
-func middle(t *testing.T, cfg node.MiddleConfig) *transport.Client[int64, xyz.Result] {
+func middle(t *testing.T, cfg node.MiddleConfig) fanout.Backend[int64, xyz.Result] {
 	m, err := node.NewMiddle(cfg, node.Both(quiet))
 	require.NoError(t, err)
-	c := transport.NewClient(serve(t, m), transport.Int64(), xyz.ResultCodec(), quiet)
+	c := transport.NewClient(serve(t, m), transport.Int64(), xyz.ResultCodec(), quiet, transport.WithService(node.MiddleService))
 	t.Cleanup(func() { c.Close() })
-	return c
+	return annotated(c)
+}
+
+// annotated returns c with the failures of its partial answers set in the
+// answers to the numbers that failed, as the client program reads them.
+func annotated(c fanout.Backend[int64, xyz.Result]) fanout.Backend[int64, xyz.Result] {
+	return fanout.BackendFunc[int64, xyz.Result](func(ctx context.Context, items []int64) ([]xyz.Result, error) {
+		out, err := c.Process(ctx, items)
+		if pe, ok := err.(*fanout.PartialError); ok {
+			return xyz.Annotate(out, len(items), pe), nil
+		}
+		return out, err
+	})
 }
 
 func TestMiddleRetriesOnAnotherReplica(t *testing.T) {

@@ -49,10 +49,13 @@ func ExamplePerItem() {
 		panic(err)
 	}
 
-	// The x route fails on -3037000500, so neither of its numbers is
-	// processed; y and z answer theirs.
-	out, err := xyz.PerItem(r).Process(context.Background(), []int64{-3, 4, -3037000500, 7})
-	if err != nil {
+	// -3037000500 overflows on x: it fails alone, and every other number,
+	// -3 on x too, is answered. The failures come beside the answers.
+	numbers := []int64{-3, 4, -3037000500, 7}
+	out, err := xyz.PerItem(r).Process(context.Background(), numbers)
+	if pe, ok := err.(*fanout.PartialError); ok {
+		out = xyz.Annotate(out, len(numbers), pe)
+	} else if err != nil {
 		panic(err)
 	}
 	for _, res := range out {
@@ -63,7 +66,7 @@ func ExamplePerItem() {
 		fmt.Printf("%d (backend %s)\n", res.Value, res.Backend)
 	}
 	// Output:
-	// failed (backend x): x: -3037000500 squared overflows int64
+	// 9 (backend x)
 	// 2 (backend y)
 	// failed (backend x): x: -3037000500 squared overflows int64
 	// 22 (backend z)

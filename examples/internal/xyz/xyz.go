@@ -84,9 +84,11 @@ func compute(route string) func(int64) (int64, error) {
 
 // Backend returns the backend of a route: it applies the route's function
 // ([X], [Y] or [Z]) to every item of a batch, whatever route the items
-// belong to. A call fails with the error of the first item whose result
-// overflows, or with the context's error if it is cancelled during a big
-// batch. It allocates the result slice and nothing else.
+// belong to. An item whose result overflows fails alone: the call answers
+// every other item, and returns a [*fanout.PartialError] listing each item
+// that overflowed with its error (which wraps [ErrOverflow]). A call fails
+// as a whole only with the context's error, if it is cancelled during a
+// big batch. It allocates the result slice, and an error per failed item.
 func Backend(route string) (fanout.Backend[int64, int64], error) {
 	f := compute(route)
 	if f == nil {
@@ -94,6 +96,7 @@ func Backend(route string) (fanout.Backend[int64, int64], error) {
 	}
 	return fanout.BackendFunc[int64, int64](func(ctx context.Context, items []int64) ([]int64, error) {
 		out := make([]int64, len(items))
+		var failed []*fanout.ItemError
 		for i, n := range items {
 			if i%ctxCheckEvery == 0 {
 				if err := ctx.Err(); err != nil {
@@ -102,9 +105,13 @@ func Backend(route string) (fanout.Backend[int64, int64], error) {
 			}
 			v, err := f(n)
 			if err != nil {
-				return nil, err
+				failed = append(failed, &fanout.ItemError{Index: i, Err: err})
+				continue
 			}
 			out[i] = v
+		}
+		if failed != nil {
+			return out, &fanout.PartialError{Items: failed}
 		}
 		return out, nil
 	}), nil

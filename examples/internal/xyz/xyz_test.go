@@ -144,29 +144,39 @@ func TestExpected(t *testing.T) {
 func TestBackend(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
-		route   string
-		in      []int64
-		want    []int64
-		wantErr string
+		route  string
+		in     []int64
+		want   []int64
+		failed map[int]string // index: error text
 	}{
-		{"x", []int64{-1, -2, -3}, []int64{1, 4, 9}, ""},
-		{"y", []int64{0, 2, 10}, []int64{0, 1, 5}, ""},
-		{"z", []int64{1, 3, 5}, []int64{4, 10, 16}, ""},
-		{"x", []int64{}, []int64{}, ""},
-		{"x", []int64{-1, -3037000500, math.MinInt64}, nil, "x: -3037000500 squared overflows int64"},
-		{"z", []int64{1, math.MaxInt64}, nil, "z: 3*9223372036854775807+1 overflows int64"},
+		{"x", []int64{-1, -2, -3}, []int64{1, 4, 9}, nil},
+		{"y", []int64{0, 2, 10}, []int64{0, 1, 5}, nil},
+		{"z", []int64{1, 3, 5}, []int64{4, 10, 16}, nil},
+		{"x", []int64{}, []int64{}, nil},
+		{"x", []int64{-1, -3037000500, math.MinInt64}, []int64{1, 0, 0}, map[int]string{
+			1: "x: -3037000500 squared overflows int64",
+			2: "x: -9223372036854775808 squared overflows int64",
+		}},
+		{"z", []int64{1, math.MaxInt64, 3}, []int64{4, 0, 10}, map[int]string{1: "z: 3*9223372036854775807+1 overflows int64"}},
 	}
 	for _, tt := range tests {
 		b, err := xyz.Backend(tt.route)
 		require.NoError(t, err)
 		got, err := b.Process(ctx, tt.in)
-		if tt.wantErr != "" {
-			require.EqualError(t, err, tt.wantErr)
-			require.Nil(t, got)
+		require.Equal(t, tt.want, got, "every number that fits is answered")
+		if tt.failed == nil {
+			require.NoError(t, err)
 			continue
 		}
-		require.NoError(t, err)
-		require.Equal(t, tt.want, got)
+		pe, ok := err.(*fanout.PartialError)
+		require.True(t, ok, "a *PartialError, not wrapped: %v", err)
+		require.Empty(t, pe.Failed)
+		failed := map[int]string{}
+		for _, ie := range pe.Items {
+			require.ErrorIs(t, ie, xyz.ErrOverflow)
+			failed[ie.Index] = ie.Err.Error()
+		}
+		require.Equal(t, tt.failed, failed)
 	}
 }
 
@@ -209,9 +219,11 @@ func TestLabel(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []int64{4, 25}, got)
 
-	_, err = labelled.Process(context.Background(), []int64{math.MinInt64})
+	// A number that overflows is failed alone, as the backend did.
+	got, err = labelled.Process(context.Background(), []int64{math.MinInt64, -1})
 	require.ErrorIs(t, err, xyz.ErrOverflow)
-	require.EqualError(t, err, "x: -9223372036854775808 squared overflows int64")
+	require.IsType(t, &fanout.PartialError{}, err)
+	require.Equal(t, []int64{0, 1}, got)
 
 	// A failure that is not the backend's own answer names the numbers.
 	down := errors.New("connection refused")
@@ -261,19 +273,30 @@ func TestPerItem(t *testing.T) {
 	b := xyz.PerItem(r)
 	ctx := context.Background()
 
-	got, err := b.Process(ctx, []int64{-2, 1, 4, 3})
-	require.NoError(t, err)
+	// The router's partial answer comes back as it is, beside the answers
+	// labelled with their route; Annotate sets the failures in them.
+	got, err := b.Process(ctx, []int64{-2, 1, 4, 3, -3037000500})
+	pe, ok := err.(*fanout.PartialError)
+	require.True(t, ok, "a *PartialError: %v", err)
+	require.Len(t, pe.Failed, 1)
+	require.Equal(t, []int{1, 3}, pe.Failed[0].Indices)
+	require.Len(t, pe.Items, 1)
+	require.Equal(t, 4, pe.Items[0].Index)
 	zErr := "z could not process numbers 1, 3: connection refused"
-	require.Equal(t, []xyz.Result{{Value: 4, Backend: "x"}, {Backend: "z", Err: zErr}, {Value: 2, Backend: "y"}, {Backend: "z", Err: zErr}}, got)
+	require.Equal(t, []xyz.Result{
+		{Value: 4, Backend: "x"}, {Backend: "z", Err: zErr}, {Value: 2, Backend: "y"}, {Backend: "z", Err: zErr},
+		{Backend: "x", Err: "x: -3037000500 squared overflows int64"},
+	}, xyz.Annotate(got, 5, pe))
 	require.False(t, got[0].Failed())
 	require.True(t, got[1].Failed())
 
-	got, err = b.Process(ctx, []int64{5, -3037000500})
-	require.NoError(t, err, "every route failed: still one answer per number")
+	got, err = b.Process(ctx, []int64{5, 7})
+	require.IsType(t, &fanout.PartialError{}, err)
+	require.Nil(t, got, "every route failed: no answer")
 	require.Equal(t, []xyz.Result{
-		{Backend: "z", Err: "z could not process 5: connection refused"},
-		{Backend: "x", Err: "x: -3037000500 squared overflows int64"},
-	}, got)
+		{Backend: "z", Err: "z could not process numbers 5, 7: connection refused"},
+		{Backend: "z", Err: "z could not process numbers 5, 7: connection refused"},
+	}, xyz.Annotate(got, 2, err.(*fanout.PartialError)))
 
 	got, err = b.Process(ctx, []int64{})
 	require.NoError(t, err)
