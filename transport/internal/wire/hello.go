@@ -155,12 +155,12 @@ func CheckHello(server, client Hello) string {
 	if !Served(client.Version) {
 		return fmt.Sprintf("protocol version %d not supported, server speaks %d", client.Version, server.Version)
 	}
+	if client.Service != "" && client.Service != server.Service {
+		return fmt.Sprintf("service mismatch: client expects service %q, server serves %s", client.Service, serviceName(server.Service))
+	}
 	if client.ReqCodec != server.ReqCodec || client.RespCodec != server.RespCodec {
 		return fmt.Sprintf("codec mismatch: client sends %q and expects %q, server expects %q and sends %q",
 			client.ReqCodec, client.RespCodec, server.ReqCodec, server.RespCodec)
-	}
-	if client.Service != "" && client.Service != server.Service {
-		return fmt.Sprintf("service mismatch: client expects service %q, server serves %s", client.Service, serviceName(server.Service))
 	}
 	return ""
 }
