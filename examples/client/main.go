@@ -23,10 +23,10 @@
 //
 // Numbers come from the arguments if there are any, negative ones included
 // (client -3 4 and client -- -3 4 both work), else from standard input. On a
-// terminal, client prompts with "> " and takes each line as one request,
-// printing its answers or its error, until "quit" or end of input. Otherwise
-// all of standard input is one job, read as it streams in and sent in calls
-// of up to 65536 numbers.
+// terminal, client prompts with "> " on standard error and takes each line as
+// one request, printing its answers or its error, until "quit" or end of
+// input. Otherwise (a pipe, a file, /dev/null) all of standard input is one
+// job, read as it streams in and sent in calls of up to 65536 numbers.
 //
 // Output is one line per number, in input order:
 //

@@ -208,12 +208,9 @@ func parseNumber(tok string) (int64, error) {
 	return 0, &UsageError{fmt.Errorf("%q is not an int64", tok)}
 }
 
-// isTerminal reports whether r is a terminal (a character device).
+// isTerminal reports whether r is a terminal. A character device that is
+// not one, such as /dev/null, is not.
 func isTerminal(r io.Reader) bool {
 	f, ok := r.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	return ok && isTTY(f)
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -364,16 +365,18 @@ func TestMainInterrupted(t *testing.T) {
 	ctx, cancel = context.WithCancel(context.Background())
 	pr, w = io.Pipe()
 	defer w.Close()
-	out := &watchedOutput{want: "> " + textLines(t, -3) + "> ", found: make(chan struct{})}
+	prompts := &watchedOutput{want: "> > ", found: make(chan struct{})}
 	go func() {
 		fmt.Fprintln(w, "-3")
-		<-out.found
+		<-prompts.found
 		cancel()
 	}()
 	cmd, _ = command()
-	err := cmd.interactive(ctx, local(t), pr, out, &stderr)
+	stdout.Reset()
+	err := cmd.interactive(ctx, local(t), pr, &stdout, prompts)
 	require.ErrorIs(t, err, context.Canceled)
-	require.Equal(t, "> "+textLines(t, -3)+"> \n", out.String())
+	require.Equal(t, textLines(t, -3), stdout.String())
+	require.Equal(t, "> > \n", prompts.String())
 }
 
 // readStarts is a reader that sends on starts as each Read begins, so that
@@ -475,28 +478,47 @@ func TestRunOverlapsCalls(t *testing.T) {
 }
 
 func TestInteractive(t *testing.T) {
+	// The prompt goes to stderr, with the errors; stdout has the answers.
 	cmd, _ := command()
 	var stdout, stderr bytes.Buffer
 	in := "1 2 -3\n\n  abc 4\n-3037000500\n7\n  quit  \n8\n"
 	require.NoError(t, cmd.interactive(context.Background(), local(t), strings.NewReader(in), &stdout, &stderr))
-	require.Equal(t, "> "+textLines(t, 1, 2, -3)+"> > > > "+textLines(t, 7)+"> ", stdout.String())
-	require.Equal(t, "client: \"abc\" is not an int64\n"+
-		"client: -3037000500 failed on backend x: x: -3037000500 squared overflows int64\n", stderr.String())
+	require.Equal(t, textLines(t, 1, 2, -3)+textLines(t, 7), stdout.String())
+	require.Equal(t, "> > > client: \"abc\" is not an int64\n"+
+		"> client: -3037000500 failed on backend x: x: -3037000500 squared overflows int64\n> > ", stderr.String())
 
 	cmd, _ = command()
 	cmd.json = true
 	stdout.Reset()
+	stderr.Reset()
 	require.NoError(t, cmd.interactive(context.Background(), local(t), strings.NewReader("-3\n5"), &stdout, &stderr))
-	require.Equal(t, "> [\n  {\"input\": -3, \"output\": 9, \"backend\": \"x\"}\n]\n> [\n  {\"input\": 5, \"output\": 16, \"backend\": \"z\"}\n]\n> \n", stdout.String())
+	require.Equal(t, "[\n  {\"input\": -3, \"output\": 9, \"backend\": \"x\"}\n]\n[\n  {\"input\": 5, \"output\": 16, \"backend\": \"z\"}\n]\n", stdout.String())
+	require.Equal(t, "> > > \n", stderr.String(), "end of input ends the prompt's line")
 
 	cmd, _ = command()
 	cmd.partial = true
 	stdout.Reset()
 	stderr.Reset()
 	require.NoError(t, cmd.interactive(context.Background(), local(t), strings.NewReader("4 -3037000500\n5\n"), &stdout, &stderr))
-	require.Equal(t, "> 4 -> 2 (backend y)\n-3037000500 -> failed (backend x): x: -3037000500 squared overflows int64\n> "+
-		textLines(t, 5)+"> \n", stdout.String())
-	require.Equal(t, "client: 1 of 2 numbers failed\n", stderr.String())
+	require.Equal(t, "4 -> 2 (backend y)\n-3037000500 -> failed (backend x): x: -3037000500 squared overflows int64\n"+
+		textLines(t, 5), stdout.String())
+	require.Equal(t, "> client: 1 of 2 numbers failed\n> > \n", stderr.String())
+}
+
+// TestIsTerminal checks that only a terminal is one: not a pipe, and not
+// the null device, which is a character device.
+func TestIsTerminal(t *testing.T) {
+	null, err := os.Open(os.DevNull)
+	require.NoError(t, err)
+	defer null.Close()
+	require.False(t, isTerminal(null), os.DevNull)
+
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	defer w.Close()
+	require.False(t, isTerminal(r), "a pipe")
+	require.False(t, isTerminal(strings.NewReader("")), "a reader that is not a file")
 }
 
 func BenchmarkJob(b *testing.B) {

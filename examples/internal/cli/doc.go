@@ -6,10 +6,10 @@
 // input. Arguments that look like negative numbers ("-3") are numbers, not
 // flags, with or without a "--" before them. On a terminal, each line of
 // input is one request: its answers are printed, an error is printed and the
-// prompt ("> ") goes on; "quit" or end of input leaves. Otherwise all of
-// standard input is one job, read as it streams in and sent in calls of up
-// to 65536 numbers, a few at a time; answers are printed as they arrive, in
-// input order.
+// prompt ("> ", on standard error) goes on; "quit" or end of input leaves.
+// Otherwise (a pipe, a file, /dev/null) all of standard input is one job,
+// read as it streams in and sent in calls of up to 65536 numbers, a few at
+// a time; answers are printed as they arrive, in input order.
 //
 // Each call must be answered within -timeout (default 10s; 0 for no limit):
 // for a job from standard input, each call of up to 65536 numbers has the

@@ -196,8 +196,9 @@ func failure(numbers []int64, results []xyz.Result) error {
 }
 
 // interactive reads requests from in, one per line, until "quit" or the end
-// of in, printing the answers to each or the error that stopped it. It
-// returns ctx's error if ctx ends first, and nil otherwise.
+// of in, printing the answers to each or the error that stopped it. The
+// prompt goes to stderr, so that stdout holds the answers only. It returns
+// ctx's error if ctx ends first, and nil otherwise.
 func (c *Command) interactive(ctx context.Context, b fanout.Backend[int64, xyz.Result], in io.Reader, stdout, stderr io.Writer) error {
 	// Lines are read on a goroutine of their own, so that the prompt can
 	// give up waiting for one when ctx ends; a read blocked at that moment
@@ -218,17 +219,17 @@ func (c *Command) interactive(ctx context.Context, b fanout.Backend[int64, xyz.R
 	}()
 
 	for {
-		fmt.Fprint(stdout, "> ")
+		fmt.Fprint(stderr, "> ")
 		var line string
 		var ok bool
 		select {
 		case line, ok = <-lines:
 		case <-ctx.Done():
-			fmt.Fprintln(stdout) // end the prompt's line
+			fmt.Fprintln(stderr) // end the prompt's line
 			return ctx.Err()
 		}
 		if !ok {
-			fmt.Fprintln(stdout) // end the prompt's line
+			fmt.Fprintln(stderr) // end the prompt's line
 			if readErr != nil {
 				fmt.Fprintf(stderr, "%s: reading standard input: %v\n", c.name, readErr)
 			}

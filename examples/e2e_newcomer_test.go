@@ -1,0 +1,160 @@
+// End-to-end tests of what a newcomer meets first: the prompt, and a
+// standard input that is not a terminal. Real processes, as in
+// e2e_test.go; each test waits for the states it needs (a prompt, a line,
+// an exit), with only a guard against a hang.
+package examples_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// startSystem starts x, y, z and a middle layer in front of them, on free
+// loopback ports, and returns the middle layer's address.
+func startSystem(t *testing.T) string {
+	return startMiddle(t, startReplicas(t, "x", 1), startReplicas(t, "y", 1), startReplicas(t, "z", 1)).addr
+}
+
+// watchedText is a program's output that a test can wait on for text that
+// need not end a line, such as a prompt.
+type watchedText struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	changed chan struct{} // closed at the next write, if a waiter made it
+}
+
+func (w *watchedText) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if w.changed != nil {
+		close(w.changed)
+		w.changed = nil
+	}
+	return len(p), nil
+}
+
+func (w *watchedText) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// wait waits until text occurs at least n times in what was written. It
+// fails the test if exited is closed first (the program has exited and
+// all its output is in), or after hangGuard.
+func (w *watchedText) wait(t *testing.T, text string, n int, exited <-chan struct{}) {
+	t.Helper()
+	guard := time.After(hangGuard)
+	for {
+		w.mu.Lock()
+		if strings.Count(w.buf.String(), text) >= n {
+			w.mu.Unlock()
+			return
+		}
+		if w.changed == nil {
+			w.changed = make(chan struct{})
+		}
+		changed := w.changed
+		w.mu.Unlock()
+		select {
+		case <-changed:
+		case <-exited:
+			if strings.Count(w.String(), text) >= n {
+				return
+			}
+			t.Fatalf("the program exited before it wrote %q %d times; it wrote %q", text, n, w.String())
+		case <-guard:
+			t.Fatalf("%q not written %d times within %v; written: %q", text, n, hangGuard, w.String())
+		}
+	}
+}
+
+// TestClientNotOnATerminal checks that a client whose standard input is
+// /dev/null, a character device but not a terminal, reads it as an empty
+// job: no prompt, and with -json an empty array.
+func TestClientNotOnATerminal(t *testing.T) {
+	skipShort(t)
+	addr := startSystem(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-json"}, "[]\n"},
+		{nil, ""},
+	} {
+		devNull, err := os.Open(os.DevNull)
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, "client"), append([]string{"-addr", addr}, tc.args...)...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = devNull, &stdout, &stderr
+		err = cmd.Run()
+		cancel()
+		devNull.Close()
+		require.NoError(t, err, "client %q < %s: %s", tc.args, os.DevNull, stderr.String())
+		require.Equal(t, tc.want, stdout.String(), "client %q < %s", tc.args, os.DevNull)
+		require.Empty(t, stderr.String(), "client %q < %s", tc.args, os.DevNull)
+	}
+}
+
+// TestPromptOnTerminal runs the client on a pseudo-terminal, as a user at
+// a terminal would: it prompts on standard error, so that standard output
+// holds the answers only, prints an error and prompts again, and leaves on
+// quit and Ctrl-D.
+func TestPromptOnTerminal(t *testing.T) {
+	skipShort(t)
+	addr := startSystem(t)
+	for _, tc := range []struct{ name, leave string }{
+		{"quit", "quit\n"},
+		{"Ctrl-D", "\x04"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctl, tty, err := openTerminal()
+			if err != nil {
+				t.Skipf("no pseudo-terminal: %v", err)
+			}
+			defer ctl.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*hangGuard)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, filepath.Join(bin, "client"), "-addr", addr)
+			var stdout, stderr watchedText
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, &stdout, &stderr
+			require.NoError(t, cmd.Start())
+			tty.Close() // the client has it
+			exited := make(chan struct{})
+			var waitErr error
+			go func() {
+				waitErr = cmd.Wait()
+				close(exited)
+			}()
+			go io.Copy(io.Discard, ctl) // the terminal's echo of what is typed
+
+			stderr.wait(t, "> ", 1, exited)
+			fmt.Fprint(ctl, "-3 4\n")
+			stdout.wait(t, textOutput(t, -3, 4), 1, exited)
+			stderr.wait(t, "> ", 2, exited)
+			fmt.Fprint(ctl, "abc\n")
+			stderr.wait(t, "client: \"abc\" is not an int64\n> ", 1, exited)
+			fmt.Fprint(ctl, tc.leave)
+			select {
+			case <-exited:
+			case <-time.After(hangGuard):
+				t.Fatalf("the client did not leave on %q; its standard error: %q", tc.leave, stderr.String())
+			}
+			require.NoError(t, waitErr, stderr.String())
+			require.Equal(t, textOutput(t, -3, 4), stdout.String(), "standard output holds the answers, no prompt")
+		})
+	}
+}
