@@ -1,7 +1,7 @@
-// End-to-end tests of what a newcomer meets first: the prompt, and a
-// standard input that is not a terminal. Real processes, as in
-// e2e_test.go; each test waits for the states it needs (a prompt, a line,
-// an exit), with only a guard against a hang.
+// End-to-end tests of what a newcomer meets first: the prompt and its ways
+// out, a standard input that is not a terminal, a bad token in a stream.
+// Real processes, as in e2e_test.go; each test waits for the states it
+// needs (a prompt, a line, an exit), with only a guard against a hang.
 package examples_test
 
 import (
@@ -112,12 +112,13 @@ func TestClientNotOnATerminal(t *testing.T) {
 // TestPromptOnTerminal runs the client on a pseudo-terminal, as a user at
 // a terminal would: it prompts on standard error, so that standard output
 // holds the answers only, prints an error and prompts again, and leaves on
-// quit and Ctrl-D.
+// quit or exit (in any case, with spaces around) and on Ctrl-D.
 func TestPromptOnTerminal(t *testing.T) {
 	skipShort(t)
 	addr := startSystem(t)
 	for _, tc := range []struct{ name, leave string }{
-		{"quit", "quit\n"},
+		{"QUIT", "QUIT\n"},
+		{"exit", "  exit \n"},
 		{"Ctrl-D", "\x04"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -157,4 +158,20 @@ func TestPromptOnTerminal(t *testing.T) {
 			require.Equal(t, textOutput(t, -3, 4), stdout.String(), "standard output holds the answers, no prompt")
 		})
 	}
+}
+
+// TestStdinBadTokenNamesItsLine checks that a bad token in a job from
+// standard input is reported with its line, after the answers to the
+// numbers before it.
+func TestStdinBadTokenNamesItsLine(t *testing.T) {
+	skipShort(t)
+	addr := startSystem(t)
+	out := runProgram(t, "1 2\n3\n\n4 1.5 5\n", "client", "-addr", addr)
+	require.Equal(t, 2, out.code, out.stderr)
+	require.Equal(t, "client: line 4: \"1.5\" is not an int64\n", out.stderr)
+	require.Equal(t, textOutput(t, 1, 2, 3, 4), out.stdout)
+
+	out = runProgram(t, "-1\r\n-2 x3\r\n", "client", "-addr", addr, "-json")
+	require.Equal(t, 2, out.code, out.stderr)
+	require.Equal(t, "client: line 2: \"x3\" is not an int64\n", out.stderr)
 }

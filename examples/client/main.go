@@ -24,8 +24,8 @@
 // Numbers come from the arguments if there are any, negative ones included
 // (client -3 4 and client -- -3 4 both work), else from standard input. On a
 // terminal, client prompts with "> " on standard error and takes each line as
-// one request, printing its answers or its error, until "quit" or end of
-// input. Otherwise (a pipe, a file, /dev/null) all of standard input is one
+// one request, printing its answers or its error, until "quit" or "exit" (in
+// any case) or end of input (Ctrl-D). Otherwise (a pipe, a file, /dev/null) all of standard input is one
 // job, read as it streams in and sent in calls of up to 65536 numbers.
 //
 // Output is one line per number, in input order:
@@ -63,7 +63,8 @@
 // other two) or a token that is not an int64, such as "abc", "1.5" or
 // "99999999999999999999"; 130 when interrupted. Standard input is checked
 // as it streams in: the answers to the numbers before a bad token are
-// printed before the program exits with status 2. After a failure the
+// printed, then the token and its line ("line 3: "1.5" is not an int64"),
+// and the program exits with status 2. After a failure the
 // output stops where it happened; with -json the array is left unclosed.
 package main
 

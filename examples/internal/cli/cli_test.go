@@ -216,11 +216,43 @@ func TestMainBadTokenInStdin(t *testing.T) {
 	r := runMain(t, local(t), in.String())
 	require.Equal(t, 2, r.code)
 	require.Equal(t, textLines(t, numbers...), r.stdout)
-	require.Equal(t, "client: \"1.5\" is not an int64\n", r.stderr)
+	require.Equal(t, fmt.Sprintf("client: line %d: \"1.5\" is not an int64\n", chunkSize+11), r.stderr)
 
-	r = runMain(t, local(t), strings.Repeat("9", 70_000))
+	r = runMain(t, local(t), "1\n\n"+strings.Repeat("9", 70_000))
 	require.Equal(t, 2, r.code)
-	require.Equal(t, "client: standard input holds a token too long to be an int64\n", r.stderr)
+	require.Equal(t, "client: line 3: standard input holds a token too long to be an int64\n", r.stderr)
+}
+
+// TestScanNamesTheLine checks the line that a bad token in a stream is
+// reported on, wherever the token is on it and however the lines end.
+func TestScanNamesTheLine(t *testing.T) {
+	long := strings.Repeat("12 ", 100_000) // longer than the scanner's first buffers
+	tests := []struct {
+		in       string
+		wantLine int
+	}{
+		{"abc", 1},
+		{"1 2 abc 3", 1},
+		{"1\n2\nabc\n", 3},
+		{"1\n\n\n  \t abc", 4},
+		{"1\r\n2 abc\r\n3\r\n", 2},
+		{"1\n2\nabc", 3},
+		{"\n\n\nabc\n\n", 4},
+		{long + "\n" + long + "abc\n", 2},
+		{strings.Repeat("7\n", 100_000) + "abc", 100_001},
+	}
+	for _, tt := range tests {
+		next := scan(strings.NewReader(tt.in))
+		var err error
+		for err == nil {
+			_, err = next()
+		}
+		want := fmt.Sprintf(`line %d: "abc" is not an int64`, tt.wantLine)
+		shown := tt.in[:min(len(tt.in), 30)]
+		require.EqualError(t, err, want, "input %q", shown)
+		var ue *UsageError
+		require.ErrorAs(t, err, &ue, "input %q: bad input is bad usage", shown)
+	}
 }
 
 func TestMainUsage(t *testing.T) {
@@ -503,6 +535,34 @@ func TestInteractive(t *testing.T) {
 	require.Equal(t, "4 -> 2 (backend y)\n-3037000500 -> failed (backend x): x: -3037000500 squared overflows int64\n"+
 		textLines(t, 5), stdout.String())
 	require.Equal(t, "> client: 1 of 2 numbers failed\n> > \n", stderr.String())
+}
+
+// TestInteractiveLeaves checks the ways out of the prompt: quit or exit,
+// in any case, with spaces around, and the end of input (Ctrl-D on a
+// terminal). What follows them is not read.
+func TestInteractiveLeaves(t *testing.T) {
+	for _, tt := range []struct{ in, wantStderr string }{
+		{"4\nquit\n5\n", "> > "},
+		{"4\nexit\n5\n", "> > "},
+		{"4\nQUIT\n5\n", "> > "},
+		{"4\nExit\n5\n", "> > "},
+		{"4\n  quit \t\n5\n", "> > "},
+		{"4\n\texit\n5\n", "> > "},
+		{"4\nquit", "> > "},
+		{"4\n", "> > \n"}, // the end of input ends the prompt's line
+	} {
+		cmd, _ := command()
+		var stdout, stderr bytes.Buffer
+		require.NoError(t, cmd.interactive(context.Background(), local(t), strings.NewReader(tt.in), &stdout, &stderr), "input %q", tt.in)
+		require.Equal(t, textLines(t, 4), stdout.String(), "input %q", tt.in)
+		require.Equal(t, tt.wantStderr, stderr.String(), "input %q", tt.in)
+	}
+	// Other words are not numbers.
+	cmd, _ := command()
+	var stdout, stderr bytes.Buffer
+	require.NoError(t, cmd.interactive(context.Background(), local(t), strings.NewReader("quit now\nexits\n"), &stdout, &stderr))
+	require.Empty(t, stdout.String())
+	require.Equal(t, "> client: \"quit\" is not an int64\n> client: \"exits\" is not an int64\n> \n", stderr.String())
 }
 
 // TestIsTerminal checks that only a terminal is one: not a pipe, and not

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -41,16 +42,31 @@ func chunks(numbers []int64) source {
 }
 
 // scan returns a source over the whitespace-separated numbers of r, read as
-// they are needed. It stops at the first token that is not an int64.
+// they are needed. It stops at the first token that is not an int64, with
+// an error that gives the token's line.
 func scan(r io.Reader) source {
 	sc := bufio.NewScanner(r)
-	sc.Split(bufio.ScanWords)
+	line, tokenLine := 1, 0 // the line the scanner is on, and that of the last token
+	sc.Split(func(data []byte, atEOF bool) (int, []byte, error) {
+		advance, token, err := bufio.ScanWords(data, atEOF)
+		// data[:advance] is spaces, then the token if there is one, then
+		// the space that ends it, if any.
+		newlines := bytes.Count(data[:advance], newline)
+		if token != nil {
+			tokenLine = line + newlines
+			if data[advance-1] == '\n' {
+				tokenLine-- // the newline that ends the token
+			}
+		}
+		line += newlines
+		return advance, token, err
+	})
 	return func() ([]int64, error) {
 		var chunk []int64
 		for len(chunk) < chunkSize && sc.Scan() {
 			n, err := parseNumber(sc.Text())
 			if err != nil {
-				return chunk, err
+				return chunk, fmt.Errorf("line %d: %w", tokenLine, err)
 			}
 			chunk = append(chunk, n)
 		}
@@ -59,13 +75,15 @@ func scan(r io.Reader) source {
 		}
 		switch err := sc.Err(); {
 		case errors.Is(err, bufio.ErrTooLong):
-			return chunk, &UsageError{errors.New("standard input holds a token too long to be an int64")}
+			return chunk, &UsageError{fmt.Errorf("line %d: standard input holds a token too long to be an int64", line)}
 		case err != nil:
 			return chunk, fmt.Errorf("reading standard input: %w", err)
 		}
 		return chunk, io.EOF
 	}
 }
+
+var newline = []byte{'\n'}
 
 // call is one chunk of a job on its way through the backend.
 type call struct {
@@ -195,8 +213,8 @@ func failure(numbers []int64, results []xyz.Result) error {
 	return err
 }
 
-// interactive reads requests from in, one per line, until "quit" or the end
-// of in, printing the answers to each or the error that stopped it. The
+// interactive reads requests from in, one per line, until "quit" or "exit"
+// (in any case) or the end of in, printing the answers to each or the error that stopped it. The
 // prompt goes to stderr, so that stdout holds the answers only. It returns
 // ctx's error if ctx ends first, and nil otherwise.
 func (c *Command) interactive(ctx context.Context, b fanout.Backend[int64, xyz.Result], in io.Reader, stdout, stderr io.Writer) error {
@@ -236,7 +254,7 @@ func (c *Command) interactive(ctx context.Context, b fanout.Backend[int64, xyz.R
 			return nil
 		}
 		line = strings.TrimSpace(line)
-		if line == "quit" {
+		if strings.EqualFold(line, "quit") || strings.EqualFold(line, "exit") {
 			return nil
 		}
 		if line == "" {
