@@ -1,7 +1,8 @@
 // End-to-end tests of what a newcomer meets first: the prompt and its ways
-// out, a standard input that is not a terminal, a bad token in a stream.
-// Real processes, as in e2e_test.go; each test waits for the states it
-// needs (a prompt, a line, an exit), with only a guard against a hang.
+// out, a standard input that is not a terminal, a bad token in a stream, a
+// middle layer that is not there. Real processes, as in e2e_test.go; each
+// test waits for the states it needs (a prompt, a line, an exit), with
+// only a guard against a hang.
 package examples_test
 
 import (
@@ -9,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +26,16 @@ import (
 // loopback ports, and returns the middle layer's address.
 func startSystem(t *testing.T) string {
 	return startMiddle(t, startReplicas(t, "x", 1), startReplicas(t, "y", 1), startReplicas(t, "z", 1)).addr
+}
+
+// closedAddr returns a loopback address where nothing listens: a port that
+// was free a moment ago.
+func closedAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
 }
 
 // watchedText is a program's output that a test can wait on for text that
@@ -174,4 +186,34 @@ func TestStdinBadTokenNamesItsLine(t *testing.T) {
 	out = runProgram(t, "-1\r\n-2 x3\r\n", "client", "-addr", addr, "-json")
 	require.Equal(t, 2, out.code, out.stderr)
 	require.Equal(t, "client: line 2: \"x3\" is not an int64\n", out.stderr)
+}
+
+// TestMiddleLayerNotReachable runs the one-shot programs against an
+// address where nothing listens: each says, in one line, that the middle
+// layer at that address is not reachable and why, with nothing of the
+// transport's inner workings (its redial backoff, its "backend
+// unavailable").
+func TestMiddleLayerNotReachable(t *testing.T) {
+	skipShort(t)
+	addr := closedAddr(t)
+	for _, tc := range []struct {
+		stdin string
+		name  string
+		args  []string
+	}{
+		{"", "client", []string{"-addr", addr, "1", "-3"}},
+		{"1 -3\n", "client", []string{"-addr", addr}},
+		{"", "client", []string{"-addr", addr, "-json", "-partial", "1"}},
+		{"", "loadgen", []string{"-addr", addr, "-duration", "1s"}},
+	} {
+		out := runProgram(t, tc.stdin, tc.name, tc.args...)
+		require.Equal(t, 1, out.code, "%s %q: %s", tc.name, tc.args, out.stderr)
+		want := tc.name + ": the middle layer at " + addr + " is not reachable: dial tcp " + addr + ": "
+		require.True(t, strings.HasPrefix(out.stderr, want), "%s %q: stderr %q, want it to start with %q", tc.name, tc.args, out.stderr, want)
+		require.Equal(t, 1, strings.Count(out.stderr, "\n"), "%s %q: one line: %q", tc.name, tc.args, out.stderr)
+		for _, inner := range []string{"next attempt", "backend unavailable", "transport:"} {
+			require.NotContains(t, out.stderr, inner, "%s %q", tc.name, tc.args)
+		}
+		require.Empty(t, out.stdout, "%s %q", tc.name, tc.args)
+	}
 }

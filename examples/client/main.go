@@ -52,7 +52,10 @@
 // array is closed), the client goes on, and at the end it prints how many
 // numbers failed and exits with status 1. A call that fails as a whole,
 // such as one that takes longer than -timeout ("no answer within 10s
-// (-timeout)"), stops the client either way.
+// (-timeout)") or one to a middle layer that is down, stops the client
+// either way:
+//
+//	client: the middle layer at 127.0.0.1:7000 is not reachable: dial tcp 127.0.0.1:7000: connect: connection refused
 //
 // SIGINT (Ctrl-C) cancels the calls in flight, up to the backends, prints
 // "client: interrupted" and exits with status 130; a second one kills the

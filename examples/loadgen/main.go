@@ -51,6 +51,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/seed-c94cd834/fanout/examples/internal/cli"
 	"github.com/seed-c94cd834/fanout/examples/internal/node"
 	"github.com/seed-c94cd834/fanout/examples/internal/tlsflags"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
@@ -107,7 +108,7 @@ func run() int {
 	c, err := transport.Dial(dctx, cfg.addr, transport.Int64(), xyz.ResultCodec(), opts...)
 	cancel()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
+		fmt.Fprintf(os.Stderr, "loadgen: %v\n", cli.MiddleLayerError(cfg.addr, err))
 		return 1
 	}
 	defer c.Close()
@@ -193,7 +194,7 @@ func send(ctx context.Context, c *transport.Client[int64, xyz.Result], cfg confi
 		}
 		if err != nil {
 			t.errors.Add(1)
-			t.problem("%v", err)
+			t.problem("%v", cli.MiddleLayerError(cfg.addr, err))
 			continue
 		}
 		h.record(elapsed)

@@ -171,7 +171,8 @@ func (c *Command) run(ctx context.Context, b fanout.Backend[int64, xyz.Result], 
 }
 
 // call processes the numbers of cl with b, within the command's timeout,
-// and closes cl.done.
+// and closes cl.done. An error that says that the middle layer could not be
+// reached is put in words for the user ([MiddleLayerError]).
 func (c *Command) call(ctx context.Context, b fanout.Backend[int64, xyz.Result], cl *call) {
 	defer close(cl.done)
 	if c.timeout > 0 {
@@ -187,6 +188,8 @@ func (c *Command) call(ctx context.Context, b fanout.Backend[int64, xyz.Result],
 		// The deadline passed here, or at the middle layer first: it has the
 		// same deadline, and its timer may fire before this one.
 		cl.err = fmt.Errorf("no answer within %v (-timeout): %w", c.timeout, cl.err)
+	default:
+		cl.err = middleLayerError(b, cl.err)
 	}
 }
 
