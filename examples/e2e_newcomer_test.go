@@ -1,8 +1,8 @@
 // End-to-end tests of what a newcomer meets first: the prompt and its ways
 // out, a standard input that is not a terminal, a bad token in a stream, a
-// middle layer that is not there. Real processes, as in e2e_test.go; each
-// test waits for the states it needs (a prompt, a line, an exit), with
-// only a guard against a hang.
+// middle layer that is not there, a bad address. Real processes, as in
+// e2e_test.go; each test waits for the states it needs (a prompt, a line,
+// an exit), with only a guard against a hang.
 package examples_test
 
 import (
@@ -36,6 +36,20 @@ func closedAddr(t *testing.T) string {
 	addr := l.Addr().String()
 	require.NoError(t, l.Close())
 	return addr
+}
+
+// found returns a channel that is closed once text occurs in a complete
+// line of the log.
+func (l *watchedLog) found(text string) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := &logWaiter{text: []byte(text), left: 1, found: make(chan struct{})}
+	if bytes.Contains(l.buf.Bytes()[:l.complete], w.text) {
+		close(w.found)
+	} else {
+		l.waiters = append(l.waiters, w)
+	}
+	return w.found
 }
 
 // watchedText is a program's output that a test can wait on for text that
@@ -216,4 +230,48 @@ func TestMiddleLayerNotReachable(t *testing.T) {
 		}
 		require.Empty(t, out.stdout, "%s %q", tc.name, tc.args)
 	}
+}
+
+// TestAddressFlagsAreChecked checks that every address flag is checked
+// before a program starts: a bad one is bad usage (exit status 2) named
+// with its flag and value, and a server does not start.
+func TestAddressFlagsAreChecked(t *testing.T) {
+	skipShort(t)
+	free := "127.0.0.1:0"
+	for _, tc := range []struct {
+		name        string
+		args        []string
+		flag, value string
+	}{
+		{"middle", []string{"-listen", free, "-y", "notanaddress"}, "-y", "notanaddress"},
+		{"middle", []string{"-listen", free, "-x", "127.0.0.1:7001,127.0.0.1"}, "-x", "127.0.0.1:7001,127.0.0.1"},
+		{"middle", []string{"-listen", free, "-z", "127.0.0.1:0"}, "-z", "127.0.0.1:0"},
+		{"middle", []string{"-listen", "localhost"}, "-listen", "localhost"},
+		{"x", []string{"-listen", "127.0.0.1:70000"}, "-listen", "127.0.0.1:70000"},
+		{"y", []string{"-listen", "127.0.0.1:http"}, "-listen", "127.0.0.1:http"},
+		{"z", []string{"-listen", ""}, "-listen", ""},
+		{"client", []string{"-addr", "nohost", "1"}, "-addr", "nohost"},
+		{"loadgen", []string{"-addr", "127.0.0.1:", "-duration", "1s"}, "-addr", "127.0.0.1:"},
+	} {
+		p := startProgram(t, "", tc.name, tc.args...)
+		select {
+		case <-p.stderr.found(" ready"):
+			t.Fatalf("%s %q started:\n%s", tc.name, tc.args, p.stderr.String())
+		case <-p.exited:
+		case <-time.After(hangGuard):
+			t.Fatalf("%s %q neither started nor exited within %v", tc.name, tc.args, hangGuard)
+		}
+		out := p.wait(t)
+		require.Equal(t, 2, out.code, "%s %q: %s", tc.name, tc.args, out.stderr)
+		require.Contains(t, out.stderr, fmt.Sprintf("invalid value %q for flag %s: ", tc.value, tc.flag), "%s %q", tc.name, tc.args)
+		require.Empty(t, out.stdout)
+	}
+
+	// What the flags document is accepted: port 0 to listen on, host
+	// names, IPv6, an empty host, replicas with spaces around the commas.
+	// (The middle layer dials its backends on the first call, so none is
+	// needed to start it.)
+	middle := startServer(t, "middle", "-listen", "localhost:0",
+		"-x", "127.0.0.1:7001, [::1]:7011", "-y", ":7002", "-z", "localhost:7003")
+	require.NotEmpty(t, middle.addr)
 }

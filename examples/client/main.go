@@ -79,6 +79,7 @@ import (
 
 	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/examples/internal/cli"
+	"github.com/seed-c94cd834/fanout/examples/internal/node"
 	"github.com/seed-c94cd834/fanout/examples/internal/tlsflags"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
 	"github.com/seed-c94cd834/fanout/transport"
@@ -94,7 +95,8 @@ func run() int {
 	context.AfterFunc(ctx, stop) // a second SIGINT kills
 
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
-	addr := fs.String("addr", "127.0.0.1:7000", "`address` of the middle layer")
+	var addr string
+	node.AddrVar(fs, &addr, "addr", "127.0.0.1:7000", "`address` of the middle layer, host:port", false)
 	var tlsFlags tlsflags.Flags
 	tlsFlags.Register(fs)
 	cmd := cli.New("client", fs)
@@ -107,7 +109,7 @@ func run() int {
 		if tlsConfig != nil {
 			opts = append(opts, transport.WithTLSConfig(tlsConfig))
 		}
-		c := transport.NewClient(*addr, transport.Int64(), xyz.ResultCodec(), opts...)
+		c := transport.NewClient(addr, transport.Int64(), xyz.ResultCodec(), opts...)
 		return c, func() { c.Close() }, nil
 	})
 }

@@ -74,7 +74,7 @@ type config struct {
 func run() int {
 	var cfg config
 	fs := flag.NewFlagSet("loadgen", flag.ExitOnError)
-	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:7000", "`address` of the middle layer")
+	node.AddrVar(fs, &cfg.addr, "addr", "127.0.0.1:7000", "`address` of the middle layer, host:port", false)
 	fs.IntVar(&cfg.batch, "batch", 10, "numbers per call")
 	fs.IntVar(&cfg.concurrency, "concurrency", 64, "callers, each with one call in flight")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to send new calls")

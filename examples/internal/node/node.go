@@ -283,11 +283,12 @@ type Flags struct {
 	TLS      tlsflags.Flags // -tls-cert, -tls-key, -tls-ca: mutual TLS
 }
 
-// Register defines -listen, with defaultListen as its default, -grace,
+// Register defines -listen, with defaultListen as its default (a value
+// that is not host:port is bad usage; see [CheckAddr]), -grace,
 // -max-calls, -max-conns, -max-request-mb, -log-level and the TLS flags on
 // fs, storing their values in f.
 func (f *Flags) Register(fs *flag.FlagSet, defaultListen string) {
-	fs.StringVar(&f.Listen, "listen", defaultListen, "`address` to listen on (port 0 picks a free port)")
+	AddrVar(fs, &f.Listen, "listen", defaultListen, "`address` to listen on, host:port (port 0 picks a free port)", true)
 	fs.DurationVar(&f.Grace, "grace", 5*time.Second, "on SIGINT or SIGTERM, how long to let calls in flight finish")
 	fs.IntVar(&f.MaxCalls, "max-calls", transport.DefaultMaxCalls,
 		"calls in flight per connection; past it, a call fails at once as overloaded")
