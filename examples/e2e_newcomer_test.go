@@ -1,13 +1,14 @@
 // End-to-end tests of what a newcomer meets first: the prompt and its ways
 // out, a standard input that is not a terminal, a bad token in a stream, a
-// middle layer that is not there, a bad address. Real processes, as in
-// e2e_test.go; each test waits for the states it needs (a prompt, a line,
-// an exit), with only a guard against a hang.
+// middle layer that is not there, a bad address, loadgen's summary. Real
+// processes, as in e2e_test.go; each test waits for the states it needs (a
+// prompt, a line, an exit), with only a guard against a hang.
 package examples_test
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -274,4 +275,28 @@ func TestAddressFlagsAreChecked(t *testing.T) {
 	middle := startServer(t, "middle", "-listen", "localhost:0",
 		"-x", "127.0.0.1:7001, [::1]:7011", "-y", ":7002", "-z", "localhost:7003")
 	require.NotEmpty(t, middle.addr)
+}
+
+// TestLoadgenSummary checks the words of loadgen's text summary (requests
+// are the calls answered; a failed call is an error, not a request) and
+// that its JSON summary has every field, with seconds to the millisecond.
+func TestLoadgenSummary(t *testing.T) {
+	skipShort(t)
+	addr := startSystem(t)
+	out := runProgram(t, "", "loadgen", "-addr", addr, "-duration", "1s", "-concurrency", "2")
+	require.Equal(t, 0, out.code, out.stderr)
+	require.Regexp(t, `(?m)^requests +\d+ calls answered \(\d+/s\)$`, out.stdout)
+	require.Regexp(t, `(?m)^numbers +\d+ numbers answered \(\d+/s\)$`, out.stdout)
+	require.Regexp(t, `(?m)^errors +0 calls failed \(not counted in requests\)$`, out.stdout)
+	require.Regexp(t, `(?m)^wrong +0 answers wrong$`, out.stdout)
+
+	out = runProgram(t, "", "loadgen", "-addr", addr, "-duration", "1s", "-concurrency", "2", "-json")
+	require.Equal(t, 0, out.code, out.stderr)
+	require.Regexp(t, `"seconds":\d+(\.\d{1,3})?,`, out.stdout, "seconds to the millisecond")
+	var s map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out.stdout), &s), out.stdout)
+	for _, field := range []string{"batch", "concurrency", "requests", "numbers", "errors", "wrong", "seconds",
+		"requests_per_sec", "numbers_per_sec", "p50_us", "p90_us", "p99_us", "max_us"} {
+		require.Contains(t, s, field, out.stdout)
+	}
 }

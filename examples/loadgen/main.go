@@ -23,11 +23,14 @@
 //	-tls-key FILE    certificate and key, and trusting only a middle layer whose
 //	-tls-ca FILE     certificate the CA in -tls-ca signed (the three go together)
 //
-// The JSON summary has requests (calls answered), numbers (numbers
-// answered), errors (calls that failed, as a whole or for some of their
-// numbers), wrong (answers that did not match the table), seconds,
-// requests_per_sec, numbers_per_sec, and the latency of the answered calls
-// in microseconds: p50_us, p90_us, p99_us, max_us.
+// The summary counts requests, the calls answered, and errors, the calls
+// that failed (as a whole or for some of their numbers), apart: a failed
+// call is not a request, and when the middle layer fails every call, errors
+// exceed requests. The JSON summary has batch, concurrency, requests,
+// numbers (numbers answered), errors, wrong (answers that did not match the
+// table), seconds (to the millisecond), requests_per_sec, numbers_per_sec,
+// and the latency of the answered calls in microseconds: p50_us, p90_us,
+// p99_us, max_us.
 // Percentiles come from a histogram whose buckets are within 0.8% of the
 // value they report.
 //
@@ -167,7 +170,7 @@ func (t *tally) progress(w io.Writer, start time.Time, done <-chan struct{}) {
 			return
 		case now := <-tick.C:
 			reqs := t.requests.Load()
-			fmt.Fprintf(w, "loadgen: %3.0fs  %d requests (%d/s)  %d numbers  %d errors  %d wrong\n",
+			fmt.Fprintf(w, "loadgen: %3.0fs  %d requests answered (%d/s)  %d numbers  %d errors  %d wrong\n",
 				now.Sub(start).Seconds(), reqs, reqs-last, t.numbers.Load(), t.errors.Load(), t.wrong.Load())
 			last = reqs
 		}
@@ -266,14 +269,14 @@ func summarize(cfg config, t *tally, h *histogram, elapsed time.Duration) *summa
 		Numbers:     t.numbers.Load(),
 		Errors:      t.errors.Load(),
 		Wrong:       t.wrong.Load(),
-		Seconds:     elapsed.Seconds(),
+		Seconds:     math.Round(elapsed.Seconds()*1e3) / 1e3, // to the millisecond
 		P50us:       us(0.5),
 		P90us:       us(0.9),
 		P99us:       us(0.99),
 		MaxUs:       us(1),
 	}
-	s.RequestsPerSec = float64(s.Requests) / s.Seconds
-	s.NumbersPerSec = float64(s.Numbers) / s.Seconds
+	s.RequestsPerSec = float64(s.Requests) / elapsed.Seconds()
+	s.NumbersPerSec = float64(s.Numbers) / elapsed.Seconds()
 	return s
 }
 
@@ -282,11 +285,11 @@ func (s *summary) print(w io.Writer, asJSON bool) error {
 		return json.NewEncoder(w).Encode(s)
 	}
 	_, err := fmt.Fprintf(w, `batch %d, concurrency %d, %.2fs
-requests  %d (%.0f/s)
-numbers   %d (%.0f/s)
-errors    %d
-wrong     %d
-latency   p50 %.0fµs  p90 %.0fµs  p99 %.0fµs  max %.0fµs
+requests  %d calls answered (%.0f/s)
+numbers   %d numbers answered (%.0f/s)
+errors    %d calls failed (not counted in requests)
+wrong     %d answers wrong
+latency   p50 %.0fµs  p90 %.0fµs  p99 %.0fµs  max %.0fµs (of the calls answered)
 `, s.Batch, s.Concurrency, s.Seconds, s.Requests, s.RequestsPerSec, s.Numbers, s.NumbersPerSec,
 		s.Errors, s.Wrong, s.P50us, s.P90us, s.P99us, s.MaxUs)
 	return err
