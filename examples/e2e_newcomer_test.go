@@ -1,8 +1,9 @@
 // End-to-end tests of what a newcomer meets first: the prompt and its ways
 // out, a standard input that is not a terminal, a bad token in a stream, a
-// middle layer that is not there, a bad address, loadgen's summary. Real
-// processes, as in e2e_test.go; each test waits for the states it needs (a
-// prompt, a line, an exit), with only a guard against a hang.
+// middle layer that is not there, a bad address, loadgen's summary and
+// every program's -h. Real processes, as in e2e_test.go; each test waits
+// for the states it needs (a prompt, a line, an exit), with only a guard
+// against a hang.
 package examples_test
 
 import (
@@ -299,4 +300,27 @@ func TestLoadgenSummary(t *testing.T) {
 		"requests_per_sec", "numbers_per_sec", "p50_us", "p90_us", "p99_us", "max_us"} {
 		require.Contains(t, s, field, out.stdout)
 	}
+}
+
+// TestHelpSaysWhatTheProgramDoes checks the first line of every program's
+// -h: what the program does.
+func TestHelpSaysWhatTheProgramDoes(t *testing.T) {
+	skipShort(t)
+	for name, first := range map[string]string{
+		"x":       "x is the example system's x backend: it answers each negative number n with n*n.",
+		"y":       "y is the example system's y backend: it answers each even number n >= 0 with n/2.",
+		"z":       "z is the example system's z backend: it answers each odd positive number n with 3n+1.",
+		"middle":  "middle is the router: it sends each number to its backend (x, y or z) and answers in input order.",
+		"client":  "client sends numbers to the middle layer and prints each one's result and backend.",
+		"demo":    "demo starts the backends (x, y, z and the middle layer) in-process, then acts as client.",
+		"loadgen": "loadgen loads the middle layer, checks every answer and reports throughput and latency.",
+	} {
+		out := runProgram(t, "", name, "-h")
+		require.Equal(t, 0, out.code, "%s -h: %s", name, out.stderr)
+		line, _, _ := strings.Cut(out.stderr, "\n")
+		require.Equal(t, first, line, "%s -h", name)
+		require.Empty(t, out.stdout, "%s -h", name)
+	}
+	out := runProgram(t, "", "demo", "-h")
+	require.Contains(t, out.stderr, "starts the backends (x, y, z and the middle layer) in-process")
 }

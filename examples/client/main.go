@@ -85,6 +85,9 @@ import (
 	"github.com/seed-c94cd834/fanout/transport"
 )
 
+// about is the first line of -h: what the program does.
+const about = "client sends numbers to the middle layer and prints each one's result and backend."
+
 func main() {
 	os.Exit(run())
 }
@@ -99,7 +102,7 @@ func run() int {
 	node.AddrVar(fs, &addr, "addr", "127.0.0.1:7000", "`address` of the middle layer, host:port", false)
 	var tlsFlags tlsflags.Flags
 	tlsFlags.Register(fs)
-	cmd := cli.New("client", fs)
+	cmd := cli.New("client", about, fs)
 	return cmd.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, func() (fanout.Backend[int64, xyz.Result], func(), error) {
 		opts := []transport.ClientOption{transport.WithLogger(nil)}
 		tlsConfig, err := tlsFlags.Config()

@@ -61,6 +61,9 @@ import (
 	"github.com/seed-c94cd834/fanout/transport"
 )
 
+// about is the first line of -h: what the program does.
+const about = "loadgen loads the middle layer, checks every answer and reports throughput and latency."
+
 func main() {
 	os.Exit(run())
 }
@@ -77,6 +80,7 @@ type config struct {
 func run() int {
 	var cfg config
 	fs := flag.NewFlagSet("loadgen", flag.ExitOnError)
+	node.SetUsage(fs, about)
 	node.AddrVar(fs, &cfg.addr, "addr", "127.0.0.1:7000", "`address` of the middle layer, host:port", false)
 	fs.IntVar(&cfg.batch, "batch", 10, "numbers per call")
 	fs.IntVar(&cfg.concurrency, "concurrency", 64, "callers, each with one call in flight")

@@ -79,12 +79,16 @@ import (
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
 )
 
+// about is the first line of -h: what the program does.
+const about = "middle is the router: it sends each number to its backend (x, y or z) and answers in input order."
+
 func main() {
 	os.Exit(run())
 }
 
 func run() int {
 	fs := flag.NewFlagSet("middle", flag.ExitOnError)
+	node.SetUsage(fs, about)
 	var f node.Flags
 	f.Register(fs, "127.0.0.1:7000")
 	cfg := node.MiddleConfig{Replicas: map[string][]string{}}

@@ -54,7 +54,7 @@ func blocking(started chan<- struct{}) fanout.Backend[int64, xyz.Result] {
 func command() (*Command, *string) {
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:7000", "address")
-	return New("client", fs), addr
+	return New("client", "client sends numbers.", fs), addr
 }
 
 type result struct {
@@ -263,8 +263,8 @@ func TestMainUsage(t *testing.T) {
 	}{
 		{[]string{"abc"}, 2, "client: \"abc\" is not an int64\n"},
 		{[]string{"1", "99999999999999999999"}, 2, "client: \"99999999999999999999\" is not an int64 (out of range)\n"},
-		{[]string{"-bogus"}, 2, "flag provided but not defined: -bogus\nusage: client"},
-		{[]string{"-h"}, 0, "usage: client [flags] [number ...]"},
+		{[]string{"-bogus"}, 2, "flag provided but not defined: -bogus\nclient sends numbers.\n\nusage: client"},
+		{[]string{"-h"}, 0, "client sends numbers.\n\nusage: client [flags] [number ...]"},
 	}
 	for _, tt := range tests {
 		r := runMain(t, local(t), "", tt.args...)
