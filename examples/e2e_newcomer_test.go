@@ -1,9 +1,9 @@
 // End-to-end tests of what a newcomer meets first: the prompt and its ways
 // out, a standard input that is not a terminal, a bad token in a stream, a
 // middle layer that is not there, a bad address, loadgen's summary and
-// every program's -h. Real processes, as in e2e_test.go; each test waits
-// for the states it needs (a prompt, a line, an exit), with only a guard
-// against a hang.
+// every program's -h, and that git ignores what the docs make. Real
+// processes, as in e2e_test.go; each test waits for the states it needs (a
+// prompt, a line, an exit), with only a guard against a hang.
 package examples_test
 
 import (
@@ -323,4 +323,27 @@ func TestHelpSaysWhatTheProgramDoes(t *testing.T) {
 	}
 	out := runProgram(t, "", "demo", "-h")
 	require.Contains(t, out.stderr, "starts the backends (x, y, z and the middle layer) in-process")
+}
+
+// TestGitignoreCoversWhatTheDocsMake checks that git ignores the files a
+// user makes by following the docs: the test CA and certificates of
+// examples/README.md, in pki/, and what profiling leaves behind.
+func TestGitignoreCoversWhatTheDocsMake(t *testing.T) {
+	git, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("no git")
+	}
+	if err := exec.Command(git, "-C", "..", "rev-parse", "--is-inside-work-tree").Run(); err != nil {
+		t.Skip("not in a git work tree")
+	}
+	// What the openssl commands of examples/README.md make (ca.srl by
+	// -CAcreateserial), keys and certificates made elsewhere, and what
+	// go test -cpuprofile and perf record leave.
+	made := []string{"pki/ca-key.pem", "pki/ca.pem", "pki/ext.cnf", "pki/ca.srl",
+		"pki/node-key.pem", "pki/node.csr", "pki/node.pem", "pki/client-key.pem", "pki/client.csr", "pki/client.pem",
+		"key.pem", "examples/server.key", "transport.test", "cpu.prof", "examples/perf.data"}
+	for _, path := range made {
+		out, err := exec.Command(git, "-C", "..", "check-ignore", "--no-index", path).CombinedOutput()
+		require.NoError(t, err, "git does not ignore %s: %s", path, out)
+	}
 }
