@@ -1,9 +1,10 @@
 // End-to-end tests of what a newcomer meets first: the prompt and its ways
 // out, a standard input that is not a terminal, a bad token in a stream, a
 // middle layer that is not there, a bad address, loadgen's summary and
-// every program's -h, and that git ignores what the docs make. Real
-// processes, as in e2e_test.go; each test waits for the states it needs (a
-// prompt, a line, an exit), with only a guard against a hang.
+// every program's -h; and that git ignores what the docs make and the
+// READMEs speak to users. Real processes, as in e2e_test.go; each test
+// waits for the states it needs (a prompt, a line, an exit), with only a
+// guard against a hang.
 package examples_test
 
 import (
@@ -345,5 +346,31 @@ func TestGitignoreCoversWhatTheDocsMake(t *testing.T) {
 	for _, path := range made {
 		out, err := exec.Command(git, "-C", "..", "check-ignore", "--no-index", path).CombinedOutput()
 		require.NoError(t, err, "git does not ignore %s: %s", path, out)
+	}
+}
+
+// TestReadmesSpeakToUsers checks that the READMEs speak to users, with no
+// notes of the work that made them, and that the benchmark tables live in
+// PERFORMANCE.md, which the README links to.
+func TestReadmesSpeakToUsers(t *testing.T) {
+	read := func(path string) string {
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		return string(b)
+	}
+	root, examples, perf := read("../README.md"), read("README.md"), read("../PERFORMANCE.md")
+	for path, text := range map[string]string{"README.md": root, "examples/README.md": examples} {
+		for _, note := range []string{"this session", "session's", "scratch", "the former", "the test now", "in this run", "so far"} {
+			require.NotContains(t, strings.ToLower(text), note, "%s", path)
+		}
+	}
+	for _, header := range []string{"| figure | fanout | gRPC |", "| command | requests/s |"} {
+		require.NotContains(t, root, header, "README.md keeps a summary; the table is in PERFORMANCE.md")
+		require.Contains(t, perf, header)
+	}
+	for _, section := range []string{"The bench, last run", "The example system under loadgen"} {
+		require.Contains(t, perf, "\n## "+section+"\n")
+		anchor := strings.ToLower(strings.NewReplacer(" ", "-", ",", "").Replace(section))
+		require.Contains(t, root, "(PERFORMANCE.md#"+anchor+")", "README.md links to %q", section)
 	}
 }
