@@ -41,7 +41,7 @@ func TestTLS(t *testing.T) {
 	t.Run("plaintext client", func(t *testing.T) {
 		out := runProgram(t, "", "client", "-addr", addr, "-3")
 		require.Equal(t, 1, out.code)
-		require.Contains(t, out.stderr, "client: transport: call "+addr+": ")
+		require.Contains(t, out.stderr, "client: the middle layer at "+addr+" is unavailable: ")
 		require.Contains(t, out.stderr, "(busy, or requires TLS)")
 		require.Empty(t, out.stdout)
 		middle.waitLog(t, `msg="transport: TLS handshake failed"`, 1)
@@ -55,7 +55,7 @@ func TestTLS(t *testing.T) {
 		cert, key := other.Issue(t, "intruder")
 		out := runProgram(t, "", "client", "-addr", addr, "-3", "-tls-cert", cert, "-tls-key", key, "-tls-ca", ca.File)
 		require.Equal(t, 1, out.code)
-		require.Contains(t, out.stderr, "client: transport: call "+addr+": ")
+		require.Contains(t, out.stderr, "client: the middle layer at "+addr+" is unavailable: ")
 		require.Contains(t, out.stderr, "tls: unknown certificate authority")
 		require.Empty(t, out.stdout)
 		middle.waitLog(t, `msg="transport: TLS handshake failed"`, 2)

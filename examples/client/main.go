@@ -23,10 +23,10 @@
 //
 // Numbers come from the arguments if there are any, negative ones included
 // (client -3 4 and client -- -3 4 both work), else from standard input. On a
-// terminal, client prompts with "> " and takes each line as one request,
-// printing its answers or its error, until "quit" or end of input. Otherwise
-// all of standard input is one job, read as it streams in and sent in calls
-// of up to 65536 numbers.
+// terminal, client prompts with "> " on standard error and takes each line as
+// one request, printing its answers or its error, until "quit" or "exit" (in
+// any case) or end of input (Ctrl-D). Otherwise (a pipe, a file, /dev/null) all of standard input is one
+// job, read as it streams in and sent in calls of up to 65536 numbers.
 //
 // Output is one line per number, in input order:
 //
@@ -52,7 +52,10 @@
 // array is closed), the client goes on, and at the end it prints how many
 // numbers failed and exits with status 1. A call that fails as a whole,
 // such as one that takes longer than -timeout ("no answer within 10s
-// (-timeout)"), stops the client either way.
+// (-timeout)") or one to a middle layer that is down, stops the client
+// either way:
+//
+//	client: the middle layer at 127.0.0.1:7000 is not reachable: dial tcp 127.0.0.1:7000: connect: connection refused
 //
 // SIGINT (Ctrl-C) cancels the calls in flight, up to the backends, prints
 // "client: interrupted" and exits with status 130; a second one kills the
@@ -63,7 +66,8 @@
 // other two) or a token that is not an int64, such as "abc", "1.5" or
 // "99999999999999999999"; 130 when interrupted. Standard input is checked
 // as it streams in: the answers to the numbers before a bad token are
-// printed before the program exits with status 2. After a failure the
+// printed, then the token and its line ("line 3: "1.5" is not an int64"),
+// and the program exits with status 2. After a failure the
 // output stops where it happened; with -json the array is left unclosed.
 package main
 
@@ -81,6 +85,9 @@ import (
 	"github.com/seed-c94cd834/fanout/transport"
 )
 
+// about is the first line of -h: what the program does.
+const about = "client sends numbers to the middle layer and prints each one's result and backend."
+
 func main() {
 	os.Exit(run())
 }
@@ -91,10 +98,11 @@ func run() int {
 	context.AfterFunc(ctx, stop) // a second SIGINT kills
 
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
-	addr := fs.String("addr", "127.0.0.1:7000", "`address` of the middle layer")
+	var addr string
+	node.AddrVar(fs, &addr, "addr", "127.0.0.1:7000", "`address` of the middle layer, host:port", false)
 	var tlsFlags tlsflags.Flags
 	tlsFlags.Register(fs)
-	cmd := cli.New("client", fs)
+	cmd := cli.New("client", about, fs)
 	return cmd.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, func() (fanout.Backend[int64, xyz.Result], func(), error) {
 		opts := []transport.ClientOption{transport.WithLogger(nil)}
 		tlsConfig, err := tlsFlags.Config()
@@ -104,7 +112,7 @@ func run() int {
 		if tlsConfig != nil {
 			opts = append(opts, transport.WithTLSConfig(tlsConfig))
 		}
-		c := transport.NewClient(*addr, transport.Int64(), xyz.ResultCodec(), append(opts, transport.WithService(node.MiddleService))...)
+		c := transport.NewClient(addr, transport.Int64(), xyz.ResultCodec(), append(opts, transport.WithService(node.MiddleService))...)
 		return c, func() { c.Close() }, nil
 	})
 }

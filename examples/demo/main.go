@@ -36,6 +36,9 @@ import (
 	"github.com/seed-c94cd834/fanout/transport"
 )
 
+// about is the first line of -h: what the program does.
+const about = "demo starts the backends (x, y, z and the middle layer) in-process, then acts as client."
+
 func main() {
 	os.Exit(run())
 }
@@ -46,7 +49,7 @@ func run() int {
 	context.AfterFunc(ctx, stop) // a second SIGINT kills
 
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	cmd := cli.New("demo", fs)
+	cmd := cli.New("demo", about, fs)
 	return cmd.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, start)
 }
 

@@ -23,11 +23,14 @@
 //	-tls-key FILE    certificate and key, and trusting only a middle layer whose
 //	-tls-ca FILE     certificate the CA in -tls-ca signed (the three go together)
 //
-// The JSON summary has requests (calls answered), numbers (numbers
-// answered), errors (calls that failed, as a whole or for some of their
-// numbers), wrong (answers that did not match the table), seconds,
-// requests_per_sec, numbers_per_sec, and the latency of the answered calls
-// in microseconds: p50_us, p90_us, p99_us, max_us.
+// The summary counts requests, the calls answered, and errors, the calls
+// that failed (as a whole or for some of their numbers), apart: a failed
+// call is not a request, and when the middle layer fails every call, errors
+// exceed requests. The JSON summary has batch, concurrency, requests,
+// numbers (numbers answered), errors, wrong (answers that did not match the
+// table), seconds (to the millisecond), requests_per_sec, numbers_per_sec,
+// and the latency of the answered calls in microseconds: p50_us, p90_us,
+// p99_us, max_us.
 // Percentiles come from a histogram whose buckets are within 0.8% of the
 // value they report.
 //
@@ -52,11 +55,15 @@ import (
 	"time"
 
 	"github.com/seed-c94cd834/fanout"
+	"github.com/seed-c94cd834/fanout/examples/internal/cli"
 	"github.com/seed-c94cd834/fanout/examples/internal/node"
 	"github.com/seed-c94cd834/fanout/examples/internal/tlsflags"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
 	"github.com/seed-c94cd834/fanout/transport"
 )
+
+// about is the first line of -h: what the program does.
+const about = "loadgen loads the middle layer, checks every answer and reports throughput and latency."
 
 func main() {
 	os.Exit(run())
@@ -74,7 +81,8 @@ type config struct {
 func run() int {
 	var cfg config
 	fs := flag.NewFlagSet("loadgen", flag.ExitOnError)
-	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:7000", "`address` of the middle layer")
+	node.SetUsage(fs, about)
+	node.AddrVar(fs, &cfg.addr, "addr", "127.0.0.1:7000", "`address` of the middle layer, host:port", false)
 	fs.IntVar(&cfg.batch, "batch", 10, "numbers per call")
 	fs.IntVar(&cfg.concurrency, "concurrency", 64, "callers, each with one call in flight")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to send new calls")
@@ -108,7 +116,7 @@ func run() int {
 	c, err := transport.Dial(dctx, cfg.addr, transport.Int64(), xyz.ResultCodec(), append(opts, transport.WithService(node.MiddleService))...)
 	cancel()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
+		fmt.Fprintf(os.Stderr, "loadgen: %v\n", cli.MiddleLayerError(cfg.addr, err))
 		return 1
 	}
 	defer c.Close()
@@ -167,7 +175,7 @@ func (t *tally) progress(w io.Writer, start time.Time, done <-chan struct{}) {
 			return
 		case now := <-tick.C:
 			reqs := t.requests.Load()
-			fmt.Fprintf(w, "loadgen: %3.0fs  %d requests (%d/s)  %d numbers  %d errors  %d wrong\n",
+			fmt.Fprintf(w, "loadgen: %3.0fs  %d requests answered (%d/s)  %d numbers  %d errors  %d wrong\n",
 				now.Sub(start).Seconds(), reqs, reqs-last, t.numbers.Load(), t.errors.Load(), t.wrong.Load())
 			last = reqs
 		}
@@ -197,7 +205,7 @@ func send(ctx context.Context, c *transport.Client[int64, xyz.Result], cfg confi
 		}
 		if err != nil {
 			t.errors.Add(1)
-			t.problem("%v", err)
+			t.problem("%v", cli.MiddleLayerError(cfg.addr, err))
 			continue
 		}
 		h.record(elapsed)
@@ -269,14 +277,14 @@ func summarize(cfg config, t *tally, h *histogram, elapsed time.Duration) *summa
 		Numbers:     t.numbers.Load(),
 		Errors:      t.errors.Load(),
 		Wrong:       t.wrong.Load(),
-		Seconds:     elapsed.Seconds(),
+		Seconds:     math.Round(elapsed.Seconds()*1e3) / 1e3, // to the millisecond
 		P50us:       us(0.5),
 		P90us:       us(0.9),
 		P99us:       us(0.99),
 		MaxUs:       us(1),
 	}
-	s.RequestsPerSec = float64(s.Requests) / s.Seconds
-	s.NumbersPerSec = float64(s.Numbers) / s.Seconds
+	s.RequestsPerSec = float64(s.Requests) / elapsed.Seconds()
+	s.NumbersPerSec = float64(s.Numbers) / elapsed.Seconds()
 	return s
 }
 
@@ -285,11 +293,11 @@ func (s *summary) print(w io.Writer, asJSON bool) error {
 		return json.NewEncoder(w).Encode(s)
 	}
 	_, err := fmt.Fprintf(w, `batch %d, concurrency %d, %.2fs
-requests  %d (%.0f/s)
-numbers   %d (%.0f/s)
-errors    %d
-wrong     %d
-latency   p50 %.0fµs  p90 %.0fµs  p99 %.0fµs  max %.0fµs
+requests  %d calls answered (%.0f/s)
+numbers   %d numbers answered (%.0f/s)
+errors    %d calls failed (not counted in requests)
+wrong     %d answers wrong
+latency   p50 %.0fµs  p90 %.0fµs  p99 %.0fµs  max %.0fµs (of the calls answered)
 `, s.Batch, s.Concurrency, s.Seconds, s.Requests, s.RequestsPerSec, s.Numbers, s.NumbersPerSec,
 		s.Errors, s.Wrong, s.P50us, s.P90us, s.P99us, s.MaxUs)
 	return err

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"math/rand/v2"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -27,4 +31,43 @@ func TestNumberRangesDoNotOverflow(t *testing.T) {
 		routes[got.Backend]++
 	}
 	require.Len(t, routes, 3, "every route gets numbers")
+}
+
+// TestSummary checks the summary of a run in which more calls failed than
+// were answered: the text says what requests and errors count, and the
+// JSON gives seconds to the millisecond, with the rates of the run's
+// whole time.
+func TestSummary(t *testing.T) {
+	var tl tally
+	tl.requests.Store(3)
+	tl.numbers.Store(30)
+	tl.errors.Store(5)
+	h := new(histogram)
+	for range 3 {
+		h.record(250 * time.Microsecond)
+	}
+	s := summarize(config{batch: 10, concurrency: 2}, &tl, h, 2*time.Second+123456789*time.Nanosecond)
+
+	var text bytes.Buffer
+	require.NoError(t, s.print(&text, false))
+	lines := strings.Split(text.String(), "\n")
+	require.Equal(t, "batch 10, concurrency 2, 2.12s", lines[0])
+	require.Equal(t, "requests  3 calls answered (1/s)", lines[1])
+	require.Equal(t, "numbers   30 numbers answered (14/s)", lines[2])
+	require.Equal(t, "errors    5 calls failed (not counted in requests)", lines[3])
+	require.Equal(t, "wrong     0 answers wrong", lines[4])
+	require.True(t, strings.HasPrefix(lines[5], "latency   p50 "), lines[5])
+	require.True(t, strings.HasSuffix(lines[5], " (of the calls answered)"), lines[5])
+
+	var js bytes.Buffer
+	require.NoError(t, s.print(&js, true))
+	require.Contains(t, js.String(), `"seconds":2.123,`)
+	var got map[string]float64
+	require.NoError(t, json.Unmarshal(js.Bytes(), &got))
+	require.InDelta(t, 3/2.123456789, got["requests_per_sec"], 1e-9)
+	require.InDelta(t, 30/2.123456789, got["numbers_per_sec"], 1e-9)
+	for _, field := range []string{"batch", "concurrency", "requests", "numbers", "errors", "wrong", "seconds",
+		"requests_per_sec", "numbers_per_sec", "p50_us", "p90_us", "p99_us", "max_us"} {
+		require.Contains(t, got, field)
+	}
 }

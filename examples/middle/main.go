@@ -79,22 +79,29 @@ import (
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
 )
 
+// about is the first line of -h: what the program does.
+const about = "middle is the router: it sends each number to its backend (x, y or z) and answers in input order."
+
 func main() {
 	os.Exit(run())
 }
 
 func run() int {
 	fs := flag.NewFlagSet("middle", flag.ExitOnError)
+	node.SetUsage(fs, about)
 	var f node.Flags
 	f.Register(fs, "127.0.0.1:7000")
 	cfg := node.MiddleConfig{Replicas: map[string][]string{}}
 	for i, route := range xyz.Routes() {
-		fs.Func(route, fmt.Sprintf("`addresses` of the %s backend's replicas, comma-separated (default 127.0.0.1:%d)", route, 7001+i), func(s string) error {
+		fs.Func(route, fmt.Sprintf("`addresses` of the %s backend's replicas, host:port, comma-separated (default 127.0.0.1:%d)", route, 7001+i), func(s string) error {
 			addrs := strings.Split(s, ",")
 			for i, a := range addrs {
 				addrs[i] = strings.TrimSpace(a)
 				if addrs[i] == "" {
 					return fmt.Errorf("empty address in %q", s)
+				}
+				if err := node.CheckAddr(addrs[i], false); err != nil {
+					return err
 				}
 			}
 			cfg.Replicas[route] = addrs

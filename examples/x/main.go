@@ -44,6 +44,9 @@ import (
 	"github.com/seed-c94cd834/fanout/examples/internal/node"
 )
 
+// about is the first line of -h: what the program does.
+const about = "x is the example system's x backend: it answers each negative number n with n*n."
+
 func main() {
-	os.Exit(node.BackendMain("x", "127.0.0.1:7001", os.Args[1:]))
+	os.Exit(node.BackendMain("x", about, "127.0.0.1:7001", os.Args[1:]))
 }

@@ -43,6 +43,9 @@ import (
 	"github.com/seed-c94cd834/fanout/examples/internal/node"
 )
 
+// about is the first line of -h: what the program does.
+const about = "y is the example system's y backend: it answers each even number n >= 0 with n/2."
+
 func main() {
-	os.Exit(node.BackendMain("y", "127.0.0.1:7002", os.Args[1:]))
+	os.Exit(node.BackendMain("y", about, "127.0.0.1:7002", os.Args[1:]))
 }

@@ -44,6 +44,9 @@ import (
 	"github.com/seed-c94cd834/fanout/examples/internal/node"
 )
 
+// about is the first line of -h: what the program does.
+const about = "z is the example system's z backend: it answers each odd positive number n with 3n+1."
+
 func main() {
-	os.Exit(node.BackendMain("z", "127.0.0.1:7003", os.Args[1:]))
+	os.Exit(node.BackendMain("z", about, "127.0.0.1:7003", os.Args[1:]))
 }

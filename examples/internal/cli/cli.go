@@ -41,11 +41,12 @@ type Command struct {
 	timeout time.Duration
 }
 
-// New returns the command of the program called name. It adds -json,
-// -partial and -timeout to fs; the program defines its other flags (such as
-// -addr) on fs itself, and their values are set once [Command.Main] has
-// parsed the arguments.
-func New(name string, fs *flag.FlagSet) *Command {
+// New returns the command of the program called name, which summary, the
+// first line of its usage message, describes. It adds -json, -partial and
+// -timeout to fs; the program defines its other flags (such as -addr) on fs
+// itself, and their values are set once [Command.Main] has parsed the
+// arguments.
+func New(name, summary string, fs *flag.FlagSet) *Command {
 	c := &Command{name: name, flags: fs}
 	fs.BoolVar(&c.json, "json", false, "print one JSON array of {input, output, backend} objects")
 	fs.BoolVar(&c.partial, "partial", false,
@@ -53,7 +54,9 @@ func New(name string, fs *flag.FlagSet) *Command {
 	fs.DurationVar(&c.timeout, "timeout", DefaultTimeout,
 		"how long each call may take; a job from standard input makes a call per 65536 numbers (0: no limit)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), `usage: %s [flags] [number ...]
+		fmt.Fprintf(fs.Output(), `%s
+
+usage: %s [flags] [number ...]
 
 Prints each number's result and the backend that computed it, in input order.
 Numbers come from the arguments if there are any, else from standard input:
@@ -63,7 +66,7 @@ Exit status: 0 on success; 1 when processing failed; 2 for bad usage or a
 token that is not an int64; 130 when interrupted (SIGINT, Ctrl-C).
 
 Flags:
-`, name)
+`, summary, name)
 		fs.PrintDefaults()
 	}
 	return c
@@ -208,12 +211,9 @@ func parseNumber(tok string) (int64, error) {
 	return 0, &UsageError{fmt.Errorf("%q is not an int64", tok)}
 }
 
-// isTerminal reports whether r is a terminal (a character device).
+// isTerminal reports whether r is a terminal. A character device that is
+// not one, such as /dev/null, is not.
 func isTerminal(r io.Reader) bool {
 	f, ok := r.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	return ok && isTTY(f)
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,7 +54,7 @@ func blocking(started chan<- struct{}) fanout.Backend[int64, xyz.Result] {
 func command() (*Command, *string) {
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:7000", "address")
-	return New("client", fs), addr
+	return New("client", "client sends numbers.", fs), addr
 }
 
 type result struct {
@@ -215,11 +216,43 @@ func TestMainBadTokenInStdin(t *testing.T) {
 	r := runMain(t, local(t), in.String())
 	require.Equal(t, 2, r.code)
 	require.Equal(t, textLines(t, numbers...), r.stdout)
-	require.Equal(t, "client: \"1.5\" is not an int64\n", r.stderr)
+	require.Equal(t, fmt.Sprintf("client: line %d: \"1.5\" is not an int64\n", chunkSize+11), r.stderr)
 
-	r = runMain(t, local(t), strings.Repeat("9", 70_000))
+	r = runMain(t, local(t), "1\n\n"+strings.Repeat("9", 70_000))
 	require.Equal(t, 2, r.code)
-	require.Equal(t, "client: standard input holds a token too long to be an int64\n", r.stderr)
+	require.Equal(t, "client: line 3: standard input holds a token too long to be an int64\n", r.stderr)
+}
+
+// TestScanNamesTheLine checks the line that a bad token in a stream is
+// reported on, wherever the token is on it and however the lines end.
+func TestScanNamesTheLine(t *testing.T) {
+	long := strings.Repeat("12 ", 100_000) // longer than the scanner's first buffers
+	tests := []struct {
+		in       string
+		wantLine int
+	}{
+		{"abc", 1},
+		{"1 2 abc 3", 1},
+		{"1\n2\nabc\n", 3},
+		{"1\n\n\n  \t abc", 4},
+		{"1\r\n2 abc\r\n3\r\n", 2},
+		{"1\n2\nabc", 3},
+		{"\n\n\nabc\n\n", 4},
+		{long + "\n" + long + "abc\n", 2},
+		{strings.Repeat("7\n", 100_000) + "abc", 100_001},
+	}
+	for _, tt := range tests {
+		next := scan(strings.NewReader(tt.in))
+		var err error
+		for err == nil {
+			_, err = next()
+		}
+		want := fmt.Sprintf(`line %d: "abc" is not an int64`, tt.wantLine)
+		shown := tt.in[:min(len(tt.in), 30)]
+		require.EqualError(t, err, want, "input %q", shown)
+		var ue *UsageError
+		require.ErrorAs(t, err, &ue, "input %q: bad input is bad usage", shown)
+	}
 }
 
 func TestMainUsage(t *testing.T) {
@@ -230,8 +263,8 @@ func TestMainUsage(t *testing.T) {
 	}{
 		{[]string{"abc"}, 2, "client: \"abc\" is not an int64\n"},
 		{[]string{"1", "99999999999999999999"}, 2, "client: \"99999999999999999999\" is not an int64 (out of range)\n"},
-		{[]string{"-bogus"}, 2, "flag provided but not defined: -bogus\nusage: client"},
-		{[]string{"-h"}, 0, "usage: client [flags] [number ...]"},
+		{[]string{"-bogus"}, 2, "flag provided but not defined: -bogus\nclient sends numbers.\n\nusage: client"},
+		{[]string{"-h"}, 0, "client sends numbers.\n\nusage: client [flags] [number ...]"},
 	}
 	for _, tt := range tests {
 		r := runMain(t, local(t), "", tt.args...)
@@ -376,16 +409,18 @@ func TestMainInterrupted(t *testing.T) {
 	ctx, cancel = context.WithCancel(context.Background())
 	pr, w = io.Pipe()
 	defer w.Close()
-	out := &watchedOutput{want: "> " + textLines(t, -3) + "> ", found: make(chan struct{})}
+	prompts := &watchedOutput{want: "> > ", found: make(chan struct{})}
 	go func() {
 		fmt.Fprintln(w, "-3")
-		<-out.found
+		<-prompts.found
 		cancel()
 	}()
 	cmd, _ = command()
-	err := cmd.interactive(ctx, local(t), pr, out, &stderr)
+	stdout.Reset()
+	err := cmd.interactive(ctx, local(t), pr, &stdout, prompts)
 	require.ErrorIs(t, err, context.Canceled)
-	require.Equal(t, "> "+textLines(t, -3)+"> \n", out.String())
+	require.Equal(t, textLines(t, -3), stdout.String())
+	require.Equal(t, "> > \n", prompts.String())
 }
 
 // readStarts is a reader that sends on starts as each Read begins, so that
@@ -487,28 +522,75 @@ func TestRunOverlapsCalls(t *testing.T) {
 }
 
 func TestInteractive(t *testing.T) {
+	// The prompt goes to stderr, with the errors; stdout has the answers.
 	cmd, _ := command()
 	var stdout, stderr bytes.Buffer
 	in := "1 2 -3\n\n  abc 4\n-3037000500\n7\n  quit  \n8\n"
 	require.NoError(t, cmd.interactive(context.Background(), local(t), strings.NewReader(in), &stdout, &stderr))
-	require.Equal(t, "> "+textLines(t, 1, 2, -3)+"> > > > "+textLines(t, 7)+"> ", stdout.String())
-	require.Equal(t, "client: \"abc\" is not an int64\n"+
-		"client: -3037000500 failed on backend x: x: -3037000500 squared overflows int64\n", stderr.String())
+	require.Equal(t, textLines(t, 1, 2, -3)+textLines(t, 7), stdout.String())
+	require.Equal(t, "> > > client: \"abc\" is not an int64\n"+
+		"> client: -3037000500 failed on backend x: x: -3037000500 squared overflows int64\n> > ", stderr.String())
 
 	cmd, _ = command()
 	cmd.json = true
 	stdout.Reset()
+	stderr.Reset()
 	require.NoError(t, cmd.interactive(context.Background(), local(t), strings.NewReader("-3\n5"), &stdout, &stderr))
-	require.Equal(t, "> [\n  {\"input\": -3, \"output\": 9, \"backend\": \"x\"}\n]\n> [\n  {\"input\": 5, \"output\": 16, \"backend\": \"z\"}\n]\n> \n", stdout.String())
+	require.Equal(t, "[\n  {\"input\": -3, \"output\": 9, \"backend\": \"x\"}\n]\n[\n  {\"input\": 5, \"output\": 16, \"backend\": \"z\"}\n]\n", stdout.String())
+	require.Equal(t, "> > > \n", stderr.String(), "end of input ends the prompt's line")
 
 	cmd, _ = command()
 	cmd.partial = true
 	stdout.Reset()
 	stderr.Reset()
 	require.NoError(t, cmd.interactive(context.Background(), local(t), strings.NewReader("4 -3037000500\n5\n"), &stdout, &stderr))
-	require.Equal(t, "> 4 -> 2 (backend y)\n-3037000500 -> failed (backend x): x: -3037000500 squared overflows int64\n> "+
-		textLines(t, 5)+"> \n", stdout.String())
-	require.Equal(t, "client: 1 of 2 numbers failed\n", stderr.String())
+	require.Equal(t, "4 -> 2 (backend y)\n-3037000500 -> failed (backend x): x: -3037000500 squared overflows int64\n"+
+		textLines(t, 5), stdout.String())
+	require.Equal(t, "> client: 1 of 2 numbers failed\n> > \n", stderr.String())
+}
+
+// TestInteractiveLeaves checks the ways out of the prompt: quit or exit,
+// in any case, with spaces around, and the end of input (Ctrl-D on a
+// terminal). What follows them is not read.
+func TestInteractiveLeaves(t *testing.T) {
+	for _, tt := range []struct{ in, wantStderr string }{
+		{"4\nquit\n5\n", "> > "},
+		{"4\nexit\n5\n", "> > "},
+		{"4\nQUIT\n5\n", "> > "},
+		{"4\nExit\n5\n", "> > "},
+		{"4\n  quit \t\n5\n", "> > "},
+		{"4\n\texit\n5\n", "> > "},
+		{"4\nquit", "> > "},
+		{"4\n", "> > \n"}, // the end of input ends the prompt's line
+	} {
+		cmd, _ := command()
+		var stdout, stderr bytes.Buffer
+		require.NoError(t, cmd.interactive(context.Background(), local(t), strings.NewReader(tt.in), &stdout, &stderr), "input %q", tt.in)
+		require.Equal(t, textLines(t, 4), stdout.String(), "input %q", tt.in)
+		require.Equal(t, tt.wantStderr, stderr.String(), "input %q", tt.in)
+	}
+	// Other words are not numbers.
+	cmd, _ := command()
+	var stdout, stderr bytes.Buffer
+	require.NoError(t, cmd.interactive(context.Background(), local(t), strings.NewReader("quit now\nexits\n"), &stdout, &stderr))
+	require.Empty(t, stdout.String())
+	require.Equal(t, "> client: \"quit\" is not an int64\n> client: \"exits\" is not an int64\n> \n", stderr.String())
+}
+
+// TestIsTerminal checks that only a terminal is one: not a pipe, and not
+// the null device, which is a character device.
+func TestIsTerminal(t *testing.T) {
+	null, err := os.Open(os.DevNull)
+	require.NoError(t, err)
+	defer null.Close()
+	require.False(t, isTerminal(null), os.DevNull)
+
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	defer w.Close()
+	require.False(t, isTerminal(r), "a pipe")
+	require.False(t, isTerminal(strings.NewReader("")), "a reader that is not a file")
 }
 
 func BenchmarkJob(b *testing.B) {

@@ -6,10 +6,11 @@
 // input. Arguments that look like negative numbers ("-3") are numbers, not
 // flags, with or without a "--" before them. On a terminal, each line of
 // input is one request: its answers are printed, an error is printed and the
-// prompt ("> ") goes on; "quit" or end of input leaves. Otherwise all of
-// standard input is one job, read as it streams in and sent in calls of up
-// to 65536 numbers, a few at a time; answers are printed as they arrive, in
-// input order.
+// prompt ("> ", on standard error) goes on; "quit" or "exit", in any case,
+// or end of input (Ctrl-D) leaves.
+// Otherwise (a pipe, a file, /dev/null) all of standard input is one job,
+// read as it streams in and sent in calls of up to 65536 numbers, a few at
+// a time; answers are printed as they arrive, in input order.
 //
 // Each call must be answered within -timeout (default 10s; 0 for no limit):
 // for a job from standard input, each call of up to 65536 numbers has the
@@ -36,7 +37,8 @@
 // program is interrupted (SIGINT, Ctrl-C: the calls in flight are cancelled,
 // up to the backends, and the program says "interrupted"). Standard input
 // is checked as it is read: the answers to the numbers before a bad token
-// are printed, then the program exits with status 2. After a failure,
+// are printed, then the error, which names the token and its line
+// ("line 3: "1.5" is not an int64"), and the program exits with status 2. After a failure,
 // output stops where the failure happened; with -json the array is left
 // unclosed, so that a partial answer never parses as a complete one. With
 // -partial, failed numbers are part of the answer and the array is closed.

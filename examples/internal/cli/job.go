@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -41,16 +42,31 @@ func chunks(numbers []int64) source {
 }
 
 // scan returns a source over the whitespace-separated numbers of r, read as
-// they are needed. It stops at the first token that is not an int64.
+// they are needed. It stops at the first token that is not an int64, with
+// an error that gives the token's line.
 func scan(r io.Reader) source {
 	sc := bufio.NewScanner(r)
-	sc.Split(bufio.ScanWords)
+	line, tokenLine := 1, 0 // the line the scanner is on, and that of the last token
+	sc.Split(func(data []byte, atEOF bool) (int, []byte, error) {
+		advance, token, err := bufio.ScanWords(data, atEOF)
+		// data[:advance] is spaces, then the token if there is one, then
+		// the space that ends it, if any.
+		newlines := bytes.Count(data[:advance], newline)
+		if token != nil {
+			tokenLine = line + newlines
+			if data[advance-1] == '\n' {
+				tokenLine-- // the newline that ends the token
+			}
+		}
+		line += newlines
+		return advance, token, err
+	})
 	return func() ([]int64, error) {
 		var chunk []int64
 		for len(chunk) < chunkSize && sc.Scan() {
 			n, err := parseNumber(sc.Text())
 			if err != nil {
-				return chunk, err
+				return chunk, fmt.Errorf("line %d: %w", tokenLine, err)
 			}
 			chunk = append(chunk, n)
 		}
@@ -59,13 +75,15 @@ func scan(r io.Reader) source {
 		}
 		switch err := sc.Err(); {
 		case errors.Is(err, bufio.ErrTooLong):
-			return chunk, &UsageError{errors.New("standard input holds a token too long to be an int64")}
+			return chunk, &UsageError{fmt.Errorf("line %d: standard input holds a token too long to be an int64", line)}
 		case err != nil:
 			return chunk, fmt.Errorf("reading standard input: %w", err)
 		}
 		return chunk, io.EOF
 	}
 }
+
+var newline = []byte{'\n'}
 
 // call is one chunk of a job on its way through the backend.
 type call struct {
@@ -153,7 +171,8 @@ func (c *Command) run(ctx context.Context, b fanout.Backend[int64, xyz.Result], 
 }
 
 // call processes the numbers of cl with b, within the command's timeout,
-// and closes cl.done.
+// and closes cl.done. An error that says that the middle layer could not be
+// reached is put in words for the user ([MiddleLayerError]).
 func (c *Command) call(ctx context.Context, b fanout.Backend[int64, xyz.Result], cl *call) {
 	defer close(cl.done)
 	if c.timeout > 0 {
@@ -174,6 +193,8 @@ func (c *Command) call(ctx context.Context, b fanout.Backend[int64, xyz.Result],
 		// The deadline passed here, or at the middle layer first: it has the
 		// same deadline, and its timer may fire before this one.
 		cl.err = fmt.Errorf("no answer within %v (-timeout): %w", c.timeout, cl.err)
+	default:
+		cl.err = middleLayerError(b, cl.err)
 	}
 }
 
@@ -200,9 +221,10 @@ func failure(numbers []int64, results []xyz.Result) error {
 	return err
 }
 
-// interactive reads requests from in, one per line, until "quit" or the end
-// of in, printing the answers to each or the error that stopped it. It
-// returns ctx's error if ctx ends first, and nil otherwise.
+// interactive reads requests from in, one per line, until "quit" or "exit"
+// (in any case) or the end of in, printing the answers to each or the error that stopped it. The
+// prompt goes to stderr, so that stdout holds the answers only. It returns
+// ctx's error if ctx ends first, and nil otherwise.
 func (c *Command) interactive(ctx context.Context, b fanout.Backend[int64, xyz.Result], in io.Reader, stdout, stderr io.Writer) error {
 	// Lines are read on a goroutine of their own, so that the prompt can
 	// give up waiting for one when ctx ends; a read blocked at that moment
@@ -223,24 +245,24 @@ func (c *Command) interactive(ctx context.Context, b fanout.Backend[int64, xyz.R
 	}()
 
 	for {
-		fmt.Fprint(stdout, "> ")
+		fmt.Fprint(stderr, "> ")
 		var line string
 		var ok bool
 		select {
 		case line, ok = <-lines:
 		case <-ctx.Done():
-			fmt.Fprintln(stdout) // end the prompt's line
+			fmt.Fprintln(stderr) // end the prompt's line
 			return ctx.Err()
 		}
 		if !ok {
-			fmt.Fprintln(stdout) // end the prompt's line
+			fmt.Fprintln(stderr) // end the prompt's line
 			if readErr != nil {
 				fmt.Fprintf(stderr, "%s: reading standard input: %v\n", c.name, readErr)
 			}
 			return nil
 		}
 		line = strings.TrimSpace(line)
-		if line == "quit" {
+		if strings.EqualFold(line, "quit") || strings.EqualFold(line, "exit") {
 			return nil
 		}
 		if line == "" {

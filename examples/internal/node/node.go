@@ -291,11 +291,12 @@ type Flags struct {
 	TLS      tlsflags.Flags // -tls-cert, -tls-key, -tls-ca: mutual TLS
 }
 
-// Register defines -listen, with defaultListen as its default, -grace,
+// Register defines -listen, with defaultListen as its default (a value
+// that is not host:port is bad usage; see [CheckAddr]), -grace,
 // -max-calls, -max-conns, -max-request-mb, -log-level and the TLS flags on
 // fs, storing their values in f.
 func (f *Flags) Register(fs *flag.FlagSet, defaultListen string) {
-	fs.StringVar(&f.Listen, "listen", defaultListen, "`address` to listen on (port 0 picks a free port)")
+	AddrVar(fs, &f.Listen, "listen", defaultListen, "`address` to listen on, host:port (port 0 picks a free port)", true)
 	fs.DurationVar(&f.Grace, "grace", 5*time.Second, "on SIGINT or SIGTERM, how long to let calls in flight finish")
 	fs.IntVar(&f.MaxCalls, "max-calls", transport.DefaultMaxCalls,
 		"calls in flight per connection; past it, a call fails at once as overloaded")
@@ -362,11 +363,12 @@ func Main(log *slog.Logger, name string, srv Server, f Flags) int {
 
 // BackendMain is the main function of the programs x, y and z: it parses
 // args (the [Flags], with defaultListen as the default of -listen, and
-// -delay) and serves the backend of route until SIGINT or SIGTERM. It
-// returns the exit status as [Main] does, or exits with status 2 for bad
-// usage.
-func BackendMain(route, defaultListen string, args []string) int {
+// -delay) and serves the backend of route until SIGINT or SIGTERM. summary
+// is the first line of its usage message ([SetUsage]). It returns the exit
+// status as [Main] does, or exits with status 2 for bad usage.
+func BackendMain(route, summary, defaultListen string, args []string) int {
 	fs := flag.NewFlagSet(route, flag.ExitOnError)
+	SetUsage(fs, summary)
 	var f Flags
 	f.Register(fs, defaultListen)
 	delay := fs.Duration("delay", 0, "how long each call waits before it is processed, as a slow backend would")
@@ -380,6 +382,16 @@ func BackendMain(route, defaultListen string, args []string) int {
 		return 1
 	}
 	return Main(log, route, srv, f)
+}
+
+// SetUsage sets the usage message of fs, a program that takes flags only:
+// summary, a line that says what the program does, then how to run it and
+// its flags.
+func SetUsage(fs *flag.FlagSet, summary string) {
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "%s\n\nusage: %s [flags]\n\nFlags:\n", summary, fs.Name())
+		fs.PrintDefaults()
+	}
 }
 
 // ParseFlags parses args with fs, which must use [flag.ExitOnError], for a
