@@ -24,7 +24,19 @@
 // [*RouteError] naming the route and the indices of its items. By default the
 // first failing route cancels the context passed to the others and the call
 // returns no results; [WithPartialResults] instead returns the successful
-// answers together with a [*PartialError]. Errors wrap their causes, so
+// answers together with a [*PartialError].
+//
+// Per-item failures: a backend may fail single items and answer the others,
+// by returning a result per item and a [*PartialError] whose Items name the
+// items that failed, each an [*ItemError] with its index (see [Backend]).
+// Only those items fail: a router keeps them per item, with their indices in
+// its own call and their route (the path of routes, "m/z", through nested
+// routers); a [Batcher] gives each caller of a merged call the failures of its
+// own items; a [Balancer] takes a partial answer as an answer (no retry, no
+// ejection); and the transport carries it to the far side, where
+// [errors.As] finds the *PartialError. Without [WithPartialResults] a router
+// fails the call with a [*RouteError] naming the route and the index of the
+// first item that failed. Errors wrap their causes, so
 // [errors.Is] and [errors.As] see through them. [Router.ProcessRoutes] also
 // reports the route of every item, whatever the routes' outcome.
 //

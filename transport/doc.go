@@ -10,9 +10,29 @@
 // which saves yamux's open, acknowledge and close frames on every call.
 //
 // The bytes on the wire are specified in PROTOCOL.md beside this package:
-// a handshake (magic, protocol version, codec names, maximum message size)
-// and, on every stream, length-prefixed requests, each answered by one
-// response or error before the next.
+// a handshake (magic, protocol version, codec names, maximum message size,
+// service name) and, on every stream, length-prefixed requests, each
+// answered by one response, partial response or error before the next.
+//
+// # Services
+//
+// A server states the service it serves and a client the service it
+// requires ([WithService]). A client that reached the wrong server (an
+// address given for another service) is refused at the handshake, with an
+// error naming both services on the client ([ErrHandshake], wrapping
+// [fanout.ErrUnavailable]) and a log line on the server, rather than being
+// answered by a backend that computes something else.
+//
+// # Partial answers
+//
+// A backend that answers some items and fails others (a [*fanout.PartialError],
+// see [fanout.Backend]) is answered with a partial response: the results
+// and each failure's route, indices, code and text. The client returns the
+// results and a *fanout.PartialError whose errors are [*RemoteError]s, so a
+// router served over the network keeps its answers and its failures, which
+// survive any number of hops: a failure that came from another server keeps
+// that server's code and text. A chunked call ([WithChunks]) merges the
+// failures of its chunks.
 //
 // # Codecs
 //

@@ -14,9 +14,13 @@
 // fail at once. The middle layer connects to a replica on the first call
 // that needs it and reconnects after losing it.
 //
-// A backend that fails does not fail the whole batch: the numbers of the
-// other backends are answered, and each number of the failed one is
-// answered with the backend's name and its error (codec "xyz.result/2").
+// A backend that fails does not fail the whole batch, and a number that
+// overflows fails alone: every other number is answered, and the client
+// gets each failed number with the backend that failed it and its error,
+// in the transport's partial answer (answers in codec "xyz.result/3").
+// The middle layer serves the service "middle" and requires "x", "y" and
+// "z" of the addresses given for them: a wrong address is refused at the
+// handshake, naming both services.
 // The client decides what to do with them: by default it stops with an
 // error naming the number and the backend; with -partial it prints them in
 // place.
