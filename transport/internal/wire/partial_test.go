@@ -70,3 +70,39 @@ func TestParseFailuresRefusesMalformedInput(t *testing.T) {
 		require.ErrorIs(t, err, ErrProtocol, name)
 	}
 }
+
+// FuzzParseFailures checks that any bytes either parse into failures that
+// AppendFailures accepts and that parse back the same, or are refused with
+// ErrProtocol; never a panic, an index outside the batch or an allocation
+// larger than the input justifies.
+func FuzzParseFailures(f *testing.F) {
+	good, err := AppendFailures(nil, []Failure{
+		{What: FailedItem, Code: 1, Message: "odd", Indices: []int{2}},
+		{What: FailedRoute, Route: "m/y", Code: 6, Message: "down", Indices: []int{0, 1, 3}},
+	}, 4, true)
+	require.NoError(f, err)
+	f.Add(good, 4)
+	f.Add(append(good, 9, 9), 4)
+	f.Add(good[:len(good)-2], 4)
+	f.Add([]byte{1, FailedItem, 0, 1, 1, 'e', 1, 0, 0}, 1)
+	f.Fuzz(func(t *testing.T, data []byte, n int) {
+		n = min(max(n, 0), 1<<20)
+		fs, answered, rest, err := ParseFailures(data, n)
+		if err != nil {
+			require.ErrorIs(t, err, ErrProtocol)
+			return
+		}
+		for _, fl := range fs {
+			for _, i := range fl.Indices {
+				require.True(t, i >= 0 && i < n, "index %d of %d", i, n)
+			}
+		}
+		again, err := AppendFailures(nil, fs, n, answered)
+		require.NoError(t, err)
+		back, answered2, rest2, err := ParseFailures(append(again, rest...), n)
+		require.NoError(t, err)
+		require.Equal(t, fs, back)
+		require.Equal(t, answered, answered2)
+		require.Equal(t, rest, rest2)
+	})
+}
