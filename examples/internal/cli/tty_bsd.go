@@ -2,26 +2,7 @@
 
 package cli
 
-import (
-	"os"
-	"syscall"
-	"unsafe"
-)
+import "syscall"
 
-// isTTY reports whether f is a terminal: whether it has terminal
-// attributes (ioctl TIOCGETA), which /dev/null, a character device, has
-// not.
-func isTTY(f *os.File) bool {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var t syscall.Termios
-	var errno syscall.Errno
-	if err := rc.Control(func(fd uintptr) {
-		_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCGETA, uintptr(unsafe.Pointer(&t)))
-	}); err != nil {
-		return false
-	}
-	return errno == 0
-}
+// getTermios is the ioctl that reads a terminal's attributes.
+const getTermios = syscall.TIOCGETA
