@@ -300,6 +300,13 @@ func bodyError(err error, limit int64) *apiError {
 
 // processArray answers a JSON array.
 func (g *gateway) processArray(w http.ResponseWriter, r *http.Request, opts options) {
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(StallTimeout))
+	rc.SetWriteDeadline(time.Now().Add(opts.timeout + StallTimeout))
+	defer func() {
+		rc.SetReadDeadline(time.Time{}) // the connection may serve another request
+		rc.SetWriteDeadline(time.Time{})
+	}()
 	numbers, err := decodeArray(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes))
 	if err != nil {
 		g.fail(w, r, bodyError(err, g.cfg.MaxBodyBytes))

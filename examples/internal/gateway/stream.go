@@ -128,14 +128,23 @@ func (g *gateway) processStream(w http.ResponseWriter, r *http.Request, opts opt
 	rc.EnableFullDuplex() // answers stream back while the body streams in; where unsupported, as good as it gets
 	ctx, cancel := context.WithCancel(r.Context())
 	var wg sync.WaitGroup
+	read := make(chan struct{}) // closed when the reader is done
 	defer func() {
 		cancel()
-		rc.SetReadDeadline(time.Now()) // unblocks a read in progress
+		select {
+		case <-read:
+		default:
+			rc.SetReadDeadline(time.Now()) // unblocks a read in progress
+		}
 		wg.Wait()
+		// The connection may serve another request.
+		rc.SetReadDeadline(time.Time{})
+		rc.SetWriteDeadline(time.Time{})
 	}()
 
 	chunks := make(chan *chunk, ChunksInFlight-1) // with the one being written: ChunksInFlight
 	wg.Go(func() {
+		defer close(read)
 		defer close(chunks)
 		lr := newLineReader(r.Body)
 		for {
