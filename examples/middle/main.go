@@ -25,6 +25,13 @@
 // error naming the number and the backend; with -partial it prints them in
 // place.
 //
+// With -http ADDR it also serves an HTTP/JSON gateway over its own router,
+// in process: POST /v1/process takes a JSON array of integers (or NDJSON,
+// a number per line, streamed in chunks) and answers as client -json
+// prints, GET /v1/routes describes the routing table (see package
+// examples/internal/gateway and its openapi.json, and examples/README.md).
+// It logs "middle http ready" with the address it bound.
+//
 // It logs one line, "middle ready" with the address it bound, when it is
 // ready to serve.
 //
