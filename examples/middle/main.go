@@ -25,6 +25,13 @@
 // error naming the number and the backend; with -partial it prints them in
 // place.
 //
+// With -http ADDR it also serves an HTTP/JSON gateway over its own router,
+// in process: POST /v1/process takes a JSON array of integers (or NDJSON,
+// a number per line, streamed in chunks) and answers as client -json
+// prints, GET /v1/routes describes the routing table (see package
+// examples/internal/gateway and its openapi.json, and examples/README.md).
+// It logs "middle http ready" with the address it bound.
+//
 // It logs one line, "middle ready" with the address it bound, when it is
 // ready to serve.
 //
@@ -33,6 +40,7 @@
 //	middle [-listen ADDR] [-x ADDRS] [-y ADDRS] [-z ADDRS] [-grace D]
 //	  [-max-inflight N] [-batch N] [-batch-calls N] [-max-calls N]
 //	  [-max-conns N] [-max-request-mb N] [-log-level LEVEL]
+//	  [-http ADDR] [-http-max-body-mb N] [-http-max-requests N]
 //	  [-tls-cert FILE -tls-key FILE -tls-ca FILE]
 //
 // Flags:
@@ -64,6 +72,14 @@
 //	                  follows this bound (40-120 MiB plus ten times it at peak), not the
 //	                  number of clients sending at once
 //	-log-level LEVEL  least important level logged: DEBUG, INFO, WARN or ERROR (default INFO)
+//	-http ADDR        also serve the HTTP/JSON gateway on ADDR (off when not
+//	                  given): POST /v1/process takes a JSON array of integers,
+//	                  or NDJSON, and answers as client -json prints; GET
+//	                  /v1/routes describes the routing table; logs
+//	                  "middle http ready" with the address it bound
+//	-http-max-body-mb N  MiB a JSON request body may hold (default 1); past it,
+//	                  413. NDJSON streams are not bounded: they stream in chunks
+//	-http-max-requests N  HTTP requests served at once (default 64); past it, 503
 //	-tls-cert FILE    with -tls-key and -tls-ca: speak mutual TLS, with this
 //	-tls-key FILE     certificate and key both to serve clients and to call x,
 //	-tls-ca FILE      y and z, trusting only peers whose certificate the CA in
@@ -76,9 +92,11 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 
+	"github.com/seed-c94cd834/fanout/examples/internal/gateway"
 	"github.com/seed-c94cd834/fanout/examples/internal/node"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
 )
@@ -119,6 +137,13 @@ func run() int {
 		"most numbers per call to a backend: concurrent calls to a route are merged up to it, larger ones cut into chunks of it; -1 for neither")
 	fs.IntVar(&cfg.BatchCalls, "batch-calls", node.DefaultBatchCalls,
 		"calls per route that merging keeps in flight at once")
+	var httpAddr string
+	node.AddrVar(fs, &httpAddr, "http", "",
+		"`address` to serve the HTTP/JSON gateway on, host:port (port 0 picks a free port); off when not given", true)
+	maxBodyMB := fs.Int64("http-max-body-mb", gateway.DefaultMaxBodyBytes>>20,
+		"MiB a JSON request body to the HTTP gateway may hold; past it, 413 (NDJSON streams are not bounded: they stream)")
+	fs.IntVar(&cfg.HTTP.MaxRequests, "http-max-requests", gateway.DefaultMaxRequests,
+		"HTTP requests served at once; past it, 503 at once")
 	log, opts := f.Parse(fs, os.Args[1:])
 	if cfg.MaxInFlight < 1 {
 		node.Usage(fs, "-max-inflight must be at least 1")
@@ -129,11 +154,28 @@ func run() int {
 	if cfg.BatchCalls < 1 {
 		node.Usage(fs, "-batch-calls must be at least 1")
 	}
+	if *maxBodyMB < 1 {
+		node.Usage(fs, "-http-max-body-mb must be at least 1")
+	}
+	if cfg.HTTP.MaxRequests < 1 {
+		node.Usage(fs, "-http-max-requests must be at least 1")
+	}
+	cfg.HTTP.MaxBodyBytes = *maxBodyMB << 20
 
 	m, err := node.NewMiddle(cfg, opts)
 	if err != nil {
 		log.Error("middle failed", "err", err)
 		return 1
+	}
+	if httpAddr != "" {
+		l, err := net.Listen("tcp", httpAddr)
+		if err != nil {
+			m.Close()
+			log.Error("middle failed", "err", err)
+			return 1
+		}
+		log.Info("middle http ready", "addr", l.Addr().String())
+		m.StartHTTP(l, log)
 	}
 	return node.Main(log, "middle", m, f)
 }

@@ -8,13 +8,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/seed-c94cd834/fanout"
+	"github.com/seed-c94cd834/fanout/examples/internal/gateway"
 	"github.com/seed-c94cd834/fanout/examples/internal/tlsflags"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
 	"github.com/seed-c94cd834/fanout/transport"
@@ -107,7 +110,32 @@ type MiddleConfig struct {
 	// at once; calls that arrive while all are busy are merged. 0 means
 	// [DefaultBatchCalls].
 	BatchCalls int
+
+	// HTTP are the limits of the middle layer's HTTP/JSON gateway, which
+	// [Middle.StartHTTP] serves (see package gateway).
+	HTTP HTTPConfig
 }
+
+// HTTPConfig are the limits of the middle layer's HTTP/JSON gateway.
+type HTTPConfig struct {
+	// MaxBodyBytes bounds a JSON request body (413 past it); 0 means
+	// [gateway.DefaultMaxBodyBytes].
+	MaxBodyBytes int64
+
+	// MaxRequests bounds the HTTP requests served at once (503 past it); 0
+	// means [gateway.DefaultMaxRequests].
+	MaxRequests int
+}
+
+// Timeouts of the middle layer's HTTP server. A request's body and answer
+// are bounded by the gateway itself (a stream must make progress every
+// [gateway.StallTimeout]), not by a timeout of the whole request, so that
+// a long NDJSON stream may go on.
+const (
+	HTTPReadHeaderTimeout = 5 * time.Second
+	HTTPIdleTimeout       = 2 * time.Minute
+	HTTPMaxHeaderBytes    = 64 << 10
+)
 
 // Defaults of the batcher in front of each route; see [fanout.Batcher].
 const (
@@ -131,8 +159,14 @@ const (
 // error, and the client decides what a failure means.
 type Middle struct {
 	server    *transport.Server[int64, xyz.Result]
+	backend   fanout.Backend[int64, xyz.Result] // what server serves
+	routes    []gateway.Route
+	gateway   http.Handler
 	balancers []*fanout.Balancer[int64, int64]
 	clients   []*transport.Client[int64, int64]
+
+	mu   sync.Mutex
+	http []*http.Server // those StartHTTP started
 }
 
 var (
@@ -145,6 +179,7 @@ var (
 type Options struct {
 	Server []transport.ServerOption
 	Client []transport.ClientOption
+	Log    *slog.Logger // the program's logger, for what is not the transport's; nil for nowhere
 }
 
 // Both returns Options that give opts to the server and to the clients.
@@ -173,6 +208,7 @@ func NewMiddle(cfg MiddleConfig, opts Options) (*Middle, error) {
 	m := &Middle{}
 	routes := make(map[string]fanout.Backend[int64, int64])
 	for _, route := range xyz.Routes() {
+		m.routes = append(m.routes, gateway.Route{Name: route, Replicas: slices.Clone(cfg.Replicas[route])})
 		var replicas []fanout.Backend[int64, int64]
 		for _, addr := range cfg.Replicas[route] {
 			// The client requires the route's service: a wrong address is
@@ -214,24 +250,90 @@ func NewMiddle(cfg MiddleConfig, opts Options) (*Middle, error) {
 		m.close()
 		return nil, err
 	}
-	m.server = transport.NewServer(xyz.PerItem(router), transport.Int64(), xyz.ResultCodec(), append(slices.Clip(opts.Server), transport.WithService(MiddleService))...)
+	m.backend = xyz.PerItem(router)
+	m.server = transport.NewServer(m.backend, transport.Int64(), xyz.ResultCodec(), append(slices.Clip(opts.Server), transport.WithService(MiddleService))...)
+	m.gateway = gateway.New(gateway.Config{
+		Backend:      m.backend,
+		Routes:       m.routes,
+		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
+		MaxRequests:  cfg.HTTP.MaxRequests,
+		Log:          opts.Log,
+	})
 	return m, nil
+}
+
+// Backend returns the middle layer's backend in process: what its server
+// serves, and its HTTP gateway calls.
+func (m *Middle) Backend() fanout.Backend[int64, xyz.Result] { return m.backend }
+
+// Routes returns the routing table: each route and its replicas' addresses.
+func (m *Middle) Routes() []gateway.Route { return m.routes }
+
+// Gateway returns the middle layer's HTTP/JSON gateway, over its backend in
+// process (no extra hop), with the limits of [MiddleConfig.HTTP].
+func (m *Middle) Gateway() http.Handler { return m.gateway }
+
+// StartHTTP serves the HTTP/JSON gateway ([Middle.Gateway]) on l until the
+// middle layer shuts down or closes, with the timeouts and limits a public
+// endpoint needs (HTTPReadHeaderTimeout, HTTPIdleTimeout,
+// HTTPMaxHeaderBytes, and the gateway's own). log gets the HTTP server's
+// errors.
+func (m *Middle) StartHTTP(l net.Listener, log *slog.Logger) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	hs := &http.Server{
+		Handler:           m.gateway,
+		ReadHeaderTimeout: HTTPReadHeaderTimeout,
+		IdleTimeout:       HTTPIdleTimeout,
+		MaxHeaderBytes:    HTTPMaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	m.mu.Lock()
+	m.http = append(m.http, hs)
+	m.mu.Unlock()
+	go func() {
+		if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server failed", "err", err)
+		}
+	}()
+}
+
+// httpServers returns the servers StartHTTP started.
+func (m *Middle) httpServers() []*http.Server {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.http)
 }
 
 // Serve serves the middle layer on l; see [transport.Server.Serve].
 func (m *Middle) Serve(l net.Listener) error { return m.server.Serve(l) }
 
-// Shutdown stops the middle layer gracefully, then stops its balancers'
-// probes and closes its clients; see [transport.Server.Shutdown].
+// Shutdown stops the middle layer gracefully, its HTTP gateway with it,
+// then stops its balancers' probes and closes its clients; see
+// [transport.Server.Shutdown] and [http.Server.Shutdown]. HTTP requests
+// still in flight when ctx ends are cut off.
 func (m *Middle) Shutdown(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, hs := range m.httpServers() {
+		wg.Go(func() {
+			if hs.Shutdown(ctx) != nil {
+				hs.Close()
+			}
+		})
+	}
 	err := m.server.Shutdown(ctx)
+	wg.Wait()
 	m.close()
 	return err
 }
 
-// Close stops the middle layer at once, then its balancers' probes, and
-// closes its clients. It is idempotent.
+// Close stops the middle layer at once, its HTTP gateway with it, then its
+// balancers' probes, and closes its clients. It is idempotent.
 func (m *Middle) Close() error {
+	for _, hs := range m.httpServers() {
+		hs.Close()
+	}
 	err := m.server.Close()
 	m.close()
 	return err
@@ -336,6 +438,7 @@ func (f *Flags) Parse(fs *flag.FlagSet, args []string) (*slog.Logger, Options) {
 		both = append(both, transport.WithTLSConfig(tlsConfig))
 	}
 	opts := Both(both...)
+	opts.Log = log
 	opts.Server = append(opts.Server,
 		transport.WithMaxConnections(f.MaxConns),
 		transport.WithMaxPendingBytes(f.MaxMemMB<<20))

@@ -14,6 +14,7 @@ import (
 // would.
 type System struct {
 	Addr    string   // the middle layer's address
+	Middle  *Middle  // the middle layer
 	servers []Server // the middle layer last
 	serving sync.WaitGroup
 }
@@ -41,6 +42,7 @@ func StartSystem(opts ...transport.Option) (*System, error) {
 		s.Close()
 		return nil, err
 	}
+	s.Middle = m
 	if s.Addr, err = s.serve(m); err != nil {
 		s.Close()
 		return nil, err
