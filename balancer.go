@@ -126,6 +126,10 @@ func WithEjection(failures int, base, maxTime time.Duration) BalancerOption {
 // the replica. A nil probe means the default one. The probe's In and Out
 // must be those of the balancer's replicas: [NewBalancer] fails otherwise.
 //
+// The probe's type arguments are inferred from probe, so a function literal
+// or a named function needs none. To keep the default probe and change only
+// its timeout, use [WithProbeTimeout], which needs no type arguments.
+//
 // Default: a call with an empty batch, which a remote backend such as a
 // transport client answers with a round trip to its server, and 1s.
 func WithProbe[In, Out any](probe func(ctx context.Context, replica Backend[In, Out]) error, timeout time.Duration) BalancerOption {
@@ -133,6 +137,15 @@ func WithProbe[In, Out any](probe func(ctx context.Context, replica Backend[In, 
 		c.probe, c.probeTimeout = probe, timeout
 		c.probeIn, c.probeOut = reflect.TypeFor[In](), reflect.TypeFor[Out]()
 	}
+}
+
+// WithProbeTimeout sets how long a probe may take (see [WithProbe]), the
+// probe itself left as it is. A probe that has not returned within it
+// fails.
+//
+// Default: 1s.
+func WithProbeTimeout(timeout time.Duration) BalancerOption {
+	return func(c *balancerConfig) { c.probeTimeout = timeout }
 }
 
 func emptyBatchProbe[In, Out any](ctx context.Context, b Backend[In, Out]) error {
