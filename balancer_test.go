@@ -51,6 +51,11 @@ func TestNewBalancerErrors(t *testing.T) {
 		{"no replicas", nil, nil, "fanout: NewBalancer: no replicas"},
 		{"nil replica", []fanout.Backend[int64, int64]{echo(), nilFunc}, nil, "fanout: NewBalancer: replica 1 is nil"},
 		{
+			"names of other replicas", []fanout.Backend[int64, int64]{echo(), echo()},
+			[]fanout.BalancerOption{fanout.WithReplicaNames("a:1")},
+			"fanout: NewBalancer: WithReplicaNames gives 1 name for 2 replicas",
+		},
+		{
 			"probe of other items", []fanout.Backend[int64, int64]{echo()},
 			[]fanout.BalancerOption{fanout.WithProbe(probeStrings, time.Second)},
 			"fanout: NewBalancer: WithProbe probes Backend[string, int64], the replicas are Backend[int64, int64]",
@@ -108,6 +113,8 @@ func TestBalancerOptionsNeedNoTypeArguments(t *testing.T) {
 		fanout.WithProbe(probeStrings, time.Second),
 		fanout.WithProbe(func(context.Context, fanout.Backend[string, int]) error { return nil }, time.Second),
 		fanout.WithProbeTimeout(time.Second),
+		fanout.WithBalancerLogger(nil),
+		fanout.WithReplicaNames("one"),
 	}
 	length := fanout.BackendFunc[string, int](func(_ context.Context, in []string) ([]int, error) {
 		out := make([]int, len(in))
