@@ -130,8 +130,8 @@ func TestBalancerOptionsNeedNoTypeArguments(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []int{1, 3}, out)
 
-	// The limiter and the batcher have no generic options.
-	_, err = fanout.NewLimiter(length, 1)
+	// The limiter's and batcher's options are not generic at all.
+	_, err = fanout.NewLimiter(length, 1, fanout.WithLimiterLogger(nil))
 	require.NoError(t, err)
 	_, err = fanout.NewBatcher(length, fanout.WithMaxBatch(1), fanout.WithConcurrency(1))
 	require.NoError(t, err)

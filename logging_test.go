@@ -319,3 +319,114 @@ func TestBalancerCloseDuringAProbeLogsNothing(t *testing.T) {
 	require.NoError(t, b.Close())
 	require.Len(t, logs.all(), 1, "%v", logs.all())
 }
+
+// TestLimiterLogsShedLoad checks that a limiter logs refused calls at once,
+// then at most once per interval with the count since its last line.
+func TestLimiterLogsShedLoad(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	logs := newLogRecorder()
+	l, err := fanout.NewLimiter(fanout.BackendFunc[int64, int64](func(_ context.Context, in []int64) ([]int64, error) {
+		entered <- struct{}{}
+		<-release
+		return in, nil
+	}), 1, fanout.WithLimiterLogger(logs.logger()))
+	require.NoError(t, err)
+	timers := make(chan func(), 1)
+	fanout.SetLimiterAfterFunc(l, func(d time.Duration, f func()) {
+		require.Equal(t, time.Second, d)
+		select {
+		case timers <- f:
+		default:
+			require.FailNow(t, "a line scheduled while one is pending")
+		}
+	})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.Process(context.Background(), []int64{1})
+	}()
+	<-entered
+	refuse := func(n int) {
+		for range n {
+			_, err := l.Process(context.Background(), []int64{2})
+			require.ErrorIs(t, err, fanout.ErrOverloaded)
+		}
+	}
+	shed := map[string]string{"max_in_flight": "1"}
+	want := func(n string) map[string]string { shed["shed"] = n; return shed }
+
+	refuse(1)
+	requireRecord(t, logs.next(t, "the first refusal"), slog.LevelWarn, "fanout: limiter shed load", want("1"))
+	refuse(5)
+	require.Len(t, logs.all(), 1, "refusals within the interval wait for its end")
+	(<-timers)()
+	requireRecord(t, logs.next(t, "the interval's refusals"), slog.LevelWarn, "fanout: limiter shed load", want("5"))
+	(<-timers)() // an interval without refusals: no line, and no more timer
+	require.Len(t, logs.all(), 2)
+	require.Empty(t, timers)
+
+	refuse(1)
+	requireRecord(t, logs.next(t, "a refusal after a quiet interval"), slog.LevelWarn, "fanout: limiter shed load", want("1"))
+	(<-timers)()
+	require.Len(t, logs.all(), 3)
+
+	close(release)
+	<-done
+}
+
+// TestLimiterCountsEveryRefusalOnce refuses calls from many goroutines while
+// the interval ends again and again, and checks that the lines count every
+// refusal once.
+func TestLimiterCountsEveryRefusalOnce(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	logs := newLogRecorder()
+	l, err := fanout.NewLimiter(fanout.BackendFunc[int64, int64](func(_ context.Context, in []int64) ([]int64, error) {
+		entered <- struct{}{}
+		<-release
+		return in, nil
+	}), 1, fanout.WithLimiterLogger(logs.logger()))
+	require.NoError(t, err)
+	timers := make(chan func(), 1)
+	fanout.SetLimiterAfterFunc(l, func(_ time.Duration, f func()) { timers <- f })
+	go l.Process(context.Background(), []int64{1})
+	<-entered
+
+	const callers, calls = 8, 200
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			for range calls {
+				l.Process(context.Background(), []int64{2})
+			}
+		})
+	}
+	stop := make(chan struct{})
+	timed := make(chan struct{})
+	go func() {
+		defer close(timed)
+		for {
+			select {
+			case f := <-timers:
+				f()
+			case <-stop:
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	<-timed
+	for len(timers) > 0 {
+		(<-timers)()
+	}
+	total := 0
+	for _, r := range logs.all() {
+		var n int
+		fmt.Sscan(r.Attrs["shed"], &n)
+		total += n
+	}
+	require.Equal(t, callers*calls, total)
+	close(release)
+}
