@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -106,6 +107,14 @@ type MiddleConfig struct {
 	// at once; calls that arrive while all are busy are merged. 0 means
 	// [DefaultBatchCalls].
 	BatchCalls int
+
+	// Log is where each route's balancer and limiter log, with route= in
+	// every line: a replica's ejection (Warn), its readmission (Info), a
+	// replica that failed [Middle.Check] (Warn), and calls refused past
+	// MaxInFlight (Warn, at most once a second); see
+	// [fanout.WithBalancerLogger] and [fanout.WithLimiterLogger]. Replicas
+	// are named by their addresses. nil logs nothing.
+	Log *slog.Logger
 }
 
 // Defaults of the batcher in front of each route; see [fanout.Batcher].
@@ -130,7 +139,8 @@ const (
 // error, and the client decides what a failure means.
 type Middle struct {
 	server    *transport.Server[int64, xyz.Result]
-	balancers []*fanout.Balancer[int64, int64]
+	routes    []string                         // of balancers
+	balancers []*fanout.Balancer[int64, int64] // one a route
 	clients   []*transport.Client[int64, int64]
 }
 
@@ -157,7 +167,7 @@ func Both(opts ...transport.Option) Options {
 }
 
 // NewMiddle returns the middle layer cfg describes. It does not connect:
-// each client connects on its first call. opts.Server apply to the middle
+// each client connects on its first call, or on [Middle.Check]. opts.Server apply to the middle
 // layer's server, opts.Client to its clients of the backends.
 func NewMiddle(cfg MiddleConfig, opts Options) (*Middle, error) {
 	maxInFlight := cfg.MaxInFlight
@@ -173,11 +183,17 @@ func NewMiddle(cfg MiddleConfig, opts Options) (*Middle, error) {
 			m.clients = append(m.clients, c)
 			replicas = append(replicas, c)
 		}
-		b, err := fanout.NewBalancer(replicas, fanout.WithIdempotent())
+		var log *slog.Logger
+		if cfg.Log != nil {
+			log = cfg.Log.With("route", route)
+		}
+		b, err := fanout.NewBalancer(replicas, fanout.WithIdempotent(),
+			fanout.WithBalancerLogger(log), fanout.WithReplicaNames(cfg.Replicas[route]...))
 		if err != nil {
 			m.close()
 			return nil, fmt.Errorf("node: route %s: %w", route, err)
 		}
+		m.routes = append(m.routes, route)
 		m.balancers = append(m.balancers, b)
 		var be fanout.Backend[int64, int64] = b
 		if cfg.Batch >= 0 {
@@ -190,7 +206,7 @@ func NewMiddle(cfg MiddleConfig, opts Options) (*Middle, error) {
 			}
 			be = bt
 		}
-		l, err := fanout.NewLimiter(be, maxInFlight)
+		l, err := fanout.NewLimiter(be, maxInFlight, fanout.WithLimiterLogger(log))
 		if err != nil {
 			m.close()
 			return nil, fmt.Errorf("node: route %s: %w", route, err)
@@ -208,6 +224,28 @@ func NewMiddle(cfg MiddleConfig, opts Options) (*Middle, error) {
 	}
 	m.server = transport.NewServer(xyz.PerItem(router), transport.Int64(), xyz.ResultCodec(), opts.Server...)
 	return m, nil
+}
+
+// Check probes every replica of every route at once, each with an empty
+// call (which connects to it), and takes those that fail out of service
+// until a later probe shows that they are back (see [fanout.Balancer.Check]).
+// Each is logged once, at Warn level, with its route and address, and its
+// readmission at Info level. It returns the failures joined, each naming
+// its route and replica. A middle layer serves whatever Check returns: a
+// route whose every replica failed fails its calls at once, each of which
+// probes them again. It takes at most the probe timeout, 1s.
+func (m *Middle) Check(ctx context.Context) error {
+	errs := make([]error, len(m.balancers))
+	var wg sync.WaitGroup
+	for i, b := range m.balancers {
+		wg.Go(func() {
+			if err := b.Check(ctx); err != nil {
+				errs[i] = fmt.Errorf("route %s: %w", m.routes[i], err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Serve serves the middle layer on l; see [transport.Server.Serve].

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/examples/internal/node"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
 	"github.com/seed-c94cd834/fanout/transport"
@@ -121,6 +122,35 @@ func TestMiddleReportsRouteDown(t *testing.T) {
 	got, err := c.Process(context.Background(), []int64{5})
 	require.NoError(t, err)
 	require.Contains(t, got[0].Err, "all 2 replicas are ejected")
+}
+
+// TestMiddleCheck checks that Middle.Check names the replicas it cannot
+// reach, logs each once with its route and address, and that the middle
+// layer serves around them.
+func TestMiddleCheck(t *testing.T) {
+	var logs watchedLog
+	down, y := goneAddr(t), backend(t, "y")
+	m, err := node.NewMiddle(node.MiddleConfig{
+		Replicas: map[string][]string{"x": {backend(t, "x")}, "y": {y, down}, "z": {backend(t, "z")}},
+		Log:      slog.New(slog.NewTextHandler(&logs, nil)),
+	}, node.Both(quiet))
+	require.NoError(t, err)
+	err = m.Check(context.Background())
+	require.ErrorContains(t, err, "route y: replica 1 ("+down+"): ")
+	require.ErrorIs(t, err, fanout.ErrUnavailable)
+	require.NotContains(t, err.Error(), "route x")
+	line := logs.wait(t, `msg="fanout: replica failed its check; ejected"`)
+	require.Contains(t, line, `level=WARN msg="fanout: replica failed its check; ejected" route=y replica=`+down+" index=1 ")
+	require.Equal(t, 1, strings.Count(logs.String(), "\n"), "one line: %s", logs.String())
+
+	c := transport.NewClient(serve(t, m), transport.Int64(), xyz.ResultCodec(), quiet)
+	defer c.Close()
+	for range 20 {
+		got, err := c.Process(context.Background(), []int64{-2, 10})
+		require.NoError(t, err)
+		require.Equal(t, []xyz.Result{{Value: 4, Backend: "x"}, {Value: 5, Backend: "y"}}, got)
+	}
+	require.Equal(t, 1, strings.Count(logs.String(), "\n"), "no line per call: %s", logs.String())
 }
 
 func TestMiddleBoundsCallsPerRoute(t *testing.T) {
