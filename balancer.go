@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"reflect"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,12 +40,18 @@ import (
 // starts a probe of every ejected replica not being probed, whatever its
 // ejection time, so that the first replica back is readmitted at once.
 //
+// Logging: given [WithBalancerLogger], a balancer logs each change of a
+// replica's state once, when it happens: an ejection at Warn level, a
+// readmission at Info level (see the option for every line). Calls are
+// never logged one by one.
+//
 // A Balancer is safe for concurrent use. [Balancer.Close] waits for probes
 // in flight; it does not close the replicas.
 type Balancer[In, Out any] struct {
 	replicas []*replica[In, Out]
 	cfg      balancerConfig
 	probe    func(context.Context, Backend[In, Out]) error
+	log      *slog.Logger // nil: nothing is logged
 
 	ctx    context.Context // cancelled by Close, ends probes
 	cancel context.CancelFunc
@@ -60,6 +69,8 @@ const (
 
 type replica[In, Out any] struct {
 	backend  Backend[In, Out]
+	index    int    // in the balancer's replicas
+	name     string // in log lines; "" for none
 	inFlight atomic.Int64
 	state    atomic.Int32
 	troubled atomic.Bool // failures or ejections are not zero
@@ -68,6 +79,7 @@ type replica[In, Out any] struct {
 	failures     int       // consecutive failures counted against health
 	ejections    int       // ejections in a row
 	ejectedUntil time.Time // when state is ejected
+	ejectedAt    time.Time // when it last left service
 	readmitted   time.Time // when the last probe succeeded
 	lastErr      error     // the error that caused the last ejection
 }
@@ -79,6 +91,8 @@ type balancerConfig struct {
 	baseEjection time.Duration
 	maxEjection  time.Duration
 	probeTimeout time.Duration
+	logger       *slog.Logger
+	names        []string // nil: none given
 
 	// probe is the func(context.Context, Backend[In, Out]) error given to
 	// WithProbe, whose In and Out are probeIn and probeOut; nil for the
@@ -126,6 +140,10 @@ func WithEjection(failures int, base, maxTime time.Duration) BalancerOption {
 // the replica. A nil probe means the default one. The probe's In and Out
 // must be those of the balancer's replicas: [NewBalancer] fails otherwise.
 //
+// The probe's type arguments are inferred from probe, so a function literal
+// or a named function needs none. To keep the default probe and change only
+// its timeout, use [WithProbeTimeout], which needs no type arguments.
+//
 // Default: a call with an empty batch, which a remote backend such as a
 // transport client answers with a round trip to its server, and 1s.
 func WithProbe[In, Out any](probe func(ctx context.Context, replica Backend[In, Out]) error, timeout time.Duration) BalancerOption {
@@ -135,14 +153,62 @@ func WithProbe[In, Out any](probe func(ctx context.Context, replica Backend[In, 
 	}
 }
 
+// WithProbeTimeout sets how long a probe may take (see [WithProbe]), the
+// probe itself left as it is. A probe that has not returned within it
+// fails.
+//
+// Default: 1s.
+func WithProbeTimeout(timeout time.Duration) BalancerOption {
+	return func(c *balancerConfig) { c.probeTimeout = timeout }
+}
+
+// WithBalancerLogger makes the balancer log each change of a replica's
+// state, once, as it happens, never once per call. Every line names the
+// replica (replica=, see [WithReplicaNames]; index= is its index in
+// NewBalancer's replicas) and counts the replicas left in service
+// (in_service=):
+//
+//   - "fanout: replica ejected", Warn: its calls failed failures= times in a
+//     row; it takes no calls for ejected_for=, its ejections= ejection in a
+//     row; err= is the last failure.
+//   - "fanout: replica failed its check; ejected", Warn: [Balancer.Check]'s
+//     probe of it failed with err=; ejected as above.
+//   - "fanout: replica failed its probe; still ejected", Info: a probe
+//     started because its ejection time was up failed with err=; it is
+//     ejected again, for ejected_for=. The probes that calls start at once
+//     when every replica is ejected run as often as calls do, and are not
+//     logged: the replica stays out of service, as its ejection line said.
+//   - "fanout: replica readmitted", Info: a probe succeeded and it takes
+//     calls again, out of service for down=.
+//
+// A nil logger logs nothing, and then nothing is spent on logging.
+//
+// Default: nil.
+func WithBalancerLogger(l *slog.Logger) BalancerOption {
+	return func(c *balancerConfig) { c.logger = l }
+}
+
+// WithReplicaNames names the replicas in log lines (see
+// [WithBalancerLogger]): names[i] names replicas[i] of [NewBalancer], which
+// fails unless there are as many names as replicas. A transport client's
+// address, say, is a good name.
+//
+// Default: a replica that implements [fmt.Stringer] is named by its String
+// method, called once, by NewBalancer; another has no name, and log lines
+// give its index only.
+func WithReplicaNames(names ...string) BalancerOption {
+	return func(c *balancerConfig) { c.names = slices.Clone(names) }
+}
+
 func emptyBatchProbe[In, Out any](ctx context.Context, b Backend[In, Out]) error {
 	_, err := b.Process(ctx, nil)
 	return err
 }
 
 // NewBalancer returns a balancer over replicas. It fails if there are no
-// replicas, one of them is nil, or the probe given [WithProbe] is for
-// backends of other types than the replicas.
+// replicas, one of them is nil, the probe given [WithProbe] is for backends
+// of other types than the replicas, or [WithReplicaNames] gives another
+// number of names.
 func NewBalancer[In, Out any](replicas []Backend[In, Out], opts ...BalancerOption) (*Balancer[In, Out], error) {
 	if len(replicas) == 0 {
 		return nil, errors.New("fanout: NewBalancer: no replicas")
@@ -157,7 +223,11 @@ func NewBalancer[In, Out any](replicas []Backend[In, Out], opts ...BalancerOptio
 	for _, opt := range opts {
 		opt(&cfg)
 	}
-	b := &Balancer[In, Out]{cfg: cfg, probe: emptyBatchProbe[In, Out]}
+	if cfg.names != nil && len(cfg.names) != len(replicas) {
+		return nil, fmt.Errorf("fanout: NewBalancer: WithReplicaNames gives %s for %s",
+			count(len(cfg.names), "name"), count(len(replicas), "replica"))
+	}
+	b := &Balancer[In, Out]{cfg: cfg, probe: emptyBatchProbe[In, Out], log: cfg.logger}
 	if cfg.probe != nil {
 		probe, ok := cfg.probe.(func(context.Context, Backend[In, Out]) error)
 		if !ok {
@@ -172,7 +242,13 @@ func NewBalancer[In, Out any](replicas []Backend[In, Out], opts ...BalancerOptio
 		if isNil(r) {
 			return nil, fmt.Errorf("fanout: NewBalancer: replica %d is nil", i)
 		}
-		b.replicas = append(b.replicas, &replica[In, Out]{backend: r})
+		name := ""
+		if cfg.names != nil {
+			name = cfg.names[i]
+		} else if s, ok := r.(fmt.Stringer); ok {
+			name = s.String()
+		}
+		b.replicas = append(b.replicas, &replica[In, Out]{backend: r, index: i, name: name})
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	return b, nil
@@ -203,7 +279,7 @@ func (b *Balancer[In, Out]) Process(ctx context.Context, items []In) ([]Out, err
 			return nil, err
 		}
 		if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrInterrupted) {
-			r.failed(err, &b.cfg)
+			b.failed(r, err)
 		}
 		if !b.retryable(err) {
 			return nil, err
@@ -308,9 +384,9 @@ func (b *Balancer[In, Out]) next(i int, tried []bool) (*replica[In, Out], int) {
 // its ejection time is up or now is true.
 func (b *Balancer[In, Out]) maybeProbe(r *replica[In, Out], now bool) {
 	r.mu.Lock()
-	due := now || time.Now().After(r.ejectedUntil)
+	timeUp := time.Now().After(r.ejectedUntil)
 	r.mu.Unlock()
-	if !due || b.ctx.Err() != nil || !r.state.CompareAndSwap(ejected, probing) {
+	if !(now || timeUp) || b.ctx.Err() != nil || !r.state.CompareAndSwap(ejected, probing) {
 		return
 	}
 	b.probes.Add(1)
@@ -319,17 +395,82 @@ func (b *Balancer[In, Out]) maybeProbe(r *replica[In, Out], now bool) {
 		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.probeTimeout)
 		err := b.probe(ctx, r.backend)
 		cancel()
+		var ev replicaEvent
 		r.mu.Lock()
-		defer r.mu.Unlock()
 		if err != nil {
 			r.lastErr = err
-			r.ejectLocked(&b.cfg)
-			return
+			d := r.ejectLocked(&b.cfg)
+			if timeUp && b.ctx.Err() == nil {
+				ev = replicaEvent{kind: probeFailed, ejections: r.ejections, ejectedFor: d, err: err}
+			}
+		} else {
+			r.failures = 0
+			r.readmitted = time.Now()
+			r.state.Store(inService)
+			ev = replicaEvent{kind: readmitted, down: r.readmitted.Sub(r.ejectedAt)}
 		}
-		r.failures = 0
-		r.readmitted = time.Now()
-		r.state.Store(inService)
+		r.mu.Unlock()
+		b.logEvent(r, ev)
 	}()
+}
+
+// Check probes every replica in service at once, all of them in parallel,
+// as an ejected replica is probed ([WithProbe], [WithProbeTimeout]), and
+// ejects each one whose probe fails, as if its calls had failed
+// [WithEjection]'s count of times in a row. It returns the probes'
+// failures joined, each naming its replica, or nil if every replica
+// answered. If ctx ends or the balancer is closed first, it returns ctx's
+// error and ejects no replica whose probe that ended.
+//
+// A program may call it once at start, so that a replica that cannot be
+// reached then takes no calls until a probe shows it is back, and so that
+// its logger says which replica it is (see [WithBalancerLogger]). Calls
+// may be made meanwhile: a replica takes calls until its probe fails.
+func (b *Balancer[In, Out]) Check(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(b.ctx, cancel)
+	defer stop()
+	errs := make([]error, len(b.replicas))
+	var wg sync.WaitGroup
+	for i, r := range b.replicas {
+		if r.state.Load() != inService {
+			continue
+		}
+		wg.Go(func() {
+			pctx, cancel := context.WithTimeout(ctx, b.cfg.probeTimeout)
+			err := b.probe(pctx, r.backend)
+			cancel()
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			errs[i] = fmt.Errorf("replica %s: %w", r.label(), err)
+			var ev replicaEvent
+			r.mu.Lock()
+			r.troubled.Store(true)
+			r.lastErr = err
+			if r.state.Load() == inService {
+				r.ejectedAt = time.Now()
+				d := r.ejectLocked(&b.cfg)
+				ev = replicaEvent{kind: checkFailed, ejections: r.ejections, ejectedFor: d, err: err}
+			}
+			r.mu.Unlock()
+			b.logEvent(r, ev)
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return errors.Join(errs...)
+}
+
+// label names r in an error: its name and index, or its index.
+func (r *replica[In, Out]) label() string {
+	if r.name == "" {
+		return strconv.Itoa(r.index)
+	}
+	return fmt.Sprintf("%d (%s)", r.index, r.name)
 }
 
 func (r *replica[In, Out]) succeeded(cfg *balancerConfig) {
@@ -345,20 +486,27 @@ func (r *replica[In, Out]) succeeded(cfg *balancerConfig) {
 	r.mu.Unlock()
 }
 
-func (r *replica[In, Out]) failed(err error, cfg *balancerConfig) {
+// failed counts a failure of a call to r against its health, and ejects r
+// once the failures in a row are enough.
+func (b *Balancer[In, Out]) failed(r *replica[In, Out], err error) {
+	var ev replicaEvent
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.failures++
 	r.troubled.Store(true)
 	r.lastErr = err
-	if r.failures >= cfg.failures && r.state.Load() == inService {
-		r.ejectLocked(cfg)
+	if r.failures >= b.cfg.failures && r.state.Load() == inService {
+		failures := r.failures
+		r.ejectedAt = time.Now()
+		d := r.ejectLocked(&b.cfg)
+		ev = replicaEvent{kind: ejectedByCalls, failures: failures, ejections: r.ejections, ejectedFor: d, err: err}
 	}
+	r.mu.Unlock()
+	b.logEvent(r, ev)
 }
 
 // ejectLocked takes r out of service for a time that doubles with each
-// ejection in a row.
-func (r *replica[In, Out]) ejectLocked(cfg *balancerConfig) {
+// ejection in a row, and returns that time.
+func (r *replica[In, Out]) ejectLocked(cfg *balancerConfig) time.Duration {
 	d := cfg.baseEjection << min(r.ejections, 30)
 	if d > cfg.maxEjection || d <= 0 {
 		d = cfg.maxEjection
@@ -367,6 +515,67 @@ func (r *replica[In, Out]) ejectLocked(cfg *balancerConfig) {
 	r.failures = 0
 	r.ejectedUntil = time.Now().Add(d)
 	r.state.Store(ejected)
+	return d
+}
+
+// A replicaEvent is a change of a replica's state, noted under its lock
+// and logged once the lock is released.
+type replicaEvent struct {
+	kind       eventKind
+	failures   int           // ejectedByCalls: the failures in a row
+	ejections  int           // ejections in a row, this one included
+	ejectedFor time.Duration // how long it is ejected for
+	down       time.Duration // readmitted: how long it was out of service
+	err        error         // the cause
+}
+
+type eventKind uint8
+
+const (
+	noEvent        eventKind = iota
+	ejectedByCalls           // its calls failed too many times in a row
+	checkFailed              // Check's probe failed
+	probeFailed              // a probe due since its ejection time was up failed
+	readmitted               // a probe succeeded
+)
+
+// logEvent logs ev, if the balancer has a logger and ev is an event; see
+// [WithBalancerLogger].
+func (b *Balancer[In, Out]) logEvent(r *replica[In, Out], ev replicaEvent) {
+	if b.log == nil || ev.kind == noEvent {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 8)
+	if r.name != "" {
+		attrs = append(attrs, slog.String("replica", r.name))
+	}
+	attrs = append(attrs, slog.Int("index", r.index))
+	level, msg := slog.LevelWarn, "fanout: replica ejected"
+	switch ev.kind {
+	case ejectedByCalls:
+		attrs = append(attrs, slog.Int("failures", ev.failures))
+	case checkFailed:
+		msg = "fanout: replica failed its check; ejected"
+	case probeFailed:
+		level, msg = slog.LevelInfo, "fanout: replica failed its probe; still ejected"
+	case readmitted:
+		level, msg = slog.LevelInfo, "fanout: replica readmitted"
+		attrs = append(attrs, slog.Duration("down", ev.down))
+	}
+	if ev.kind != readmitted {
+		attrs = append(attrs, slog.Duration("ejected_for", ev.ejectedFor), slog.Int("ejections", ev.ejections))
+	}
+	in := 0
+	for _, r := range b.replicas {
+		if r.state.Load() == inService {
+			in++
+		}
+	}
+	attrs = append(attrs, slog.Int("in_service", in))
+	if ev.err != nil {
+		attrs = append(attrs, slog.Any("err", ev.err))
+	}
+	b.log.LogAttrs(context.Background(), level, msg, attrs...)
 }
 
 // Close stops probes and waits for those in flight. It does not close the

@@ -51,6 +51,11 @@ func TestNewBalancerErrors(t *testing.T) {
 		{"no replicas", nil, nil, "fanout: NewBalancer: no replicas"},
 		{"nil replica", []fanout.Backend[int64, int64]{echo(), nilFunc}, nil, "fanout: NewBalancer: replica 1 is nil"},
 		{
+			"names of other replicas", []fanout.Backend[int64, int64]{echo(), echo()},
+			[]fanout.BalancerOption{fanout.WithReplicaNames("a:1")},
+			"fanout: NewBalancer: WithReplicaNames gives 1 name for 2 replicas",
+		},
+		{
 			"probe of other items", []fanout.Backend[int64, int64]{echo()},
 			[]fanout.BalancerOption{fanout.WithProbe(probeStrings, time.Second)},
 			"fanout: NewBalancer: WithProbe probes Backend[string, int64], the replicas are Backend[int64, int64]",
@@ -69,22 +74,67 @@ func TestNewBalancerErrors(t *testing.T) {
 	}
 }
 
-// TestBalancerNilProbeIsTheDefault checks that WithProbe(nil, ...) keeps the
-// default probe, a call with an empty batch.
+// TestBalancerNilProbeIsTheDefault checks that the default probe, kept by
+// WithProbeTimeout, is a call with an empty batch, and that WithProbe with
+// a nil probe keeps it too.
 func TestBalancerNilProbeIsTheDefault(t *testing.T) {
-	rs, bs := stubs(1)
-	b := newBalancer(t, bs,
-		fanout.WithEjection(1, time.Millisecond, time.Millisecond),
-		fanout.WithProbe[int64, int64](nil, time.Second))
-	rs[0].fail(unreachable)
-	_, err := b.Process(context.Background(), []int64{1})
-	require.ErrorIs(t, err, fanout.ErrUnavailable)
-	rs[0].fail(nil)
-	require.Eventually(t, func() bool {
-		_, err := b.Process(context.Background(), []int64{1})
-		return err == nil
-	}, hangGuard, time.Millisecond, "the replica is probed with an empty batch and readmitted")
-	require.Positive(t, rs[0].probes.Load())
+	for name, opt := range map[string]fanout.BalancerOption{
+		"WithProbeTimeout": fanout.WithProbeTimeout(time.Second),
+		"WithProbe(nil)":   fanout.WithProbe[int64, int64](nil, time.Second), // nil has no type to infer from
+	} {
+		t.Run(name, func(t *testing.T) {
+			rs, bs := stubs(1)
+			b := newBalancer(t, bs, fanout.WithEjection(1, time.Millisecond, time.Millisecond), opt)
+			rs[0].fail(unreachable)
+			_, err := b.Process(context.Background(), []int64{1})
+			require.ErrorIs(t, err, fanout.ErrUnavailable)
+			rs[0].fail(nil)
+			require.Eventually(t, func() bool {
+				_, err := b.Process(context.Background(), []int64{1})
+				return err == nil
+			}, hangGuard, time.Millisecond, "the replica is probed with an empty batch and readmitted")
+			require.Positive(t, rs[0].probes.Load())
+		})
+	}
+}
+
+// TestBalancerOptionsNeedNoTypeArguments is a compile-level check: every
+// balancer option is called without type arguments, WithProbe's inferred
+// from its probe.
+func TestBalancerOptionsNeedNoTypeArguments(t *testing.T) {
+	probeStrings := func(ctx context.Context, r fanout.Backend[string, int]) error {
+		_, err := r.Process(ctx, nil)
+		return err
+	}
+	opts := []fanout.BalancerOption{
+		fanout.WithIdempotent(),
+		fanout.WithMaxAttempts(2),
+		fanout.WithEjection(3, time.Second, time.Minute),
+		fanout.WithProbe(probeStrings, time.Second),
+		fanout.WithProbe(func(context.Context, fanout.Backend[string, int]) error { return nil }, time.Second),
+		fanout.WithProbeTimeout(time.Second),
+		fanout.WithBalancerLogger(nil),
+		fanout.WithReplicaNames("one"),
+	}
+	length := fanout.BackendFunc[string, int](func(_ context.Context, in []string) ([]int, error) {
+		out := make([]int, len(in))
+		for i, s := range in {
+			out[i] = len(s)
+		}
+		return out, nil
+	})
+	b, err := fanout.NewBalancer([]fanout.Backend[string, int]{length}, opts...)
+	require.NoError(t, err)
+	defer b.Close()
+	out, err := b.Process(context.Background(), []string{"a", "bcd"})
+	require.NoError(t, err)
+	require.Equal(t, []int{1, 3}, out)
+
+	// The limiter's and batcher's options are not generic at all.
+	_, err = fanout.NewLimiter(length, 1, fanout.WithLimiterLogger(nil))
+	require.NoError(t, err)
+	_, err = fanout.NewBatcher(length, fanout.WithMaxBatch(1), fanout.WithConcurrency(1))
+	require.NoError(t, err)
 }
 
 // replicaStub is a replica whose answer the test sets, and which counts its

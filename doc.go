@@ -63,6 +63,14 @@
 // whether a failed call may safely be sent again; an error the backend
 // itself returned is never retried.
 //
+// Logging: given a logger ([WithBalancerLogger], [WithLimiterLogger]), a
+// Balancer logs each ejection of a replica at Warn level and each
+// readmission at Info level, once per event, and a Limiter logs the calls
+// it refuses at Warn level at most once a second, with their count; neither
+// logs once per call, and without a logger neither spends anything on
+// logging. [Balancer.Check] probes every replica at once, so that a program
+// can eject, and log, the replicas that cannot be reached at start.
+//
 // Cost: a call allocates its results and runs the routes that received
 // items concurrently, the last of them on the caller's goroutine and each
 // other on a worker goroutine of the router's; nothing is allocated per

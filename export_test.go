@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"context"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -54,4 +55,11 @@ func UseMapLookup[In, Out any](r *Router[In, Out]) {
 		}
 		return used, nil
 	}
+}
+
+// SetLimiterAfterFunc makes l schedule its next line about shed load with
+// after instead of time.AfterFunc, so that a test decides when the time is
+// up.
+func SetLimiterAfterFunc[In, Out any](l *Limiter[In, Out], after func(time.Duration, func())) {
+	l.afterFunc = after
 }

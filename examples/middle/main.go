@@ -11,8 +11,8 @@
 // replica that fails 5 calls in a row is ejected for 1s, doubling with
 // each ejection in a row up to 30s, and takes calls again once a probe (an
 // empty call) succeeds. When every replica of a route is ejected, its calls
-// fail at once. The middle layer connects to a replica on the first call
-// that needs it and reconnects after losing it.
+// fail at once. The middle layer connects to every replica at start, when
+// it checks them, and reconnects after losing one.
 //
 // A backend that fails does not fail the whole batch, and a number that
 // overflows fails alone: every other number is answered, and the client
@@ -25,15 +25,26 @@
 // error naming the number and the backend; with -partial it prints them in
 // place.
 //
+// Before it serves, it checks every replica with an empty call. It logs one
+// line, "middle ready" with the address it bound, when it is ready to
+// serve; before it, one Warn line per replica that could not be reached
+// (msg="fanout: replica failed its check; ejected" route=y
+// replica=127.0.0.1:7002 err=...), which takes no calls until a probe
+// succeeds. At the default level (INFO) it logs, once each, with the
+// route and the replica's address: a replica ejected (Warn, "fanout:
+// replica ejected", with its failures in a row, the ejection time and the
+// last error: a lost connection shows here, as the calls that fail on it),
+// a replica readmitted (Info, "fanout: replica readmitted"), and calls
+// refused past -max-inflight (Warn, "fanout: limiter shed load", at most
+// once a second with their count). The transport's own lines (dial
+// failures at Debug level) go to the same log.
+//
 // With -http ADDR it also serves an HTTP/JSON gateway over its own router,
 // in process: POST /v1/process takes a JSON array of integers (or NDJSON,
 // a number per line, streamed in chunks) and answers as client -json
 // prints, GET /v1/routes describes the routing table (see package
 // examples/internal/gateway and its openapi.json, and examples/README.md).
 // It logs "middle http ready" with the address it bound.
-//
-// It logs one line, "middle ready" with the address it bound, when it is
-// ready to serve.
 //
 // Usage:
 //
@@ -90,6 +101,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"net"
@@ -162,11 +174,15 @@ func run() int {
 	}
 	cfg.HTTP.MaxBodyBytes = *maxBodyMB << 20
 
+	cfg.Log = log
 	m, err := node.NewMiddle(cfg, opts)
 	if err != nil {
 		log.Error("middle failed", "err", err)
 		return 1
 	}
+	// Each replica that cannot be reached is logged, and served around;
+	// the middle layer starts all the same.
+	m.Check(context.Background())
 	if httpAddr != "" {
 		l, err := net.Listen("tcp", httpAddr)
 		if err != nil {

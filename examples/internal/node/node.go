@@ -114,6 +114,14 @@ type MiddleConfig struct {
 	// HTTP are the limits of the middle layer's HTTP/JSON gateway, which
 	// [Middle.StartHTTP] serves (see package gateway).
 	HTTP HTTPConfig
+
+	// Log is where each route's balancer and limiter log, with route= in
+	// every line: a replica's ejection (Warn), its readmission (Info), a
+	// replica that failed [Middle.Check] (Warn), and calls refused past
+	// MaxInFlight (Warn, at most once a second); see
+	// [fanout.WithBalancerLogger] and [fanout.WithLimiterLogger]. Replicas
+	// are named by their addresses. nil logs nothing.
+	Log *slog.Logger
 }
 
 // HTTPConfig are the limits of the middle layer's HTTP/JSON gateway.
@@ -158,12 +166,13 @@ const (
 // fails does not fail the call, its numbers are answered with the route's
 // error, and the client decides what a failure means.
 type Middle struct {
-	server    *transport.Server[int64, xyz.Result]
-	backend   fanout.Backend[int64, xyz.Result] // what server serves
-	routes    []gateway.Route
-	gateway   http.Handler
-	balancers []*fanout.Balancer[int64, int64]
-	clients   []*transport.Client[int64, int64]
+	server     *transport.Server[int64, xyz.Result]
+	backend    fanout.Backend[int64, xyz.Result] // what server serves
+	routes     []gateway.Route
+	gateway    http.Handler
+	routeNames []string                         // of balancers
+	balancers  []*fanout.Balancer[int64, int64] // one a route
+	clients    []*transport.Client[int64, int64]
 
 	mu   sync.Mutex
 	http []*http.Server // those StartHTTP started
@@ -198,7 +207,7 @@ func Both(opts ...transport.Option) Options {
 const MiddleService = "middle"
 
 // NewMiddle returns the middle layer cfg describes. It does not connect:
-// each client connects on its first call. opts.Server apply to the middle
+// each client connects on its first call, or on [Middle.Check]. opts.Server apply to the middle
 // layer's server, opts.Client to its clients of the backends.
 func NewMiddle(cfg MiddleConfig, opts Options) (*Middle, error) {
 	maxInFlight := cfg.MaxInFlight
@@ -217,11 +226,17 @@ func NewMiddle(cfg MiddleConfig, opts Options) (*Middle, error) {
 			m.clients = append(m.clients, c)
 			replicas = append(replicas, c)
 		}
-		b, err := fanout.NewBalancer(replicas, fanout.WithIdempotent())
+		var log *slog.Logger
+		if cfg.Log != nil {
+			log = cfg.Log.With("route", route)
+		}
+		b, err := fanout.NewBalancer(replicas, fanout.WithIdempotent(),
+			fanout.WithBalancerLogger(log), fanout.WithReplicaNames(cfg.Replicas[route]...))
 		if err != nil {
 			m.close()
 			return nil, fmt.Errorf("node: route %s: %w", route, err)
 		}
+		m.routeNames = append(m.routeNames, route)
 		m.balancers = append(m.balancers, b)
 		var be fanout.Backend[int64, int64] = b
 		if cfg.Batch >= 0 {
@@ -234,7 +249,7 @@ func NewMiddle(cfg MiddleConfig, opts Options) (*Middle, error) {
 			}
 			be = bt
 		}
-		l, err := fanout.NewLimiter(be, maxInFlight)
+		l, err := fanout.NewLimiter(be, maxInFlight, fanout.WithLimiterLogger(log))
 		if err != nil {
 			m.close()
 			return nil, fmt.Errorf("node: route %s: %w", route, err)
@@ -304,6 +319,28 @@ func (m *Middle) httpServers() []*http.Server {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return slices.Clone(m.http)
+}
+
+// Check probes every replica of every route at once, each with an empty
+// call (which connects to it), and takes those that fail out of service
+// until a later probe shows that they are back (see [fanout.Balancer.Check]).
+// Each is logged once, at Warn level, with its route and address, and its
+// readmission at Info level. It returns the failures joined, each naming
+// its route and replica. A middle layer serves whatever Check returns: a
+// route whose every replica failed fails its calls at once, each of which
+// probes them again. It takes at most the probe timeout, 1s.
+func (m *Middle) Check(ctx context.Context) error {
+	errs := make([]error, len(m.balancers))
+	var wg sync.WaitGroup
+	for i, b := range m.balancers {
+		wg.Go(func() {
+			if err := b.Check(ctx); err != nil {
+				errs[i] = fmt.Errorf("route %s: %w", m.routeNames[i], err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Serve serves the middle layer on l; see [transport.Server.Serve].

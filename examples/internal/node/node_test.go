@@ -139,6 +139,35 @@ func TestMiddleReportsRouteDown(t *testing.T) {
 	require.Contains(t, got[0].Err, "all 2 replicas are ejected")
 }
 
+// TestMiddleCheck checks that Middle.Check names the replicas it cannot
+// reach, logs each once with its route and address, and that the middle
+// layer serves around them.
+func TestMiddleCheck(t *testing.T) {
+	var logs watchedLog
+	down, y := goneAddr(t), backend(t, "y")
+	m, err := node.NewMiddle(node.MiddleConfig{
+		Replicas: map[string][]string{"x": {backend(t, "x")}, "y": {y, down}, "z": {backend(t, "z")}},
+		Log:      slog.New(slog.NewTextHandler(&logs, nil)),
+	}, node.Both(quiet))
+	require.NoError(t, err)
+	err = m.Check(context.Background())
+	require.ErrorContains(t, err, "route y: replica 1 ("+down+"): ")
+	require.ErrorIs(t, err, fanout.ErrUnavailable)
+	require.NotContains(t, err.Error(), "route x")
+	line := logs.wait(t, `msg="fanout: replica failed its check; ejected"`)
+	require.Contains(t, line, `level=WARN msg="fanout: replica failed its check; ejected" route=y replica=`+down+" index=1 ")
+	require.Equal(t, 1, strings.Count(logs.String(), "\n"), "one line: %s", logs.String())
+
+	c := transport.NewClient(serve(t, m), transport.Int64(), xyz.ResultCodec(), quiet)
+	defer c.Close()
+	for range 20 {
+		got, err := c.Process(context.Background(), []int64{-2, 10})
+		require.NoError(t, err)
+		require.Equal(t, []xyz.Result{{Value: 4, Backend: "x"}, {Value: 5, Backend: "y"}}, got)
+	}
+	require.Equal(t, 1, strings.Count(logs.String(), "\n"), "no line per call: %s", logs.String())
+}
+
 func TestMiddleBoundsCallsPerRoute(t *testing.T) {
 	var logs watchedLog
 	slow, err := node.NewBackend(node.BackendConfig{Route: "x", Delay: time.Minute,
