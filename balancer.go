@@ -397,13 +397,22 @@ func (b *Balancer[In, Out]) maybeProbe(r *replica[In, Out], now bool) {
 		cancel()
 		var ev replicaEvent
 		r.mu.Lock()
-		if err != nil {
+		switch {
+		case err != nil && !timeUp:
+			// A probe a call started before the ejection was up: the
+			// replica stays out for the rest of that ejection, which does
+			// not count again. (Calls made while every replica is out start
+			// one each: counting them would take the ejection to its
+			// longest within a moment of an outage.)
+			r.lastErr = err
+			r.state.Store(ejected)
+		case err != nil:
 			r.lastErr = err
 			d := r.ejectLocked(&b.cfg)
-			if timeUp && b.ctx.Err() == nil {
+			if b.ctx.Err() == nil {
 				ev = replicaEvent{kind: probeFailed, ejections: r.ejections, ejectedFor: d, err: err}
 			}
-		} else {
+		default:
 			r.failures = 0
 			r.readmitted = time.Now()
 			r.state.Store(inService)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -429,4 +430,40 @@ func TestLimiterCountsEveryRefusalOnce(t *testing.T) {
 	}
 	require.Equal(t, callers*calls, total)
 	close(release)
+}
+
+// TestBalancerEarlyProbesDoNotLengthenTheEjection makes many calls while
+// the only replica is ejected and down: each starts a probe before the
+// ejection is up, which fails. Those probes must not count as ejections in
+// a row: the first probe due once the ejection is up ejects the replica
+// for twice the base, not for the longest ejection.
+func TestBalancerEarlyProbesDoNotLengthenTheEjection(t *testing.T) {
+	rs, bs := stubs(1)
+	rs[0].fail(unreachable)
+	const base = 50 * time.Millisecond
+	logs := newLogRecorder()
+	b := newBalancer(t, bs, fanout.WithEjection(1, base, time.Hour), fanout.WithBalancerLogger(logs.logger()))
+
+	_, err := b.Process(context.Background(), []int64{1})
+	require.ErrorIs(t, err, unreachable)
+	ejected := logs.next(t, "the ejection")
+	require.Equal(t, "fanout: replica ejected", ejected.Msg)
+
+	// Calls until a probe that was due fails and is logged: every call
+	// before it found the replica ejected, and started a probe unless one
+	// was running.
+	deadline := time.Now().Add(hangGuard)
+	for len(logs.all()) < 2 {
+		require.True(t, time.Now().Before(deadline), "no probe was due within %v: the ejection grew (%d probes)", hangGuard, rs[0].probes.Load())
+		_, err := b.Process(context.Background(), []int64{1})
+		require.ErrorIs(t, err, fanout.ErrUnavailable)
+		runtime.Gosched()
+	}
+	recs := logs.all()
+	r := recs[1]
+	require.Equal(t, "fanout: replica failed its probe; still ejected", r.Msg, "%v", recs)
+	early := rs[0].probes.Load() - 1
+	require.Positive(t, early, "probes were started before the ejection was up")
+	require.Equal(t, "2", r.Attrs["ejections"], "after %d early probes", early)
+	require.Equal(t, (2 * base).String(), r.Attrs["ejected_for"])
 }
