@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
 	"github.com/seed-c94cd834/fanout/transport"
 )
@@ -94,7 +95,9 @@ func TestMiddleLogsReplicaChanges(t *testing.T) {
 	stop()
 	for range 20 {
 		got, err := c.Process(context.Background(), []int64{4})
-		require.NoError(t, err)
+		pe, ok := err.(*fanout.PartialError)
+		require.True(t, ok, "4's failure in a partial answer: %v", err)
+		got = xyz.Annotate(got, 1, pe)
 		require.Contains(t, got[0].Err, "the only replica is ejected")
 	}
 
