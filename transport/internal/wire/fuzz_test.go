@@ -75,7 +75,7 @@ func FuzzReadFrame(f *testing.F) {
 				case errors.Is(err, ErrMessageTooLarge):
 					require.Greater(t, uint64(binary.LittleEndian.Uint32(data[1:])), uint64(limit))
 				case errors.Is(err, ErrProtocol):
-					require.True(t, data[0] < byte(KindRequest) || data[0] > byte(KindContinue), "kind %d refused", data[0])
+					require.True(t, data[0] < byte(KindRequest) || data[0] > byte(KindPartial), "kind %d refused", data[0])
 				case err == io.EOF:
 					require.Empty(t, data)
 				default:
@@ -86,7 +86,7 @@ func FuzzReadFrame(f *testing.F) {
 
 			require.LessOrEqual(t, len(payload), limit)
 			require.GreaterOrEqual(t, k, KindRequest)
-			require.LessOrEqual(t, k, KindContinue)
+			require.LessOrEqual(t, k, KindPartial)
 
 			// Re-encoding gives back the bytes read, and reads back the same.
 			again := AppendHeader(nil, k)
