@@ -647,6 +647,14 @@ func FuzzClientResponse(f *testing.F) {
 		// still be looking at it.
 		data = bytes.Clone(data[:min(len(data), 64<<10)])
 		answers <- data
+		if len(data) > wire.HeaderSize && data[0] == byte(wire.KindError) && data[wire.HeaderSize] == byte(CodeStreamIdle) {
+			if n := binary.LittleEndian.Uint32(data[1:]); n >= 1 && n <= limit && uint64(len(data)) >= wire.HeaderSize+uint64(n) {
+				// Code 9 says the request was not read: the client sends
+				// it once more, on another stream, which gets the same
+				// answer.
+				go func() { answers <- data }()
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), fuzzGuard)
 		defer cancel()
 		out, err := c.Process(ctx, items)
