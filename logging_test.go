@@ -201,30 +201,30 @@ func TestBalancerDoesNotLogProbesOfCalls(t *testing.T) {
 		// Call until a probe starts: calls that find it running start
 		// none. The probe that failed before has been counted once the
 		// next one starts.
-		for started := false; !started; {
-			require.ErrorContains(t, call(), "the only replica is ejected")
-			select {
-			case <-p.started:
-				started = true
-			default:
-			}
-		}
+		untilProbe(t, call, p)
 		p.answer <- errors.New("connection refused")
 	}
-	for started := false; !started; {
-		require.Error(t, call())
-		select {
-		case <-p.started:
-			started = true
-		default:
-		}
-	}
+	untilProbe(t, call, p)
 	rs[0].fail(nil)
 	p.answer <- nil
 	requireRecord(t, logs.next(t, "the readmission"), slog.LevelInfo, "fanout: replica readmitted", nil)
 	require.NoError(t, call())
 	require.NoError(t, b.Close())
 	require.Len(t, logs.all(), 2, "%v", logs.all())
+}
+
+// untilProbe calls until p's probe starts: calls that find the only
+// replica ejected fail at once, and start a probe unless one is running.
+func untilProbe(t *testing.T, call func() error, p *controlledProbe) {
+	t.Helper()
+	for {
+		require.ErrorContains(t, call(), "the only replica is ejected")
+		select {
+		case <-p.started:
+			return
+		default:
+		}
+	}
 }
 
 // TestBalancerCheck checks that Check ejects the replicas that fail their
