@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"sync"
@@ -52,11 +53,31 @@ func Label(route string, b fanout.Backend[int64, int64]) fanout.Backend[int64, i
 			if errors.Is(err, ErrOverflow) || errors.As(err, &re) && re.Code == transport.CodeBackend {
 				return nil, err
 			}
-			return nil, fmt.Errorf("%s could not process %s: %w", route, describe(items), err)
+			return nil, &labelled{msg: fmt.Sprintf("%s could not process %s: %s", route, describe(items), withoutRedial(err.Error())), err: err}
 		}
 		return values, nil
 	})
 }
+
+// labelled is the error of a route whose backend failed, in words for the
+// user: which numbers it could not process, and why. It wraps the
+// backend's error, so errors.Is and errors.As see the cause.
+type labelled struct {
+	msg string
+	err error
+}
+
+func (e *labelled) Error() string { return e.msg }
+
+func (e *labelled) Unwrap() error { return e.err }
+
+// redialNote is what a transport client adds to the error of a call made
+// while it waits to dial again: a detail of the middle layer's, not of the
+// user's, who reads the failure once.
+var redialNote = regexp.MustCompile(` \(next attempt in [^()]*\)$`)
+
+// withoutRedial returns msg without its redial note, if it has one.
+func withoutRedial(msg string) string { return redialNote.ReplaceAllString(msg, "") }
 
 // maxNumbersShown bounds how many numbers an error spells out.
 const maxNumbersShown = 8

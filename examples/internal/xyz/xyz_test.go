@@ -241,6 +241,14 @@ func TestLabel(t *testing.T) {
 		require.ErrorIs(t, err, down)
 		require.EqualError(t, err, tt.want)
 	}
+
+	// A transport client's redial note is its own plan, not the user's.
+	waiting := fanout.BackendFunc[int64, int64](func(context.Context, []int64) ([]int64, error) {
+		return nil, fmt.Errorf("%w: dial tcp 127.0.0.1:7003: connection refused (next attempt in 44ms)", fanout.ErrUnavailable)
+	})
+	_, err = xyz.Label("z", waiting).Process(context.Background(), []int64{7})
+	require.ErrorIs(t, err, fanout.ErrUnavailable)
+	require.EqualError(t, err, "z could not process 7: backend unavailable: dial tcp 127.0.0.1:7003: connection refused")
 }
 
 func BenchmarkBackend(b *testing.B) {
