@@ -201,8 +201,7 @@ func (r *Router[In, Out]) process(ctx context.Context, items []In, routes []int)
 
 	c := &routeCalls[In, Out]{r: r, grouped: grouped, pos: pos, out: make([]Out, len(items))}
 	if r.partial {
-		c.failed = make([]*RouteError, len(r.backends))
-		c.partials = make([]*PartialError, len(r.backends))
+		c.outcomes = make([]routeOutcome, len(r.backends))
 	}
 	if r.fanOut != nil {
 		r.fanOut(c, ctx, bounds)
@@ -222,22 +221,29 @@ func (r *Router[In, Out]) process(ctx context.Context, items []In, routes []int)
 // partialAnswer gathers, under partial results, the failures of the routes
 // of a call into its error: nil if every route answered every item.
 func (c *routeCalls[In, Out]) partialAnswer(used int) ([]Out, error) {
-	pe := new(PartialError)
-	whole := 0 // routes that failed as a whole
-	for k, re := range c.failed {
-		if re != nil {
-			pe.Failed = append(pe.Failed, re)
+	whole, partial := 0, 0 // routes that failed as a whole, and in part
+	for _, o := range c.outcomes {
+		switch {
+		case o.failed != nil:
 			whole++
-		}
-		if p := c.partials[k]; p != nil {
-			pe.Failed = append(pe.Failed, p.Failed...)
-			pe.Items = append(pe.Items, p.Items...)
+		case o.partial != nil:
+			partial++
 		}
 	}
-	switch {
-	case len(pe.Failed) == 0 && len(pe.Items) == 0:
+	if whole == 0 && partial == 0 {
 		return c.out, nil
-	case whole == used:
+	}
+	pe := new(PartialError)
+	for _, o := range c.outcomes {
+		if o.failed != nil {
+			pe.Failed = append(pe.Failed, o.failed)
+		}
+		if o.partial != nil {
+			pe.Failed = append(pe.Failed, o.partial.Failed...)
+			pe.Items = append(pe.Items, o.partial.Items...)
+		}
+	}
+	if whole == used {
 		return nil, pe
 	}
 	slices.SortFunc(pe.Items, func(a, b *ItemError) int { return a.Index - b.Index })
@@ -287,10 +293,16 @@ type routeCalls[In, Out any] struct {
 	grouped  []In               // route k's items are grouped[lo:hi]
 	pos      []int              // pos[j] is the index in the call of grouped[j]
 	out      []Out
-	failed   []*RouteError   // with partial results, each route's failure
-	partials []*PartialError // with partial results, each route's failed items
+	outcomes []routeOutcome // with partial results, each route's failures
 	first    atomic.Pointer[RouteError]
 	wg       sync.WaitGroup
+}
+
+// routeOutcome is how a route of a call under partial results failed: as
+// a whole, or in some of its items; both nil if it answered every item.
+type routeOutcome struct {
+	failed  *RouteError
+	partial *PartialError // translated to the call's indices and paths
 }
 
 // run calls route k with its items, grouped[lo:hi], and writes its results
@@ -299,19 +311,19 @@ func (c *routeCalls[In, Out]) run(k, lo, hi int) {
 	res, pe, err := c.r.call(c.ctx, k, c.grouped[lo:hi:hi])
 	if pe != nil {
 		pe = c.r.translate(pe, k, c.pos[lo:hi])
-		if c.partials == nil {
+		if c.outcomes == nil {
 			// Without partial results, a failed item fails the call.
 			if re := pe.first(); c.first.CompareAndSwap(nil, re) {
 				c.cancel()
 			}
 			return
 		}
-		c.partials[k] = pe
+		c.outcomes[k].partial = pe
 	}
 	if err != nil {
 		err.Indices = slices.Clone(c.pos[lo:hi])
-		if c.failed != nil {
-			c.failed[k] = err
+		if c.outcomes != nil {
+			c.outcomes[k].failed = err
 		}
 		if c.first.CompareAndSwap(nil, err) {
 			c.cancel()
@@ -346,7 +358,7 @@ func (c *routeCalls[In, Out]) runAll(ctx context.Context, bounds []int) {
 		}
 	}
 	c.run(last, bounds[last], bounds[last+1])
-	c.wg.Wait() // run records failures in first and failed
+	c.wg.Wait() // run records failures in first and outcomes
 }
 
 // routesContext returns the context a call's routes run on, and the
