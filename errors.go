@@ -114,7 +114,9 @@ func (e *RouteError) Unwrap() error { return e.Err }
 // PartialError reports that some items of a call failed and the others
 // were answered. The results returned beside it, if not nil, hold an answer
 // at every position that Failed and Items do not list; the positions they
-// list hold zero values. The results are nil when no item was answered.
+// list hold no answer, whatever their value (a [Router] and a [Batcher]
+// leave zero values there; a remote backend may send other placeholders).
+// The results are nil when no item was answered.
 //
 // A router built with [WithPartialResults] returns it when some of its
 // routes failed, or when a route's backend failed some of its items. Any
