@@ -2,8 +2,6 @@ package cli
 
 import (
 	"bufio"
-	"bytes"
-	"encoding/json"
 	"io"
 	"strconv"
 
@@ -18,12 +16,7 @@ type printer struct {
 	printed int    // answers printed so far
 	failed  int    // answers printed so far that are failures
 	buf     []byte // one line being formatted
-
-	// JSON form of the last backend name printed: a job names few backends,
-	// so this saves encoding the same name again for every answer. The same
-	// goes for error texts, which a failed route shares among its numbers.
-	name, quotedName string
-	err, quotedErr   string
+	enc     xyz.JSONEncoder
 }
 
 func newPrinter(w io.Writer, asJSON bool) *printer {
@@ -43,21 +36,8 @@ func (p *printer) print(numbers []int64, results []xyz.Result) error {
 			} else {
 				b = append(b, ',')
 			}
-			b = append(b, "\n  {\"input\": "...)
-			b = strconv.AppendInt(b, n, 10)
-			if !r.Failed() {
-				b = append(b, ", \"output\": "...)
-				b = strconv.AppendInt(b, r.Value, 10)
-			}
-			b = append(b, ", \"backend\": "...)
-			p.name, p.quotedName = quote(r.Backend, p.name, p.quotedName)
-			b = append(b, p.quotedName...)
-			if r.Failed() {
-				b = append(b, ", \"error\": "...)
-				p.err, p.quotedErr = quote(r.Err, p.err, p.quotedErr)
-				b = append(b, p.quotedErr...)
-			}
-			b = append(b, '}')
+			b = append(b, "\n  "...)
+			b = p.enc.Append(b, n, &r)
 		} else {
 			b = strconv.AppendInt(b, n, 10)
 			b = append(b, " -> "...)
@@ -98,17 +78,4 @@ func (p *printer) end() error {
 		}
 	}
 	return p.w.Flush()
-}
-
-// quote returns s and its JSON form, reusing quoted if s is last, the
-// string quoted is the JSON form of.
-func quote(s, last, quoted string) (string, string) {
-	if s == last && quoted != "" {
-		return last, quoted
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	enc.Encode(s) // a string always encodes
-	return s, string(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
 }

@@ -3,7 +3,6 @@ package gateway
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -18,35 +17,11 @@ import (
 type writer struct {
 	w   *bufio.Writer
 	buf []byte
-
-	// JSON forms of the last backend name and error text written: a batch
-	// names few backends, and a failed route's numbers share one error.
-	name, quotedName string
-	err, quotedErr   string
+	enc xyz.JSONEncoder
 }
 
 func newWriter(w io.Writer) *writer {
 	return &writer{w: bufio.NewWriterSize(w, 64<<10)}
-}
-
-// object appends the answer r to n: {"input": N, "output": V, "backend":
-// "B"}, or for a failure {"input": N, "backend": "B", "error": "E"}.
-func (w *writer) object(b []byte, n int64, r *xyz.Result) []byte {
-	b = append(b, `{"input": `...)
-	b = strconv.AppendInt(b, n, 10)
-	if !r.Failed() {
-		b = append(b, `, "output": `...)
-		b = strconv.AppendInt(b, r.Value, 10)
-	}
-	b = append(b, `, "backend": `...)
-	w.name, w.quotedName = quote(r.Backend, w.name, w.quotedName)
-	b = append(b, w.quotedName...)
-	if r.Failed() {
-		b = append(b, `, "error": `...)
-		w.err, w.quotedErr = quote(r.Err, w.err, w.quotedErr)
-		b = append(b, w.quotedErr...)
-	}
-	return append(b, '}')
 }
 
 // array writes the answers to numbers as one JSON array, an object per
@@ -63,7 +38,7 @@ func (w *writer) array(numbers []int64, results []xyz.Result) error {
 		} else {
 			b = append(b, ",\n  "...)
 		}
-		b = w.object(b, n, &results[i])
+		b = w.enc.Append(b, n, &results[i])
 		w.buf = b
 		if _, err := w.w.Write(b); err != nil {
 			return err
@@ -76,7 +51,7 @@ func (w *writer) array(numbers []int64, results []xyz.Result) error {
 // lines writes the answers to numbers as NDJSON, an object per line.
 func (w *writer) lines(numbers []int64, results []xyz.Result) error {
 	for i, n := range numbers {
-		b := w.object(w.buf[:0], n, &results[i])
+		b := w.enc.Append(w.buf[:0], n, &results[i])
 		b = append(b, '\n')
 		w.buf = b
 		if _, err := w.w.Write(b); err != nil {
@@ -87,19 +62,6 @@ func (w *writer) lines(numbers []int64, results []xyz.Result) error {
 }
 
 func (w *writer) flush() error { return w.w.Flush() }
-
-// quote returns s and its JSON form, reusing quoted if s is last, the
-// string quoted is the JSON form of.
-func quote(s, last, quoted string) (string, string) {
-	if s == last && quoted != "" {
-		return last, quoted
-	}
-	b, err := json.Marshal(s)
-	if err != nil {
-		panic(err) // a string always encodes
-	}
-	return s, string(b)
-}
 
 // chunk is one chunk of an NDJSON stream on its way through the backend.
 type chunk struct {
