@@ -94,16 +94,7 @@ func (e *RouteError) Error() string {
 	b.WriteString(" (")
 	b.WriteString(count(len(e.Indices), "item"))
 	b.WriteString(": ")
-	for i, idx := range e.Indices {
-		if i == maxIndicesShown {
-			b.WriteString(", ...")
-			break
-		}
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(strconv.Itoa(idx))
-	}
+	writeList(&b, len(e.Indices), maxIndicesShown, ", ", func(i int) string { return strconv.Itoa(e.Indices[i]) })
 	b.WriteString("): ")
 	b.WriteString(fmt.Sprint(e.Err))
 	return b.String()
@@ -137,12 +128,7 @@ func (e *PartialError) Error() string {
 	if len(e.Failed) > 0 {
 		b.WriteString(count(len(e.Failed), "route"))
 		b.WriteString(" failed: ")
-		for i, re := range e.Failed {
-			if i > 0 {
-				b.WriteString("; ")
-			}
-			b.WriteString(re.Error())
-		}
+		writeList(&b, len(e.Failed), len(e.Failed), "; ", func(i int) string { return e.Failed[i].Error() })
 	}
 	if len(e.Items) > 0 {
 		if len(e.Failed) > 0 {
@@ -150,16 +136,7 @@ func (e *PartialError) Error() string {
 		}
 		b.WriteString(count(len(e.Items), "item"))
 		b.WriteString(" failed: ")
-		for i, ie := range e.Items {
-			if i == maxIndicesShown {
-				b.WriteString("; ...")
-				break
-			}
-			if i > 0 {
-				b.WriteString("; ")
-			}
-			b.WriteString(ie.Error())
-		}
+		writeList(&b, len(e.Items), maxIndicesShown, "; ", func(i int) string { return e.Items[i].Error() })
 	}
 	if len(e.Failed) == 0 && len(e.Items) == 0 {
 		b.WriteString("no failure listed")
@@ -284,6 +261,21 @@ func zero[Out any](e *PartialError, out []Out) {
 func partialOf(err error) *PartialError {
 	pe, _ := err.(*PartialError)
 	return pe
+}
+
+// writeList writes the n elements item(0), item(1), ... separated by sep,
+// the first shown of them only, then "..." if there are more.
+func writeList(b *strings.Builder, n, shown int, sep string, item func(i int) string) {
+	for i := range n {
+		if i > 0 {
+			b.WriteString(sep)
+		}
+		if i == shown {
+			b.WriteString("...")
+			return
+		}
+		b.WriteString(item(i))
+	}
 }
 
 // count spells "1 item", "2 items".
