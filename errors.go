@@ -192,10 +192,11 @@ func (e *PartialError) check(n int, answered bool) error {
 	return nil
 }
 
-// share adds to acc, and returns, the failures e lists of the items lo to
-// hi, each index i as off+i-lo: a caller's share of a merged call. acc may
-// be nil, and stays nil if e lists none of those items.
-func (e *PartialError) share(acc *PartialError, lo, hi, off int) *PartialError {
+// remap adds to acc, and returns, the failures e lists of the items that
+// at keeps: index i becomes j where at(i) returns j, true, and each route
+// its path(route). acc may be nil, and stays nil if at keeps none. It
+// keeps the order of the indices of each failure.
+func (e *PartialError) remap(acc *PartialError, at func(i int) (int, bool), path func(route string) string) *PartialError {
 	add := func() {
 		if acc == nil {
 			acc = new(PartialError)
@@ -204,22 +205,29 @@ func (e *PartialError) share(acc *PartialError, lo, hi, off int) *PartialError {
 	for _, re := range e.Failed {
 		var indices []int
 		for _, i := range re.Indices {
-			if i >= lo && i < hi {
-				indices = append(indices, off+i-lo)
+			if j, ok := at(i); ok {
+				indices = append(indices, j)
 			}
 		}
 		if indices != nil {
 			add()
-			acc.Failed = append(acc.Failed, &RouteError{Route: re.Route, Indices: indices, Err: re.Err})
+			acc.Failed = append(acc.Failed, &RouteError{Route: path(re.Route), Indices: indices, Err: re.Err})
 		}
 	}
 	for _, ie := range e.Items {
-		if ie.Index >= lo && ie.Index < hi {
+		if j, ok := at(ie.Index); ok {
 			add()
-			acc.Items = append(acc.Items, &ItemError{Index: off + ie.Index - lo, Route: ie.Route, Err: ie.Err})
+			acc.Items = append(acc.Items, &ItemError{Index: j, Route: path(ie.Route), Err: ie.Err})
 		}
 	}
 	return acc
+}
+
+// share adds to acc, and returns, the failures e lists of the items lo to
+// hi, each index i as off+i-lo: a caller's share of a merged call.
+func (e *PartialError) share(acc *PartialError, lo, hi, off int) *PartialError {
+	in := func(i int) (int, bool) { return off + i - lo, i >= lo && i < hi }
+	return e.remap(acc, in, func(route string) string { return route })
 }
 
 // first returns the failure of the smallest index e lists as a

@@ -419,11 +419,11 @@ func (r *Router[In, Out]) call(ctx context.Context, k int, items []In) (res []Ou
 // the router's call: each index j becomes pos[j] (j itself if pos is nil)
 // and each route the path from route k down (see [ItemError.Route]).
 func (r *Router[In, Out]) translate(pe *PartialError, k int, pos []int) *PartialError {
-	at := func(j int) int {
+	at := func(j int) (int, bool) {
 		if pos == nil {
-			return j
+			return j, true
 		}
-		return pos[j]
+		return pos[j], true
 	}
 	path := func(route string) string {
 		if route == "" {
@@ -431,19 +431,5 @@ func (r *Router[In, Out]) translate(pe *PartialError, k int, pos []int) *Partial
 		}
 		return r.names[k] + "/" + route
 	}
-	t := &PartialError{
-		Failed: make([]*RouteError, len(pe.Failed)),
-		Items:  make([]*ItemError, len(pe.Items)),
-	}
-	for i, re := range pe.Failed {
-		indices := make([]int, len(re.Indices))
-		for x, j := range re.Indices {
-			indices[x] = at(j)
-		}
-		t.Failed[i] = &RouteError{Route: path(re.Route), Indices: indices, Err: re.Err}
-	}
-	for i, ie := range pe.Items {
-		t.Items[i] = &ItemError{Index: at(ie.Index), Route: path(ie.Route), Err: ie.Err}
-	}
-	return t
+	return pe.remap(nil, at, path)
 }
