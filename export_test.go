@@ -15,7 +15,8 @@ import (
 // the caller's goroutine.
 func UseErrgroup[In, Out any](r *Router[In, Out]) {
 	r.fanOut = func(c *routeCalls[In, Out], ctx context.Context, bounds []int) {
-		c.ctx, c.cancel = c.r.routesContext(ctx)
+		c.parent = ctx
+		c.ctx, c.cancel, c.margin = c.r.routesContext(ctx)
 		defer c.cancel()
 		var g errgroup.Group
 		for k := range len(bounds) - 1 {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Router is a content-based scatter-gather [Backend].
@@ -24,7 +25,10 @@ type Router[In, Out any] struct {
 	backends   []Backend[In, Out]
 	index      map[string]int
 	partial    bool
-	scratch    sync.Pool // of *scratch[In]: a call's working slices
+	margin     float64       // see WithDeadlineMargin; 0 for none
+	maxMargin  time.Duration // the most margin
+	fallback   []int         // route k's fallback route, or -1
+	scratch    sync.Pool     // of *scratch[In]: a call's working slices
 	workers    workers   // the goroutines that call routes
 
 	// Alternatives to classify and runAll that benchmarks measure them
@@ -73,7 +77,7 @@ var _ Backend[int, int] = (*Router[int, int])(nil)
 // so later changes to the map do not affect the router.
 //
 // NewRouter fails if classifier is nil, routes is empty, a route name is
-// empty or a backend is nil.
+// empty, a backend is nil, or an option is bad (see each option).
 func NewRouter[In, Out any](classifier Classifier[In], routes map[string]Backend[In, Out], opts ...RouterOption) (*Router[In, Out], error) {
 	if f, ok := classifier.(ClassifierFunc[In]); classifier == nil || ok && f == nil {
 		return nil, errors.New("fanout: NewRouter: nil classifier")
@@ -81,14 +85,22 @@ func NewRouter[In, Out any](classifier Classifier[In], routes map[string]Backend
 	if len(routes) == 0 {
 		return nil, errors.New("fanout: NewRouter: no routes")
 	}
-	var cfg routerConfig
+	cfg := routerConfig{margin: DefaultDeadlineMargin, maxMargin: DefaultMaxDeadlineMargin}
 	for _, opt := range opts {
 		opt(&cfg)
+	}
+	if cfg.optionError != nil {
+		return nil, fmt.Errorf("fanout: NewRouter: %w", cfg.optionError)
 	}
 	r := &Router[In, Out]{
 		classifier: classifier,
 		index:      make(map[string]int, len(routes)),
 		partial:    cfg.partial,
+		margin:     cfg.margin,
+		maxMargin:  cfg.maxMargin,
+	}
+	if r.maxMargin == 0 {
+		r.margin = 0
 	}
 	for name := range routes {
 		r.names = append(r.names, name)
@@ -105,7 +117,39 @@ func NewRouter[In, Out any](classifier Classifier[In], routes map[string]Backend
 		r.backends = append(r.backends, b)
 		r.index[name] = i
 	}
+	if err := r.setFallbacks(cfg.fallbacks); err != nil {
+		return nil, fmt.Errorf("fanout: NewRouter: %w", err)
+	}
 	return r, nil
+}
+
+// setFallbacks records the fallback routes of [WithFailover].
+func (r *Router[In, Out]) setFallbacks(fallbacks map[string]string) error {
+	if len(fallbacks) == 0 {
+		return nil
+	}
+	r.fallback = make([]int, len(r.names))
+	for k := range r.fallback {
+		r.fallback[k] = -1
+	}
+	for route, fallback := range fallbacks {
+		k, ok := r.index[route]
+		if !ok {
+			return fmt.Errorf("WithFailover: %q is not a route", route)
+		}
+		fb, ok := r.index[fallback]
+		switch {
+		case !ok:
+			return fmt.Errorf("WithFailover: fallback %q of route %q is not a route", fallback, route)
+		case fb == k:
+			return fmt.Errorf("WithFailover: route %q is its own fallback", route)
+		}
+		if _, chained := fallbacks[fallback]; chained {
+			return fmt.Errorf("WithFailover: fallback %q of route %q has a fallback of its own", fallback, route)
+		}
+		r.fallback[k] = fb
+	}
+	return nil
 }
 
 // Routes returns the router's route names in sorted order.
@@ -161,9 +205,18 @@ func (r *Router[In, Out]) process(ctx context.Context, items []In, routes []int)
 	if used == 1 {
 		// Every item belongs to one route: hand the batch over as it is.
 		k := int(routeOf[0])
-		out, pe, err := r.call(ctx, k, items)
+		rctx, cancel, margin := r.routesDeadline(ctx)
+		out, pe, err, by := r.callRoute(rctx, ctx, margin, k, items)
+		if cancel != nil {
+			cancel()
+		}
+		if by != k && routes != nil {
+			for i := range routes {
+				routes[i] = by
+			}
+		}
 		if pe != nil {
-			pe = r.translate(pe, k, nil)
+			pe = r.translate(pe, by, nil)
 			if !r.partial {
 				return nil, pe.first()
 			}
@@ -199,7 +252,7 @@ func (r *Router[In, Out]) process(ctx context.Context, items []In, routes []int)
 		pos[bounds[k]] = i
 	}
 
-	c := &routeCalls[In, Out]{r: r, grouped: grouped, pos: pos, out: make([]Out, len(items))}
+	c := &routeCalls[In, Out]{r: r, grouped: grouped, pos: pos, out: make([]Out, len(items)), routes: routes}
 	if r.partial {
 		c.outcomes = make([]routeOutcome, len(r.backends))
 	}
@@ -288,8 +341,11 @@ func (r *Router[In, Out]) classify(items []In, routeOf []int32, routes []int, bo
 // routeCalls is the state that the routes of one call share.
 type routeCalls[In, Out any] struct {
 	r        *Router[In, Out]
-	ctx      context.Context
+	parent   context.Context    // the caller's
+	ctx      context.Context    // the routes'
 	cancel   context.CancelFunc // called by the first route that fails
+	margin   time.Duration      // how much earlier ctx's deadline is than parent's
+	routes   []int              // ProcessRoutes's report, or nil
 	grouped  []In               // route k's items are grouped[lo:hi]
 	pos      []int              // pos[j] is the index in the call of grouped[j]
 	out      []Out
@@ -308,9 +364,14 @@ type routeOutcome struct {
 // run calls route k with its items, grouped[lo:hi], and writes its results
 // back by index, or records its failure.
 func (c *routeCalls[In, Out]) run(k, lo, hi int) {
-	res, pe, err := c.r.call(c.ctx, k, c.grouped[lo:hi:hi])
+	res, pe, err, by := c.r.callRoute(c.ctx, c.parent, c.margin, k, c.grouped[lo:hi:hi])
+	if by != k && c.routes != nil {
+		for _, i := range c.pos[lo:hi] {
+			c.routes[i] = by
+		}
+	}
 	if pe != nil {
-		pe = c.r.translate(pe, k, c.pos[lo:hi])
+		pe = c.r.translate(pe, by, c.pos[lo:hi])
 		if c.outcomes == nil {
 			// Without partial results, a failed item fails the call.
 			if re := pe.first(); c.first.CompareAndSwap(nil, re) {
@@ -342,7 +403,8 @@ func (c *routeCalls[In, Out]) run(k, lo, hi int) {
 // the last runs on the caller's, which saves handing it over and waking a
 // thread to run it.
 func (c *routeCalls[In, Out]) runAll(ctx context.Context, bounds []int) {
-	c.ctx, c.cancel = c.r.routesContext(ctx)
+	c.parent = ctx
+	c.ctx, c.cancel, c.margin = c.r.routesContext(ctx)
 	defer c.cancel()
 	last := len(bounds) - 2
 	for bounds[last] == bounds[last+1] {
@@ -361,16 +423,77 @@ func (c *routeCalls[In, Out]) runAll(ctx context.Context, bounds []int) {
 	c.wg.Wait() // run records failures in first and outcomes
 }
 
-// routesContext returns the context a call's routes run on, and the
-// function that the first failing route calls. Without partial results the
-// first failure cancels the other routes; with them every route runs to
-// completion on the caller's context.
-func (r *Router[In, Out]) routesContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if r.partial {
-		return ctx, func() {}
+// routesContext returns the context a call's routes run on, the function
+// that the first failing route calls, and the deadline margin (see
+// routesDeadline). Without partial results the first failure cancels the
+// other routes; with them every route runs to completion, or to the
+// routes' deadline.
+func (r *Router[In, Out]) routesContext(ctx context.Context) (context.Context, context.CancelFunc, time.Duration) {
+	rctx, cancel, margin := r.routesDeadline(ctx)
+	switch {
+	case cancel != nil:
+		return rctx, cancel, margin
+	case r.partial:
+		return ctx, func() {}, 0
 	}
-	return context.WithCancel(ctx)
+	rctx, cancel = context.WithCancel(ctx)
+	return rctx, cancel, 0
 }
+
+// routesDeadline returns, if ctx has a deadline and the router a deadline
+// margin, a context whose deadline is the margin earlier, with its cancel
+// function and the margin (see [WithDeadlineMargin]); otherwise ctx, nil
+// and 0.
+func (r *Router[In, Out]) routesDeadline(ctx context.Context) (context.Context, context.CancelFunc, time.Duration) {
+	if r.margin == 0 {
+		return ctx, nil, 0
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return ctx, nil, 0
+	}
+	margin := marginFor(r.margin, r.maxMargin, time.Until(deadline))
+	if margin == 0 {
+		return ctx, nil, 0
+	}
+	rctx, cancel := context.WithDeadline(ctx, deadline.Add(-margin))
+	return rctx, cancel, margin
+}
+
+// callRoute calls route k with items on ctx, the routes' context of a call
+// whose caller's context is parent, and returns what [Router.call] does
+// and the route that answered: k, or its fallback if k was unavailable
+// (see [WithFailover]). A route that failed because ctx's deadline, margin
+// earlier than parent's, passed says so in its error.
+func (r *Router[In, Out]) callRoute(ctx, parent context.Context, margin time.Duration, k int, items []In) ([]Out, *PartialError, *RouteError, int) {
+	res, pe, err := r.call(ctx, k, items)
+	if err != nil && r.fallback != nil && r.fallback[k] >= 0 && errors.Is(err.Err, ErrUnavailable) {
+		fb := r.fallback[k]
+		fres, fpe, ferr := r.call(ctx, fb, items)
+		if ferr == nil {
+			return fres, fpe, nil, fb
+		}
+		err = &RouteError{Route: r.names[k], Err: &failoverError{route: err.Err, fallback: r.names[fb], err: ferr.Err}}
+	}
+	if err != nil && margin > 0 && parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err.Err = fmt.Errorf("the route's deadline passed, %v before the call's: %w", margin.Round(time.Microsecond), err.Err)
+	}
+	return res, pe, err, k
+}
+
+// failoverError is the error of a route that was unavailable and whose
+// fallback failed too. It wraps both.
+type failoverError struct {
+	route    error  // the route's
+	fallback string // the fallback route's name
+	err      error  // the fallback's
+}
+
+func (e *failoverError) Error() string {
+	return fmt.Sprintf("%v; its fallback route %q failed too: %v", e.route, e.fallback, e.err)
+}
+
+func (e *failoverError) Unwrap() []error { return []error{e.route, e.err} }
 
 // routeGuesses remembers, during a call, the route of the names the
 // classifier returned, by a hash of the name (see guessSlot). A guess is
