@@ -29,7 +29,7 @@ type Router[In, Out any] struct {
 	maxMargin  time.Duration // the most margin
 	fallback   []int         // route k's fallback route, or -1
 	scratch    sync.Pool     // of *scratch[In]: a call's working slices
-	workers    workers   // the goroutines that call routes
+	workers    workers       // the goroutines that call routes
 
 	// Alternatives to classify and runAll that benchmarks measure them
 	// against (export_test.go); nil in every router NewRouter returns.
