@@ -56,6 +56,18 @@ type Balancer[In, Out any] struct {
 	ctx    context.Context // cancelled by Close, ends probes
 	cancel context.CancelFunc
 	probes sync.WaitGroup
+
+	// Hedging (WithHedging); sketch is nil without it.
+	sketch     *latencySketch
+	budget     hedgeBudget
+	hedged     atomic.Int64 // hedges sent
+	hedgesWon  atomic.Int64 // hedges whose answer was the call's
+	overBudget atomic.Int64 // hedges due but not sent: the budget was spent
+
+	// For tests (export_test.go): a delay that replaces the sketch's, and
+	// a function told of each decision to hedge or not, once the delay is up.
+	hedgeDelay time.Duration
+	hedgeHook  func(sent bool)
 }
 
 var _ Backend[int, int] = (*Balancer[int, int])(nil)
@@ -86,6 +98,9 @@ type replica[In, Out any] struct {
 
 type balancerConfig struct {
 	idempotent   bool
+	hedging      bool
+	hedgeQ       float64 // the latency quantile after which a call is hedged
+	hedgeBudget  float64 // the share of calls that may be hedged
 	maxAttempts  int
 	failures     int
 	baseEjection time.Duration
@@ -200,6 +215,60 @@ func WithReplicaNames(names ...string) BalancerOption {
 	return func(c *balancerConfig) { c.names = slices.Clone(names) }
 }
 
+// Defaults of [WithHedging].
+const (
+	DefaultHedgeQuantile = 0.95
+	DefaultHedgeBudget   = 0.05
+)
+
+// WithHedging makes the balancer hedge its calls: when the replica a call
+// went to has not answered after the quantile q of the latencies of the
+// balancer's recent calls, the same items go to another replica as well,
+// the first answer is the call's, and the other call is cancelled at once
+// (a transport client cancels it on the wire). A partial answer counts as
+// an answer. A call that fails on one replica waits for the other.
+//
+// Hedges are bounded: budget is the share of calls that may be hedged,
+// kept as a token bucket (each call earns budget of a hedge, a hedge
+// spends one, and at most 10 are saved up), so that hedging adds at most
+// that share of extra load to the replicas, whatever their latency does. A
+// hedge is never sent once the call's context is done or its deadline has
+// passed, never to the replica already asked (nor to one out of service),
+// and not before the balancer has seen 100 answers: the quantile is
+// computed from the last 1,024 to 2,048 answered calls, each counted from
+// its own start, a call cancelled because its hedge won counting as slow as
+// it was when cancelled. Only the first attempt of a call is hedged; its
+// retries are not.
+//
+// A hedged call runs twice, so hedging needs [WithIdempotent]:
+// [NewBalancer] fails without it, and for q outside (0, 1) or budget
+// outside (0, 1]. With a single replica nothing is hedged.
+// [Balancer.Hedges] counts the hedges.
+//
+// Default: off. [DefaultHedgeQuantile] (p95) and [DefaultHedgeBudget] (5%)
+// are the usual choice.
+func WithHedging(q, budget float64) BalancerOption {
+	return func(c *balancerConfig) { c.hedging, c.hedgeQ, c.hedgeBudget = true, q, budget }
+}
+
+// HedgeStats counts a balancer's hedges; see [WithHedging].
+type HedgeStats struct {
+	Sent       int64         // hedges sent
+	Won        int64         // hedges whose answer was the call's
+	OverBudget int64         // hedges due but not sent: the budget was spent
+	Delay      time.Duration // how long a call waits now before it is hedged; 0 before the first 100 answers
+}
+
+// Hedges returns the balancer's counts of hedges since [NewBalancer]: all
+// zero without [WithHedging].
+func (b *Balancer[In, Out]) Hedges() HedgeStats {
+	s := HedgeStats{Sent: b.hedged.Load(), Won: b.hedgesWon.Load(), OverBudget: b.overBudget.Load()}
+	if b.sketch != nil {
+		s.Delay = b.sketch.delay()
+	}
+	return s
+}
+
 func emptyBatchProbe[In, Out any](ctx context.Context, b Backend[In, Out]) error {
 	_, err := b.Process(ctx, nil)
 	return err
@@ -227,7 +296,21 @@ func NewBalancer[In, Out any](replicas []Backend[In, Out], opts ...BalancerOptio
 		return nil, fmt.Errorf("fanout: NewBalancer: WithReplicaNames gives %s for %s",
 			count(len(cfg.names), "name"), count(len(replicas), "replica"))
 	}
+	if cfg.hedging {
+		switch {
+		case !cfg.idempotent:
+			return nil, errors.New("fanout: NewBalancer: WithHedging needs WithIdempotent: a hedged call may run on two replicas")
+		case !(cfg.hedgeQ > 0 && cfg.hedgeQ < 1):
+			return nil, fmt.Errorf("fanout: NewBalancer: WithHedging: quantile %v is not in (0, 1)", cfg.hedgeQ)
+		case !(cfg.hedgeBudget > 0 && cfg.hedgeBudget <= 1):
+			return nil, fmt.Errorf("fanout: NewBalancer: WithHedging: budget %v is not in (0, 1]", cfg.hedgeBudget)
+		}
+	}
 	b := &Balancer[In, Out]{cfg: cfg, probe: emptyBatchProbe[In, Out], log: cfg.logger}
+	if cfg.hedging {
+		b.sketch = newLatencySketch(cfg.hedgeQ)
+		b.budget.earn = int64(cfg.hedgeBudget * hedgeToken)
+	}
 	if cfg.probe != nil {
 		probe, ok := cfg.probe.(func(context.Context, Backend[In, Out]) error)
 		if !ok {
@@ -266,22 +349,18 @@ func (b *Balancer[In, Out]) Process(ctx context.Context, items []In) ([]Out, err
 		if r == nil {
 			break
 		}
-		r.inFlight.Add(1)
-		out, err := r.backend.Process(ctx, items)
-		r.inFlight.Add(-1)
-		if err == nil || partialOf(err) != nil {
-			// A partial answer is an answer: the replica is up, and the
-			// items that failed would fail again elsewhere.
-			r.succeeded(&b.cfg)
+		var out []Out
+		var err error
+		other := -1 // the replica a hedge went to
+		if attempt == 0 && b.sketch != nil {
+			out, other, err = b.hedge(ctx, r, items)
+		} else {
+			out, err = b.attempt(ctx, r, items)
+		}
+		if answered(err) {
 			return out, err
 		}
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrInterrupted) {
-			b.failed(r, err)
-		}
-		if !b.retryable(err) {
+		if ctx.Err() != nil || !b.retryable(err) {
 			return nil, err
 		}
 		lastErr = err
@@ -290,6 +369,11 @@ func (b *Balancer[In, Out]) Process(ctx context.Context, items []In) ([]Out, err
 			tried = make([]bool, len(b.replicas))
 		}
 		tried[i] = true
+		if other >= 0 {
+			tried[other] = true
+			failures++
+			attempt++
+		}
 	}
 	switch {
 	case lastErr == nil:
@@ -304,6 +388,128 @@ func (b *Balancer[In, Out]) Process(ctx context.Context, items []In) ([]Out, err
 		return nil, fmt.Errorf("fanout: call failed on every replica tried (%d): %w", failures, lastErr)
 	}
 	return nil, lastErr
+}
+
+// answered reports whether a call that returned err answered: a partial
+// answer is an answer, the replica is up, and the items that failed would
+// fail again elsewhere.
+func answered(err error) bool { return err == nil || partialOf(err) != nil }
+
+// attempt calls replica r, keeping its count of calls in flight, its
+// health and, when hedging, the latency sketch.
+func (b *Balancer[In, Out]) attempt(ctx context.Context, r *replica[In, Out], items []In) ([]Out, error) {
+	var start time.Time
+	if b.sketch != nil {
+		start = time.Now()
+	}
+	r.inFlight.Add(1)
+	out, err := r.backend.Process(ctx, items)
+	r.inFlight.Add(-1)
+	if answered(err) {
+		r.succeeded(&b.cfg)
+		if b.sketch != nil {
+			b.sketch.observe(time.Since(start))
+		}
+		return out, err
+	}
+	if ctx.Err() == nil && (errors.Is(err, ErrUnavailable) || errors.Is(err, ErrInterrupted)) {
+		b.failed(r, err)
+	}
+	return out, err
+}
+
+// hedge calls replica r and, if r has not answered after the sketch's
+// delay, the same items on another replica too (see [WithHedging]). It
+// returns the first answer, or the first call's error if neither answered,
+// with the index of the replica the hedge went to, or -1 if none was sent.
+// It returns once both calls have returned: the loser is cancelled first.
+func (b *Balancer[In, Out]) hedge(ctx context.Context, r *replica[In, Out], items []In) ([]Out, int, error) {
+	b.budget.deposit()
+	delay := b.sketch.delay()
+	if b.hedgeDelay != 0 {
+		delay = b.hedgeDelay
+	}
+	if delay == 0 || len(b.replicas) < 2 {
+		out, err := b.attempt(ctx, r, items)
+		return out, -1, err
+	}
+	h := &hedgeCall[In, Out]{decided: make(chan int, 1), done: make(chan struct{})}
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	timer := time.AfterFunc(delay, func() {
+		other := b.hedgeTo(ctx, r)
+		if b.hedgeHook != nil {
+			b.hedgeHook(other != nil)
+		}
+		if other == nil {
+			h.decided <- -1
+			return
+		}
+		hctx, hcancel := context.WithCancel(ctx)
+		h.cancel = hcancel
+		h.decided <- other.index
+		b.hedged.Add(1)
+		h.out, h.err = b.attempt(hctx, other, items)
+		if answered(h.err) && h.winner.CompareAndSwap(0, 2) {
+			b.hedgesWon.Add(1)
+			pcancel() // the first call loses: cancel it at once
+		}
+		hcancel()
+		close(h.done)
+	})
+	start := time.Now()
+	out, err := b.attempt(pctx, r, items)
+	if timer.Stop() {
+		return out, -1, err // answered before the delay: no hedge
+	}
+	other := <-h.decided
+	if other < 0 {
+		return out, -1, err
+	}
+	if answered(err) && h.winner.CompareAndSwap(0, 1) {
+		h.cancel() // the hedge loses
+		<-h.done
+		return out, other, err
+	}
+	if h.winner.Load() == 2 && !answered(err) {
+		// Cancelled because the hedge won: as slow as that, at least.
+		b.sketch.observe(time.Since(start))
+	}
+	<-h.done
+	if answered(h.err) {
+		return h.out, other, h.err
+	}
+	return out, other, err
+}
+
+// hedgeCall is the state that a call and its hedge share.
+type hedgeCall[In, Out any] struct {
+	decided chan int           // the hedge's replica, or -1 for no hedge
+	cancel  context.CancelFunc // the hedge's, set before decided
+	winner  atomic.Int32       // 1: the first call answered first, 2: the hedge did
+	out     []Out              // the hedge's answer, set before done
+	err     error
+	done    chan struct{} // closed when the hedge has returned
+}
+
+// hedgeTo returns the replica a hedge of a call to r on ctx goes to, or
+// nil if none should: ctx is done, no other replica is in service, or the
+// budget is spent.
+func (b *Balancer[In, Out]) hedgeTo(ctx context.Context, r *replica[In, Out]) *replica[In, Out] {
+	if deadline, ok := ctx.Deadline(); ctx.Err() != nil || ok && !time.Now().Before(deadline) {
+		return nil
+	}
+	tried := make([]bool, len(b.replicas))
+	tried[r.index] = true
+	other, _ := b.pick(tried)
+	if other == nil {
+		return nil
+	}
+	if !b.budget.take() {
+		b.overBudget.Add(1)
+		return nil
+	}
+	return other
 }
 
 func (b *Balancer[In, Out]) retryable(err error) bool {

@@ -64,3 +64,21 @@ func UseMapLookup[In, Out any](r *Router[In, Out]) {
 func SetLimiterAfterFunc[In, Out any](l *Limiter[In, Out], after func(time.Duration, func())) {
 	l.afterFunc = after
 }
+
+// SetHedgeDelay makes b hedge its calls after d, whatever its latency
+// sketch says (b must be built WithHedging).
+func SetHedgeDelay[In, Out any](b *Balancer[In, Out], d time.Duration) { b.hedgeDelay = d }
+
+// SetHedgeHook makes b call f each time a call's hedge delay is up, telling
+// whether a hedge was sent.
+func SetHedgeHook[In, Out any](b *Balancer[In, Out], f func(sent bool)) { b.hedgeHook = f }
+
+// SketchQuantile returns the quantile q of latencies in a latency sketch
+// fed with them, as a balancer's hedging computes it.
+func SketchQuantile(q float64, latencies []time.Duration) time.Duration {
+	s := newLatencySketch(q)
+	for _, d := range latencies {
+		s.observe(d)
+	}
+	return s.delay()
+}

@@ -153,7 +153,7 @@ func BenchmarkRouterRouteLookup(b *testing.B) {
 
 // served serves backend over a transport server on loopback for the
 // benchmark's duration and returns a client of it.
-func served(b *testing.B, backend fanout.Backend[int64, int64]) fanout.Backend[int64, int64] {
+func served(b testing.TB, backend fanout.Backend[int64, int64]) fanout.Backend[int64, int64] {
 	b.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
