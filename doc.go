@@ -89,6 +89,20 @@
 // mispredicted per item. A classifier that returns constant names, without
 // branching on the item where it can, keeps classification cheap.
 //
+// # Shadow routes
+//
+// A [Shadow] tries a candidate backend, such as a new version of a
+// service, on live traffic: it answers every call with its primary,
+// exactly as the primary answered, and mirrors a share of the calls the
+// primary answered to the candidate, in the background, on copies of the
+// items and of the primary's results. The mirrored calls are bounded in
+// number and time, never delay the caller and are not cancelled with it;
+// the candidate's answers are compared item by item with the primary's,
+// and counted as matches, mismatches or errors ([Shadow.Stats]), the
+// latest mismatches kept ([Shadow.Mismatches]). Given [WithShadowLogger],
+// a Shadow logs mismatches and the candidate's failures at Warn level at
+// most once a second each.
+//
 // # Quick start
 //
 //	classify := fanout.ClassifierFunc[int64](func(n int64) (string, error) {
