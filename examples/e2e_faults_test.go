@@ -5,12 +5,15 @@
 package examples_test
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/seed-c94cd834/fanout/transport"
 )
 
 // skipShort skips a test that runs the programs under go test -short.
@@ -187,6 +190,52 @@ func TestShutdownLetsCallsFinish(t *testing.T) {
 	require.Equal(t, 0, x.wait(t))
 	require.Contains(t, x.log(), `msg="x stopped"`)
 	require.NotContains(t, x.log(), "grace period over")
+}
+
+// TestDelayFractionFlag checks -delay-fraction on the backends: a value
+// outside 0..1 is bad usage, naming the flag and the value, and the backend
+// does not start; 0 delays no call, however long -delay; without -delay the
+// flag is accepted and delays nothing.
+func TestDelayFractionFlag(t *testing.T) {
+	skipShort(t)
+	for _, tc := range []struct{ name, value string }{
+		{"x", "2"}, {"y", "2"}, {"z", "2"}, {"x", "-0.5"}, {"x", "NaN"},
+	} {
+		out := runProgram(t, "", tc.name, "-listen", "127.0.0.1:0", "-delay", "1s", "-delay-fraction", tc.value)
+		require.Equal(t, 2, out.code, "%s -delay-fraction %s: %s", tc.name, tc.value, out.stderr)
+		require.Contains(t, out.stderr, tc.name+": -delay-fraction must be between 0 and 1, not "+tc.value+"\n")
+		require.Contains(t, out.stderr, "-delay-fraction float", "the usage follows")
+		require.NotContains(t, out.stderr, " ready")
+		require.Empty(t, out.stdout)
+	}
+
+	// Were x to delay its call by a minute, the call would fail at its
+	// deadline, long before.
+	x := startServer(t, "x", "-listen", "127.0.0.1:0", "-delay", "1m", "-delay-fraction", "0", "-log-level", "debug")
+	y := startServer(t, "y", "-listen", "127.0.0.1:0", "-delay-fraction", "0.5", "-log-level", "debug")
+	for _, tc := range []struct {
+		backend *server
+		in      []int64
+		want    []int64
+	}{
+		{x, []int64{-3, -4}, []int64{9, 16}},
+		{y, []int64{4, 6}, []int64{2, 3}},
+	} {
+		c := transport.NewClient(tc.backend.addr, transport.Int64(), transport.Int64(),
+			transport.WithService(tc.backend.name), transport.WithLogger(nil))
+		for range 10 {
+			ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+			got, err := c.Process(ctx, tc.in)
+			cancel()
+			require.NoError(t, err, tc.backend.name)
+			require.Equal(t, tc.want, got, tc.backend.name)
+		}
+		c.Close()
+		// Once it has exited, all of its log is in.
+		require.NoError(t, tc.backend.cmd.Process.Signal(syscall.SIGTERM))
+		require.Equal(t, 0, tc.backend.wait(t), tc.backend.log())
+		require.NotContains(t, tc.backend.log(), `msg="call delayed"`, tc.backend.name)
+	}
 }
 
 // TestFailover runs x as two replicas and kills them one after the other

@@ -291,6 +291,7 @@ func TestLoadgenSummary(t *testing.T) {
 	require.Regexp(t, `(?m)^numbers +\d+ numbers answered \(\d+/s\)$`, out.stdout)
 	require.Regexp(t, `(?m)^errors +0 calls failed \(not counted in requests\)$`, out.stdout)
 	require.Regexp(t, `(?m)^wrong +0 answers wrong$`, out.stdout)
+	require.Regexp(t, `(?m)^latency +p50 \d+µs  p90 \d+µs  p99 \d+µs  p99\.9 \d+µs  max \d+µs \(of the calls answered\)$`, out.stdout)
 
 	out = runProgram(t, "", "loadgen", "-addr", addr, "-duration", "1s", "-concurrency", "2", "-json")
 	require.Equal(t, 0, out.code, out.stderr)
@@ -298,7 +299,7 @@ func TestLoadgenSummary(t *testing.T) {
 	var s map[string]any
 	require.NoError(t, json.Unmarshal([]byte(out.stdout), &s), out.stdout)
 	for _, field := range []string{"batch", "concurrency", "requests", "numbers", "errors", "wrong", "seconds",
-		"requests_per_sec", "numbers_per_sec", "p50_us", "p90_us", "p99_us", "max_us"} {
+		"requests_per_sec", "numbers_per_sec", "p50_us", "p90_us", "p99_us", "p999_us", "max_us"} {
 		require.Contains(t, s, field, out.stdout)
 	}
 }

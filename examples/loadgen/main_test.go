@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -67,7 +68,48 @@ func TestSummary(t *testing.T) {
 	require.InDelta(t, 3/2.123456789, got["requests_per_sec"], 1e-9)
 	require.InDelta(t, 30/2.123456789, got["numbers_per_sec"], 1e-9)
 	for _, field := range []string{"batch", "concurrency", "requests", "numbers", "errors", "wrong", "seconds",
-		"requests_per_sec", "numbers_per_sec", "p50_us", "p90_us", "p99_us", "max_us"} {
+		"requests_per_sec", "numbers_per_sec", "p50_us", "p90_us", "p99_us", "p999_us", "max_us"} {
 		require.Contains(t, got, field)
 	}
+}
+
+// TestSummaryLatencies checks the latencies of the summary, in text and
+// JSON, over 10,000 calls whose p50, p90, p99, p99.9 and max differ: each
+// is reported within a bucket (1/128) above its true value.
+func TestSummaryLatencies(t *testing.T) {
+	h := new(histogram)
+	for _, c := range []struct {
+		calls int
+		d     time.Duration
+	}{
+		{5000, 100 * time.Microsecond}, // p50 is the 5,000th call
+		{4000, 200 * time.Microsecond}, // p90 the 9,000th
+		{900, time.Millisecond},        // p99 the 9,900th
+		{90, 10 * time.Millisecond},    // p99.9 the 9,990th
+		{9, 100 * time.Millisecond},
+		{1, time.Second}, // max
+	} {
+		for range c.calls {
+			h.record(c.d)
+		}
+	}
+	var tl tally
+	tl.requests.Store(10_000)
+	s := summarize(config{batch: 10, concurrency: 2}, &tl, h, time.Second)
+	want := map[string]float64{"p50_us": 100, "p90_us": 200, "p99_us": 1000, "p999_us": 10_000, "max_us": 1_000_000}
+
+	var js bytes.Buffer
+	require.NoError(t, s.print(&js, true))
+	var got map[string]float64
+	require.NoError(t, json.Unmarshal(js.Bytes(), &got))
+	for field, w := range want {
+		require.GreaterOrEqual(t, got[field], w, field)
+		require.Less(t, got[field]-w, w/128, field)
+	}
+
+	var text bytes.Buffer
+	require.NoError(t, s.print(&text, false))
+	line := strings.Split(text.String(), "\n")[5]
+	require.Equal(t, fmt.Sprintf("latency   p50 %.0fµs  p90 %.0fµs  p99 %.0fµs  p99.9 %.0fµs  max %.0fµs (of the calls answered)",
+		got["p50_us"], got["p90_us"], got["p99_us"], got["p999_us"], got["max_us"]), line)
 }

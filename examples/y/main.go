@@ -6,8 +6,8 @@
 //
 // Usage:
 //
-//	y [-listen ADDR] [-grace D] [-delay D] [-max-calls N] [-max-conns N] [-max-request-mb N]
-//	  [-log-level LEVEL]
+//	y [-listen ADDR] [-grace D] [-delay D] [-delay-fraction F] [-max-calls N] [-max-conns N]
+//	  [-max-request-mb N] [-log-level LEVEL]
 //	  [-tls-cert FILE -tls-key FILE -tls-ca FILE]
 //
 // Flags:
@@ -16,10 +16,17 @@
 //	-grace D           on SIGINT or SIGTERM, how long to let calls in flight finish
 //	                   before closing (default 5s); the program then exits with status 0
 //	-delay D           wait D in each call before processing it, as a slow backend
-//	                   would (default 0). A call cancelled or past its deadline
-//	                   during the wait ends at once, and is logged:
+//	                   would (default 0), or in the share of calls -delay-fraction
+//	                   gives. A call cancelled or past its deadline during the
+//	                   wait ends at once, and is logged:
 //	                   level=INFO msg="call cancelled" numbers=1 err="context canceled" waited=1.2s
 //	                   (the start of each wait is logged at DEBUG level: msg="call delayed")
+//	-delay-fraction F  the share of calls that -delay delays, drawn at random per
+//	                   call, from 0 (none) to 1 (every call, the default): with
+//	                   -delay 100ms -delay-fraction 0.05, about one call in 20
+//	                   waits 100ms, which shows as tail latency (loadgen's p99
+//	                   and p99.9). Without -delay it does nothing; a value
+//	                   outside 0..1 is bad usage
 //	-max-calls N       calls in flight per connection (default 1024); more are
 //	                   refused at once as overloaded
 //	-max-conns N       connections served at once (default 1024); a client past

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -34,39 +35,59 @@ type Server interface {
 // BackendConfig describes a backend server.
 type BackendConfig struct {
 	Route string        // "x", "y" or "z"
-	Delay time.Duration // how long each call waits before it is processed; 0 for no wait
-	Log   *slog.Logger  // where delayed calls are logged (see [NewBackend]); nil for nowhere
+	Delay time.Duration // how long a delayed call waits before it is processed; 0 for no wait
+
+	// DelayFraction is the share of calls that get the Delay, drawn at
+	// random per call: 0.05 delays about one call in 20. It must be between
+	// 0 and 1. The zero value means 1, every call, so that a config that
+	// sets only Delay delays every call; to delay no call, leave Delay 0.
+	DelayFraction float64
+
+	Log *slog.Logger // where delayed calls are logged (see [NewBackend]); nil for nowhere
 }
 
 // NewBackend returns a server for the backend of cfg.Route, speaking int64
 // both ways.
 //
-// With a Delay, each call waits that long before it is processed, as a slow
+// With a Delay, each call (or, with a DelayFraction, that share of the
+// calls, at random) waits that long before it is processed, as a slow
 // backend would; a call cancelled or past its deadline during the wait
 // fails at once with its context's error. The start of each wait is logged
 // at Debug level (msg="call delayed"), and a call that ends during it at
 // Info level (msg="call cancelled", with the error and the time waited), so
 // that a test can see that a call, and its cancellation, reached the
-// backend.
+// backend; a call that is not delayed logs nothing. A DelayFraction below 0,
+// above 1 or NaN is an error.
 func NewBackend(cfg BackendConfig, opts ...transport.ServerOption) (*transport.Server[int64, int64], error) {
 	b, err := xyz.Backend(cfg.Route)
 	if err != nil {
 		return nil, err
+	}
+	fraction := cfg.DelayFraction
+	if !(fraction >= 0 && fraction <= 1) { // NaN too
+		return nil, fmt.Errorf("node: DelayFraction %v is not between 0 and 1", fraction)
+	}
+	if fraction == 0 {
+		fraction = 1
 	}
 	if cfg.Delay > 0 {
 		log := cfg.Log
 		if log == nil {
 			log = slog.New(slog.DiscardHandler)
 		}
-		b = delay(b, cfg.Delay, log)
+		b = delay(b, cfg.Delay, fraction, log)
 	}
 	return transport.NewServer(b, transport.Int64(), transport.Int64(), append(slices.Clip(opts), transport.WithService(cfg.Route))...), nil
 }
 
-// delay returns a backend that waits d before passing each call to b; see
-// [NewBackend].
-func delay(b fanout.Backend[int64, int64], d time.Duration, log *slog.Logger) fanout.Backend[int64, int64] {
+// delay returns a backend that waits d before passing a call to b, for a
+// share fraction of the calls drawn at random per call (0 none, 1 every
+// call); see [NewBackend].
+func delay(b fanout.Backend[int64, int64], d time.Duration, fraction float64, log *slog.Logger) fanout.Backend[int64, int64] {
 	return fanout.BackendFunc[int64, int64](func(ctx context.Context, items []int64) ([]int64, error) {
+		if fraction < 1 && rand.Float64() >= fraction { // Float64 is in [0, 1)
+			return b.Process(ctx, items)
+		}
 		log.Debug("call delayed", "numbers", len(items), "delay", d)
 		start := time.Now()
 		t := time.NewTimer(d)
@@ -502,21 +523,32 @@ func Main(log *slog.Logger, name string, srv Server, f Flags) int {
 }
 
 // BackendMain is the main function of the programs x, y and z: it parses
-// args (the [Flags], with defaultListen as the default of -listen, and
-// -delay) and serves the backend of route until SIGINT or SIGTERM. summary
-// is the first line of its usage message ([SetUsage]). It returns the exit
-// status as [Main] does, or exits with status 2 for bad usage.
+// args (the [Flags], with defaultListen as the default of -listen, -delay
+// and -delay-fraction) and serves the backend of route until SIGINT or
+// SIGTERM. summary is the first line of its usage message ([SetUsage]). It
+// returns the exit status as [Main] does, or exits with status 2 for bad
+// usage. -delay-fraction 0 delays no call (unlike a DelayFraction of 0,
+// which means every call).
 func BackendMain(route, summary, defaultListen string, args []string) int {
 	fs := flag.NewFlagSet(route, flag.ExitOnError)
 	SetUsage(fs, summary)
 	var f Flags
 	f.Register(fs, defaultListen)
-	delay := fs.Duration("delay", 0, "how long each call waits before it is processed, as a slow backend would")
+	delay := fs.Duration("delay", 0, "how long a call waits before it is processed, as a slow backend would (every call, or the share -delay-fraction gives)")
+	fraction := fs.Float64("delay-fraction", 1,
+		"share of calls that -delay delays, at random per call, from 0 (none) to 1 (every call); without -delay it does nothing")
 	log, opts := f.Parse(fs, args)
 	if *delay < 0 {
 		Usage(fs, "-delay must not be negative")
 	}
-	srv, err := NewBackend(BackendConfig{Route: route, Delay: *delay, Log: log}, opts.Server...)
+	if !(*fraction >= 0 && *fraction <= 1) { // NaN too
+		Usage(fs, "-delay-fraction must be between 0 and 1, not %v", *fraction)
+	}
+	d := *delay
+	if *fraction == 0 {
+		d = 0 // no call delayed; BackendConfig takes a DelayFraction of 0 as every call
+	}
+	srv, err := NewBackend(BackendConfig{Route: route, Delay: d, DelayFraction: *fraction, Log: log}, opts.Server...)
 	if err != nil {
 		log.Error(route+" failed", "err", err)
 		return 1

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -224,6 +225,31 @@ func TestBackendDelay(t *testing.T) {
 	_, err = c.Process(ctx, []int64{1})
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	logs.wait(t, `level=INFO msg="call cancelled" numbers=1 err="context `)
+}
+
+// TestBackendDelayFraction checks what NewBackend makes of DelayFraction:
+// the zero value delays every call, as a config that sets only Delay
+// expects, and a fraction outside 0..1 is an error naming the field.
+func TestBackendDelayFraction(t *testing.T) {
+	var logs watchedLog
+	srv, err := node.NewBackend(node.BackendConfig{Route: "y", Delay: time.Nanosecond,
+		Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}, quiet)
+	require.NoError(t, err)
+	c := transport.NewClient(serve(t, srv), transport.Int64(), transport.Int64(), quiet)
+	defer c.Close()
+	const calls = 20
+	for range calls {
+		got, err := c.Process(context.Background(), []int64{4})
+		require.NoError(t, err)
+		require.Equal(t, []int64{2}, got)
+	}
+	require.Equal(t, calls, strings.Count(logs.String(), `msg="call delayed"`), logs.String())
+
+	for _, fraction := range []float64{-0.1, 1.5, math.NaN(), math.Inf(1)} {
+		_, err := node.NewBackend(node.BackendConfig{Route: "y", Delay: time.Second, DelayFraction: fraction})
+		require.ErrorContains(t, err, "DelayFraction", "fraction %v", fraction)
+		require.ErrorContains(t, err, "not between 0 and 1", "fraction %v", fraction)
+	}
 }
 
 func TestNewMiddleNeedsEveryRoute(t *testing.T) {
