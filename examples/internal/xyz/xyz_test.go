@@ -310,15 +310,33 @@ func TestPerItem(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, got)
 
-	// A call whose deadline passes while a route is at work fails as a
-	// whole, with the deadline's error, even though another route answered.
+	// A route still at work when the routes' deadline passes, a margin
+	// before the call's, fails alone: the call answers with what came back.
 	routes["z"] = xyz.Label("z", fanout.BackendFunc[int64, int64](func(ctx context.Context, _ []int64) ([]int64, error) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}))
-	r, err = fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes, fanout.WithPartialResults())
+	r, err = fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes, fanout.WithPartialResults(),
+		fanout.WithDeadlineMargin(0.5, time.Minute))
 	require.NoError(t, err)
-	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	got, err = xyz.PerItem(r).Process(short, []int64{-1, 1})
+	pe = nil
+	require.ErrorAs(t, err, &pe)
+	answers := xyz.Annotate(got, 2, pe)
+	require.Equal(t, xyz.Result{Value: 1, Backend: "x"}, answers[0])
+	require.Equal(t, "z", answers[1].Backend)
+	require.Contains(t, answers[1].Err, "the route's deadline passed, ")
+	require.Contains(t, answers[1].Err, "z could not process 1: context deadline exceeded")
+
+	// Without a margin, a call whose deadline passes while a route is at
+	// work fails as a whole, with the deadline's error, even though another
+	// route answered.
+	r, err = fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes, fanout.WithPartialResults(),
+		fanout.WithDeadlineMargin(0, 0))
+	require.NoError(t, err)
+	short, cancel = context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
 	_, err = xyz.PerItem(r).Process(short, []int64{-1, 1})
 	require.ErrorIs(t, err, context.DeadlineExceeded)
