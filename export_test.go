@@ -16,8 +16,9 @@ import (
 func UseErrgroup[In, Out any](r *Router[In, Out]) {
 	r.fanOut = func(c *routeCalls[In, Out], ctx context.Context, bounds []int) {
 		c.parent = ctx
-		c.ctx, c.cancel, c.margin = c.r.routesContext(ctx)
-		defer c.cancel()
+		var release context.CancelFunc
+		c.ctx, c.cancel, release, c.margin = c.r.routesContext(ctx)
+		defer release()
 		var g errgroup.Group
 		for k := range len(bounds) - 1 {
 			if lo, hi := bounds[k], bounds[k+1]; lo < hi {

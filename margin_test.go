@@ -138,6 +138,32 @@ func TestDeadlineMarginAnswersWhatCameBack(t *testing.T) {
 		require.Contains(t, pe.Failed[0].Error(), " before the call's")
 	})
 
+	t.Run("a failure cancels no other route", func(t *testing.T) {
+		// Under partial results, with a deadline: x fails at once, and y
+		// answers only after that.
+		xFailed := make(chan struct{})
+		x := fanout.BackendFunc[int64, int64](func(context.Context, []int64) ([]int64, error) {
+			defer close(xFailed)
+			return nil, errors.New("x is broken")
+		})
+		y := fanout.BackendFunc[int64, int64](func(ctx context.Context, items []int64) ([]int64, error) {
+			waitFor(t, xFailed, "x's failure")
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			return []int64{items[0] / 2}, nil
+		})
+		r := mustRouter(t, xyz, map[string]fanout.Backend[int64, int64]{"x": x, "y": y}, fanout.WithPartialResults())
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, err := r.Process(ctx, []int64{-3, 4})
+		var pe *fanout.PartialError
+		require.ErrorAs(t, err, &pe)
+		require.Equal(t, []int64{0, 2}, out, "y answered after x failed: %v", err)
+		require.Len(t, pe.Failed, 1)
+		require.Equal(t, "x", pe.Failed[0].Route)
+	})
+
 	t.Run("without partial results", func(t *testing.T) {
 		r := mustRouter(t, xyz, map[string]fanout.Backend[int64, int64]{"x": newDeadlineOf("x"), "y": slow}, margin)
 		ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)

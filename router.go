@@ -404,8 +404,9 @@ func (c *routeCalls[In, Out]) run(k, lo, hi int) {
 // thread to run it.
 func (c *routeCalls[In, Out]) runAll(ctx context.Context, bounds []int) {
 	c.parent = ctx
-	c.ctx, c.cancel, c.margin = c.r.routesContext(ctx)
-	defer c.cancel()
+	var release context.CancelFunc
+	c.ctx, c.cancel, release, c.margin = c.r.routesContext(ctx)
+	defer release()
 	last := len(bounds) - 2
 	for bounds[last] == bounds[last+1] {
 		last--
@@ -424,20 +425,22 @@ func (c *routeCalls[In, Out]) runAll(ctx context.Context, bounds []int) {
 }
 
 // routesContext returns the context a call's routes run on, the function
-// that the first failing route calls, and the deadline margin (see
+// that the first failing route calls, the function that releases the
+// context once the routes have returned, and the deadline margin (see
 // routesDeadline). Without partial results the first failure cancels the
 // other routes; with them every route runs to completion, or to the
 // routes' deadline.
-func (r *Router[In, Out]) routesContext(ctx context.Context) (context.Context, context.CancelFunc, time.Duration) {
+func (r *Router[In, Out]) routesContext(ctx context.Context) (_ context.Context, failed, release context.CancelFunc, _ time.Duration) {
 	rctx, cancel, margin := r.routesDeadline(ctx)
 	switch {
-	case cancel != nil:
-		return rctx, cancel, margin
+	case cancel == nil && r.partial:
+		return ctx, func() {}, func() {}, 0
+	case cancel == nil:
+		rctx, cancel = context.WithCancel(ctx)
 	case r.partial:
-		return ctx, func() {}, 0
+		return rctx, func() {}, cancel, margin
 	}
-	rctx, cancel = context.WithCancel(ctx)
-	return rctx, cancel, 0
+	return rctx, cancel, cancel, margin
 }
 
 // routesDeadline returns, if ctx has a deadline and the router a deadline
@@ -476,9 +479,18 @@ func (r *Router[In, Out]) callRoute(ctx, parent context.Context, margin time.Dur
 		err = &RouteError{Route: r.names[k], Err: &failoverError{route: err.Err, fallback: r.names[fb], err: ferr.Err}}
 	}
 	if err != nil && margin > 0 && parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		err.Err = fmt.Errorf("the route's deadline passed, %v before the call's: %w", margin.Round(time.Microsecond), err.Err)
+		err.Err = fmt.Errorf("the route's deadline passed, %v before the call's: %w", roundMargin(margin), err.Err)
 	}
 	return res, pe, err, k
+}
+
+// roundMargin rounds a margin for an error message: to the millisecond from
+// 10ms on, else to the microsecond.
+func roundMargin(m time.Duration) time.Duration {
+	if m >= 10*time.Millisecond {
+		return m.Round(time.Millisecond)
+	}
+	return m.Round(time.Microsecond)
 }
 
 // failoverError is the error of a route that was unavailable and whose

@@ -39,6 +39,26 @@
 // once a second with their count). The transport's own lines (dial
 // failures at Debug level) go to the same log.
 //
+// Tail tolerance. The middle layer gives its routes a deadline a margin
+// earlier than the call's (a tenth of the time left, at most 250ms; see
+// fanout.WithDeadlineMargin), so that a call with a deadline is answered
+// before it with what came back: a route that has not answered by then
+// fails its numbers with an error naming the route and the deadline
+// ("the route's deadline passed, 100ms before the call's"), and the client
+// gets the others' answers (with -partial) or that error. With -hedge,
+// each route's balancer hedges: a call a replica has not answered after
+// the route's recent p95 latency goes to another replica as well, the
+// first answer wins and the other call is cancelled, within 5% more calls
+// (fanout.WithHedging); it logs "hedges" with the counts per route when it
+// stops. With -fallback-x ADDRS, x's numbers go to a fallback x backend
+// while every replica of x is down or ejected, labelled "x-fallback" in
+// the answers (fanout.WithFailover). With -shadow-x ADDRS, -shadow-fraction
+// of x's calls are mirrored to a candidate x backend and its answers
+// compared number by number, never returned (fanout.Shadow): mismatches
+// are logged ("fanout: shadow mismatch", with a sample) at most once a
+// second, and "shadow summary" with the counts when it stops. The same
+// flags exist for y and z.
+//
 // With -http ADDR it also serves an HTTP/JSON gateway over its own router,
 // in process: POST /v1/process takes a JSON array of integers (or NDJSON,
 // a number per line, streamed in chunks) and answers as client -json
@@ -52,6 +72,8 @@
 //	  [-max-inflight N] [-batch N] [-batch-calls N] [-max-calls N]
 //	  [-max-conns N] [-max-request-mb N] [-log-level LEVEL]
 //	  [-http ADDR] [-http-max-body-mb N] [-http-max-requests N]
+//	  [-hedge] [-fallback-x ADDRS] [-fallback-y ADDRS] [-fallback-z ADDRS]
+//	  [-shadow-x ADDRS] [-shadow-y ADDRS] [-shadow-z ADDRS] [-shadow-fraction F]
 //	  [-tls-cert FILE -tls-key FILE -tls-ca FILE]
 //
 // Flags:
@@ -91,6 +113,17 @@
 //	-http-max-body-mb N  MiB a JSON request body may hold (default 1); past it,
 //	                  413. NDJSON streams are not bounded: they stream in chunks
 //	-http-max-requests N  HTTP requests served at once (default 64); past it, 503
+//	-hedge            hedge each route's calls on another replica after the route's
+//	                  recent p95 latency, within 5% more calls (off by default)
+//	-fallback-x ADDRS addresses of a fallback x backend's replicas: it answers x's
+//	                  numbers, labelled x-fallback, while every replica of x is
+//	                  down or ejected (off when not given); -fallback-y and
+//	                  -fallback-z the same for y and z
+//	-shadow-x ADDRS   addresses of a candidate x backend's replicas: -shadow-fraction
+//	                  of x's calls are mirrored to it and compared, the answers
+//	                  never returned (off when not given); -shadow-y and -shadow-z
+//	                  the same for y and z
+//	-shadow-fraction F  share of a shadowed route's calls mirrored, in (0, 1] (default 1)
 //	-tls-cert FILE    with -tls-key and -tls-ca: speak mutual TLS, with this
 //	-tls-key FILE     certificate and key both to serve clients and to call x,
 //	-tls-ca FILE      y and z, trusting only peers whose certificate the CA in
@@ -120,29 +153,46 @@ func main() {
 	os.Exit(run())
 }
 
+// addrList returns the parser of a flag that sets the addresses of route
+// in m: a comma-separated list of host:port.
+func addrList(m map[string][]string, route string) func(string) error {
+	return func(s string) error {
+		addrs := strings.Split(s, ",")
+		for i, a := range addrs {
+			addrs[i] = strings.TrimSpace(a)
+			if addrs[i] == "" {
+				return fmt.Errorf("empty address in %q", s)
+			}
+			if err := node.CheckAddr(addrs[i], false); err != nil {
+				return err
+			}
+		}
+		m[route] = addrs
+		return nil
+	}
+}
+
 func run() int {
 	fs := flag.NewFlagSet("middle", flag.ExitOnError)
 	node.SetUsage(fs, about)
 	var f node.Flags
 	f.Register(fs, "127.0.0.1:7000")
-	cfg := node.MiddleConfig{Replicas: map[string][]string{}}
+	cfg := node.MiddleConfig{Replicas: map[string][]string{}, Fallback: map[string][]string{}, Shadow: map[string][]string{}}
 	for i, route := range xyz.Routes() {
-		fs.Func(route, fmt.Sprintf("`addresses` of the %s backend's replicas, host:port, comma-separated (default 127.0.0.1:%d)", route, 7001+i), func(s string) error {
-			addrs := strings.Split(s, ",")
-			for i, a := range addrs {
-				addrs[i] = strings.TrimSpace(a)
-				if addrs[i] == "" {
-					return fmt.Errorf("empty address in %q", s)
-				}
-				if err := node.CheckAddr(addrs[i], false); err != nil {
-					return err
-				}
-			}
-			cfg.Replicas[route] = addrs
-			return nil
-		})
+		fs.Func(route, fmt.Sprintf("`addresses` of the %s backend's replicas, host:port, comma-separated (default 127.0.0.1:%d)", route, 7001+i), addrList(cfg.Replicas, route))
 		cfg.Replicas[route] = []string{fmt.Sprintf("127.0.0.1:%d", 7001+i)}
 	}
+	for _, route := range xyz.Routes() {
+		fs.Func("fallback-"+route, fmt.Sprintf("`addresses` of the replicas of a fallback %s backend, comma-separated: it answers %s's numbers, labelled %s, while every replica of %s is down or ejected (off when not given)",
+			route, route, xyz.FallbackRoute(route), route), addrList(cfg.Fallback, route))
+	}
+	for _, route := range xyz.Routes() {
+		fs.Func("shadow-"+route, fmt.Sprintf("`addresses` of the replicas of a candidate %s backend, comma-separated: -shadow-fraction of %s's calls are mirrored to it and its answers compared, logged, never returned (off when not given)",
+			route, route), addrList(cfg.Shadow, route))
+	}
+	fs.BoolVar(&cfg.Hedge, "hedge", false,
+		"hedge each route's calls: a call a replica has not answered after the route's recent p95 latency goes to another replica too, within 5% more calls")
+	fs.Float64Var(&cfg.ShadowFraction, "shadow-fraction", 1, "share of a shadowed route's calls mirrored to its candidate, in (0, 1]")
 	fs.IntVar(&cfg.MaxInFlight, "max-inflight", node.DefaultMaxInFlight,
 		"calls in flight per route, over all its replicas; past it, the route's numbers fail at once as overloaded")
 	fs.IntVar(&cfg.Batch, "batch", node.DefaultBatch,
@@ -165,6 +215,9 @@ func run() int {
 	}
 	if cfg.BatchCalls < 1 {
 		node.Usage(fs, "-batch-calls must be at least 1")
+	}
+	if !(cfg.ShadowFraction > 0 && cfg.ShadowFraction <= 1) {
+		node.Usage(fs, "-shadow-fraction must be in (0, 1], not %v", cfg.ShadowFraction)
 	}
 	if *maxBodyMB < 1 {
 		node.Usage(fs, "-http-max-body-mb must be at least 1")

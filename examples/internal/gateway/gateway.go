@@ -75,6 +75,8 @@ const (
 type Route struct {
 	Name     string   `json:"name"`
 	Replicas []string `json:"replicas"`
+	Fallback string   `json:"fallback,omitempty"` // the route its numbers go to when every replica is down
+	Shadow   []string `json:"shadow,omitempty"`   // the replicas of a candidate its calls are mirrored to
 }
 
 // Config describes a gateway.

@@ -132,6 +132,35 @@ type MiddleConfig struct {
 	// [DefaultBatchCalls].
 	BatchCalls int
 
+	// Hedge makes each route's balancer hedge its calls: a call a replica
+	// has not answered after the route's recent p95 latency goes to
+	// another replica too, the first answer wins and the other call is
+	// cancelled, within a budget of 5% of the route's calls (see
+	// [fanout.WithHedging]). It pays with two or more replicas.
+	Hedge bool
+
+	// Fallback maps a route to the addresses of the replicas of its
+	// fallback: a backend of the same service (x for route x) that
+	// answers the route's numbers when every replica of the route is down
+	// or ejected (see [fanout.WithFailover]). The numbers it answers are
+	// labelled with the fallback route's name, [xyz.FallbackRoute] of the
+	// route ("x-fallback"), so the client's output says who answered. A
+	// route without an entry has no fallback.
+	Fallback map[string][]string
+
+	// Shadow maps a route to the addresses of the replicas of a candidate
+	// backend of the same service, to which ShadowFraction of the route's
+	// calls are mirrored and whose answers are compared with the route's,
+	// number by number, never reaching the client (see [fanout.Shadow]).
+	// Mismatches and the candidate's failures are logged, at most once a
+	// second each, with route= and a sample; a summary of the counts is
+	// logged when the middle layer stops.
+	Shadow map[string][]string
+
+	// ShadowFraction is the share of a shadowed route's calls mirrored to
+	// its candidate, in (0, 1]; 0 means 1, every call.
+	ShadowFraction float64
+
 	// HTTP are the limits of the middle layer's HTTP/JSON gateway, which
 	// [Middle.StartHTTP] serves (see package gateway).
 	HTTP HTTPConfig
@@ -192,11 +221,15 @@ type Middle struct {
 	routes     []gateway.Route
 	gateway    http.Handler
 	routeNames []string                         // of balancers
-	balancers  []*fanout.Balancer[int64, int64] // one a route
+	balancers  []*fanout.Balancer[int64, int64] // one a route, fallbacks and candidates included
 	clients    []*transport.Client[int64, int64]
+	shadows    []*fanout.Shadow[int64, int64]
+	shadowOf   []string // the route of each of shadows
+	log        *slog.Logger
 
-	mu   sync.Mutex
-	http []*http.Server // those StartHTTP started
+	mu      sync.Mutex
+	http    []*http.Server // those StartHTTP started
+	closing sync.Once
 }
 
 var (
@@ -231,60 +264,81 @@ const MiddleService = "middle"
 // each client connects on its first call, or on [Middle.Check]. opts.Server apply to the middle
 // layer's server, opts.Client to its clients of the backends.
 func NewMiddle(cfg MiddleConfig, opts Options) (*Middle, error) {
-	maxInFlight := cfg.MaxInFlight
-	if maxInFlight == 0 {
-		maxInFlight = DefaultMaxInFlight
-	}
-	m := &Middle{}
-	routes := make(map[string]fanout.Backend[int64, int64])
-	for _, route := range xyz.Routes() {
-		m.routes = append(m.routes, gateway.Route{Name: route, Replicas: slices.Clone(cfg.Replicas[route])})
-		var replicas []fanout.Backend[int64, int64]
-		for _, addr := range cfg.Replicas[route] {
-			// The client requires the route's service: a wrong address is
-			// refused at the handshake, never answered by another backend.
-			c := transport.NewClient(addr, transport.Int64(), transport.Int64(), append(slices.Clip(opts.Client), transport.WithService(route))...)
-			m.clients = append(m.clients, c)
-			replicas = append(replicas, c)
-		}
-		var log *slog.Logger
-		if cfg.Log != nil {
-			log = cfg.Log.With("route", route)
-		}
-		b, err := fanout.NewBalancer(replicas, fanout.WithIdempotent(),
-			fanout.WithBalancerLogger(log), fanout.WithReplicaNames(cfg.Replicas[route]...))
-		if err != nil {
-			m.close()
-			return nil, fmt.Errorf("node: route %s: %w", route, err)
-		}
-		m.routeNames = append(m.routeNames, route)
-		m.balancers = append(m.balancers, b)
-		var be fanout.Backend[int64, int64] = b
-		if cfg.Batch >= 0 {
-			bt, err := fanout.NewBatcher(be,
-				fanout.WithMaxBatch(cmp.Or(cfg.Batch, DefaultBatch)),
-				fanout.WithConcurrency(cmp.Or(cfg.BatchCalls, DefaultBatchCalls)))
-			if err != nil {
-				m.close()
-				return nil, fmt.Errorf("node: route %s: %w", route, err)
-			}
-			be = bt
-		}
-		l, err := fanout.NewLimiter(be, maxInFlight, fanout.WithLimiterLogger(log))
-		if err != nil {
-			m.close()
-			return nil, fmt.Errorf("node: route %s: %w", route, err)
-		}
-		routes[route] = xyz.Label(route, l)
-	}
-	if len(cfg.Replicas) != len(routes) {
-		m.close()
-		return nil, fmt.Errorf("node: replicas given for %d routes, want exactly %v", len(cfg.Replicas), xyz.Routes())
-	}
-	router, err := fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes, fanout.WithPartialResults())
-	if err != nil {
+	m := &Middle{log: cfg.Log}
+	if err := m.build(cfg, opts); err != nil {
 		m.close()
 		return nil, err
+	}
+	return m, nil
+}
+
+// build builds the routes, the router and the server of cfg into m.
+func (m *Middle) build(cfg MiddleConfig, opts Options) error {
+	if len(cfg.Replicas) != len(xyz.Routes()) {
+		return fmt.Errorf("node: replicas given for %d routes, want exactly %v", len(cfg.Replicas), xyz.Routes())
+	}
+	if !(cfg.ShadowFraction >= 0 && cfg.ShadowFraction <= 1) {
+		return fmt.Errorf("node: ShadowFraction %v is not between 0 and 1", cfg.ShadowFraction)
+	}
+	routes := make(map[string]fanout.Backend[int64, int64])
+	var routerOpts []fanout.RouterOption
+	for _, route := range xyz.Routes() {
+		addrs, ok := cfg.Replicas[route]
+		if !ok {
+			return fmt.Errorf("node: no replicas given for route %s", route)
+		}
+		entry := gateway.Route{Name: route, Replicas: slices.Clone(addrs), Shadow: slices.Clone(cfg.Shadow[route])}
+		be, err := m.route(route, route, addrs, cfg, opts)
+		if err != nil {
+			return err
+		}
+		if len(cfg.Shadow[route]) > 0 {
+			candidate, err := m.balancer(route, route+" shadow", cfg.Shadow[route], false, opts)
+			if err != nil {
+				return err
+			}
+			var log *slog.Logger
+			if cfg.Log != nil {
+				log = cfg.Log.With("route", route)
+			}
+			sh, err := fanout.NewShadow(be, fanout.Backend[int64, int64](candidate), func(a, b int64) bool { return a == b },
+				fanout.WithShadowFraction(cmp.Or(cfg.ShadowFraction, 1)), fanout.WithShadowLogger(log))
+			if err != nil {
+				return fmt.Errorf("node: route %s: %w", route, err)
+			}
+			m.shadows = append(m.shadows, sh)
+			m.shadowOf = append(m.shadowOf, route)
+			be = sh
+		}
+		routes[route] = xyz.Label(route, be)
+		if addrs := cfg.Fallback[route]; len(addrs) > 0 {
+			fb := xyz.FallbackRoute(route)
+			entry.Fallback = fb
+			be, err := m.route(route, fb, addrs, cfg, opts)
+			if err != nil {
+				return err
+			}
+			routes[fb] = xyz.Label(fb, be)
+			routerOpts = append(routerOpts, fanout.WithFailover(route, fb))
+			m.routes = append(m.routes, entry, gateway.Route{Name: fb, Replicas: slices.Clone(addrs)})
+			continue
+		}
+		m.routes = append(m.routes, entry)
+	}
+	for route := range cfg.Fallback {
+		if _, ok := cfg.Replicas[route]; !ok {
+			return fmt.Errorf("node: fallback given for unknown route %q", route)
+		}
+	}
+	for route := range cfg.Shadow {
+		if _, ok := cfg.Replicas[route]; !ok {
+			return fmt.Errorf("node: shadow given for unknown route %q", route)
+		}
+	}
+	router, err := fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes,
+		append(routerOpts, fanout.WithPartialResults())...)
+	if err != nil {
+		return err
 	}
 	m.backend = xyz.PerItem(router)
 	m.server = transport.NewServer(m.backend, transport.Int64(), xyz.ResultCodec(), append(slices.Clip(opts.Server), transport.WithService(MiddleService))...)
@@ -295,7 +349,66 @@ func NewMiddle(cfg MiddleConfig, opts Options) (*Middle, error) {
 		MaxRequests:  cfg.HTTP.MaxRequests,
 		Log:          opts.Log,
 	})
-	return m, nil
+	return nil
+}
+
+// route returns the backend of a route of the router, name (the route
+// itself, or its fallback), whose replicas at addrs serve service: a
+// Limiter of cfg.MaxInFlight calls, around a Batcher unless cfg turns
+// merging off, around a Balancer of transport clients.
+func (m *Middle) route(service, name string, addrs []string, cfg MiddleConfig, opts Options) (fanout.Backend[int64, int64], error) {
+	b, err := m.balancer(service, name, addrs, cfg.Hedge, opts)
+	if err != nil {
+		return nil, err
+	}
+	var be fanout.Backend[int64, int64] = b
+	if cfg.Batch >= 0 {
+		bt, err := fanout.NewBatcher(be,
+			fanout.WithMaxBatch(cmp.Or(cfg.Batch, DefaultBatch)),
+			fanout.WithConcurrency(cmp.Or(cfg.BatchCalls, DefaultBatchCalls)))
+		if err != nil {
+			return nil, fmt.Errorf("node: route %s: %w", name, err)
+		}
+		be = bt
+	}
+	l, err := fanout.NewLimiter(be, cmp.Or(cfg.MaxInFlight, DefaultMaxInFlight), fanout.WithLimiterLogger(m.logger(name)))
+	if err != nil {
+		return nil, fmt.Errorf("node: route %s: %w", name, err)
+	}
+	return l, nil
+}
+
+// balancer returns a balancer, logging as route name, over clients of the
+// replicas at addrs, each of which must serve service, and records it.
+func (m *Middle) balancer(service, name string, addrs []string, hedge bool, opts Options) (*fanout.Balancer[int64, int64], error) {
+	var replicas []fanout.Backend[int64, int64]
+	for _, addr := range addrs {
+		// The client requires the route's service: a wrong address is
+		// refused at the handshake, never answered by another backend.
+		c := transport.NewClient(addr, transport.Int64(), transport.Int64(), append(slices.Clip(opts.Client), transport.WithService(service))...)
+		m.clients = append(m.clients, c)
+		replicas = append(replicas, c)
+	}
+	bopts := []fanout.BalancerOption{fanout.WithIdempotent(),
+		fanout.WithBalancerLogger(m.logger(name)), fanout.WithReplicaNames(addrs...)}
+	if hedge {
+		bopts = append(bopts, fanout.WithHedging(fanout.DefaultHedgeQuantile, fanout.DefaultHedgeBudget))
+	}
+	b, err := fanout.NewBalancer(replicas, bopts...)
+	if err != nil {
+		return nil, fmt.Errorf("node: route %s: %w", name, err)
+	}
+	m.routeNames = append(m.routeNames, name)
+	m.balancers = append(m.balancers, b)
+	return b, nil
+}
+
+// logger returns the middle layer's logger for route name, or nil.
+func (m *Middle) logger(name string) *slog.Logger {
+	if m.log == nil {
+		return nil
+	}
+	return m.log.With("route", name)
 }
 
 // Backend returns the middle layer's backend in process: what its server
@@ -397,13 +510,38 @@ func (m *Middle) Close() error {
 	return err
 }
 
-// close stops the balancers' probes and closes the clients.
+// close stops the shadows and the balancers' probes, closes the clients
+// and logs what hedging and the shadows did.
 func (m *Middle) close() {
-	for _, b := range m.balancers {
-		b.Close()
+	m.closing.Do(func() {
+		for _, sh := range m.shadows {
+			sh.Close()
+		}
+		for _, b := range m.balancers {
+			b.Close()
+		}
+		for _, c := range m.clients {
+			c.Close()
+		}
+		m.summary()
+	})
+}
+
+// summary logs, once the middle layer has stopped, each route's hedges (if
+// it hedged any) and each shadow's counts.
+func (m *Middle) summary() {
+	if m.log == nil {
+		return
 	}
-	for _, c := range m.clients {
-		c.Close()
+	for i, b := range m.balancers {
+		if h := b.Hedges(); h.Sent > 0 || h.OverBudget > 0 {
+			m.log.Info("hedges", "route", m.routeNames[i], "sent", h.Sent, "won", h.Won, "over_budget", h.OverBudget)
+		}
+	}
+	for i, sh := range m.shadows {
+		st := sh.Stats()
+		m.log.Info("shadow summary", "route", m.shadowOf[i], "mirrored", st.Mirrored, "dropped", st.Dropped,
+			"matches", st.Matches, "mismatches", st.Mismatches, "errors", st.Errors)
 	}
 }
 

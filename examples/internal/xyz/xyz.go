@@ -117,6 +117,21 @@ func Backend(route string) (fanout.Backend[int64, int64], error) {
 	}), nil
 }
 
+// FallbackRoute returns the name of the fallback route of route, which
+// answers its numbers while every replica of it is down ("x-fallback" for
+// "x"): what a number a fallback answered is labelled with.
+func FallbackRoute(route string) string { return route + "-fallback" }
+
+// Correct reports whether r is the right answer to n: [Expected]'s, from
+// the route that owns n or from its fallback ([FallbackRoute]).
+func Correct(n int64, r Result) bool {
+	want, err := Expected(n)
+	if err != nil || r.Err != "" || r.Value != want.Value {
+		return false
+	}
+	return r.Backend == want.Backend || r.Backend == FallbackRoute(want.Backend)
+}
+
 // Expected returns the answer the example system must give for n: the route
 // [Classify] chooses and that route's result, or the route's overflow error.
 func Expected(n int64) (Result, error) {
