@@ -51,9 +51,9 @@ const (
 // The rule: when a call's context has a deadline, with d left before it
 // as Process starts, the routes' context has a deadline m earlier, where m
 // is fraction times d, and at most maxMargin. A route that has not
-// answered by then fails with an error that wraps
-// [context.DeadlineExceeded] and says the route's deadline passed, m
-// before the call's. A call without a deadline has none for its routes
+// answered by then fails with its own error, which wraps
+// [context.DeadlineExceeded], followed by "(the route's deadline passed,
+// 100ms before the call's)" for a margin of 100ms. A call without a deadline has none for its routes
 // either. Routers nest: a router that is a route of another sees the
 // earlier deadline, and takes its own margin from what is left of it, so
 // that each layer answers before the layer above it gives up.

@@ -479,7 +479,7 @@ func (r *Router[In, Out]) callRoute(ctx, parent context.Context, margin time.Dur
 		err = &RouteError{Route: r.names[k], Err: &failoverError{route: err.Err, fallback: r.names[fb], err: ferr.Err}}
 	}
 	if err != nil && margin > 0 && parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		err.Err = fmt.Errorf("the route's deadline passed, %v before the call's: %w", roundMargin(margin), err.Err)
+		err.Err = fmt.Errorf("%w (the route's deadline passed, %v before the call's)", err.Err, roundMargin(margin))
 	}
 	return res, pe, err, k
 }
