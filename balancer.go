@@ -60,6 +60,7 @@ type Balancer[In, Out any] struct {
 	// Hedging (WithHedging); sketch is nil without it.
 	sketch     *latencySketch
 	budget     hedgeBudget
+	hedgeCalls atomic.Int64 // calls that could be hedged: first attempts
 	hedged     atomic.Int64 // hedges sent
 	hedgesWon  atomic.Int64 // hedges whose answer was the call's
 	overBudget atomic.Int64 // hedges due but not sent: the budget was spent
@@ -253,7 +254,8 @@ func WithHedging(q, budget float64) BalancerOption {
 
 // HedgeStats counts a balancer's hedges; see [WithHedging].
 type HedgeStats struct {
-	Sent       int64         // hedges sent
+	Calls      int64         // calls made (first attempts, not retries), each of which could be hedged
+	Sent       int64         // hedges sent: Sent/Calls is the extra load hedging cost
 	Won        int64         // hedges whose answer was the call's
 	OverBudget int64         // hedges due but not sent: the budget was spent
 	Delay      time.Duration // how long a call waits now before it is hedged; 0 before the first 100 answers
@@ -262,7 +264,7 @@ type HedgeStats struct {
 // Hedges returns the balancer's counts of hedges since [NewBalancer]: all
 // zero without [WithHedging].
 func (b *Balancer[In, Out]) Hedges() HedgeStats {
-	s := HedgeStats{Sent: b.hedged.Load(), Won: b.hedgesWon.Load(), OverBudget: b.overBudget.Load()}
+	s := HedgeStats{Calls: b.hedgeCalls.Load(), Sent: b.hedged.Load(), Won: b.hedgesWon.Load(), OverBudget: b.overBudget.Load()}
 	if b.sketch != nil {
 		s.Delay = b.sketch.delay()
 	}
@@ -424,6 +426,7 @@ func (b *Balancer[In, Out]) attempt(ctx context.Context, r *replica[In, Out], it
 // with the index of the replica the hedge went to, or -1 if none was sent.
 // It returns once both calls have returned: the loser is cancelled first.
 func (b *Balancer[In, Out]) hedge(ctx context.Context, r *replica[In, Out], items []In) ([]Out, int, error) {
+	b.hedgeCalls.Add(1)
 	b.budget.deposit()
 	delay := b.sketch.delay()
 	if b.hedgeDelay != 0 {

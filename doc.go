@@ -40,8 +40,10 @@
 // [errors.Is] and [errors.As] see through them. [Router.ProcessRoutes] also
 // reports the route of every item, whatever the routes' outcome.
 //
-// Cancellation: the caller's context is passed to every backend. Process does
-// not return until every backend call it started has returned.
+// Cancellation: the caller's context is passed to every backend, with a
+// deadline a margin earlier if it has one (see Tail tolerance below).
+// Process does not return until every backend call it started has
+// returned.
 //
 // Concurrency: a Router is immutable after [NewRouter] and safe for
 // concurrent use by any number of goroutines, provided its classifier and
@@ -89,19 +91,40 @@
 // mispredicted per item. A classifier that returns constant names, without
 // branching on the item where it can, keeps classification cheap.
 //
-// # Shadow routes
+// # Tail tolerance
 //
-// A [Shadow] tries a candidate backend, such as a new version of a
-// service, on live traffic: it answers every call with its primary,
-// exactly as the primary answered, and mirrors a share of the calls the
-// primary answered to the candidate, in the background, on copies of the
-// items and of the primary's results. The mirrored calls are bounded in
-// number and time, never delay the caller and are not cancelled with it;
-// the candidate's answers are compared item by item with the primary's,
-// and counted as matches, mismatches or errors ([Shadow.Stats]), the
-// latest mismatches kept ([Shadow.Mismatches]). Given [WithShadowLogger],
-// a Shadow logs mismatches and the candidate's failures at Warn level at
-// most once a second each.
+// A scatter-gather call is as slow as its slowest route; four tools keep a
+// slow or missing route from costing the whole call.
+//
+// Deadline margin: a router gives its routes a deadline a margin earlier
+// than the caller's, by default a tenth of the time left and at most
+// 250ms ([WithDeadlineMargin]), so that it answers before the caller gives
+// up: under [WithPartialResults] with what came back, the late routes'
+// items failed with an error saying the route's deadline passed; without,
+// with that error. Nested routers compose: each takes its margin from what
+// the layer above left it.
+//
+// Hedging: a [Balancer] built [WithHedging] sends a call its replica has
+// not answered after the recent p95 latency (or another quantile) to a
+// second replica too, takes the first answer and cancels the other call,
+// within a budget of extra calls (5% of the calls, say). It needs
+// [WithIdempotent].
+//
+// Failover: [WithFailover] names a fallback route of a router that gets a
+// route's items when that route is unavailable as a whole (every replica
+// down or ejected); [Router.ProcessRoutes] reports the fallback for them.
+//
+// Shadow routes: a [Shadow] tries a candidate backend, such as a new
+// version of a service, on live traffic: it answers every call with its
+// primary, exactly as the primary answered, and mirrors a share of the
+// calls the primary answered to the candidate, in the background, on
+// copies of the items and of the primary's results. The mirrored calls are
+// bounded in number and time, never delay the caller and are not cancelled
+// with it; the candidate's answers are compared item by item with the
+// primary's, and counted as matches, mismatches or errors
+// ([Shadow.Stats]), the latest mismatches kept ([Shadow.Mismatches]).
+// Given [WithShadowLogger], a Shadow logs mismatches and the candidate's
+// failures at Warn level at most once a second each.
 //
 // # Quick start
 //

@@ -202,6 +202,7 @@ func TestHedgeBudgetExhausted(t *testing.T) {
 	require.NoError(t, recv(t, done, "the answer"))
 	stats := h.b.Hedges()
 	require.Equal(t, before.OverBudget+1, stats.OverBudget)
+	require.Equal(t, before.Calls+1, stats.Calls)
 	require.Equal(t, before.Sent, stats.Sent)
 	require.Equal(t, calls+1, h.calls(), "one call, no hedge")
 }

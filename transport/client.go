@@ -208,6 +208,14 @@ func (c *Client[In, Out]) call(ctx context.Context, items []In, dst []Out, sent 
 		}
 		out, err = c.callOnce(ctx, items, dst, sent)
 	}
+	if re, ok := err.(*RemoteError); ok && re.Code == CodeCanceled {
+		// The server answered that the call was cancelled because this
+		// client told it so: the cause is the caller's context, whose
+		// error says why (its deadline, say), as when no answer came.
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+	}
 	return out, err
 }
 

@@ -535,7 +535,7 @@ func (m *Middle) summary() {
 	}
 	for i, b := range m.balancers {
 		if h := b.Hedges(); h.Sent > 0 || h.OverBudget > 0 {
-			m.log.Info("hedges", "route", m.routeNames[i], "sent", h.Sent, "won", h.Won, "over_budget", h.OverBudget)
+			m.log.Info("hedges", "route", m.routeNames[i], "calls", h.Calls, "sent", h.Sent, "won", h.Won, "over_budget", h.OverBudget)
 		}
 	}
 	for i, sh := range m.shadows {
