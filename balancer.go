@@ -231,8 +231,10 @@ const (
 //
 // Hedges are bounded: budget is the share of calls that may be hedged,
 // kept as a token bucket (each call earns budget of a hedge, a hedge
-// spends one, and at most 10 are saved up), so that hedging adds at most
-// that share of extra load to the replicas, whatever their latency does. A
+// spends one, and at most what 1,000 calls earn, or 10 hedges if that is
+// more, are saved up), so that hedging adds at most that share of extra
+// load to the replicas, whatever their latency does, beyond a burst of
+// what was saved. A
 // hedge is never sent once the call's context is done or its deadline has
 // passed, never to the replica already asked (nor to one out of service),
 // and not before the balancer has seen 100 answers: the quantile is
@@ -311,7 +313,7 @@ func NewBalancer[In, Out any](replicas []Backend[In, Out], opts ...BalancerOptio
 	b := &Balancer[In, Out]{cfg: cfg, probe: emptyBatchProbe[In, Out], log: cfg.logger}
 	if cfg.hedging {
 		b.sketch = newLatencySketch(cfg.hedgeQ)
-		b.budget.earn = int64(cfg.hedgeBudget * hedgeToken)
+		b.budget = newHedgeBudget(cfg.hedgeBudget)
 	}
 	if cfg.probe != nil {
 		probe, ok := cfg.probe.(func(context.Context, Backend[In, Out]) error)

@@ -267,3 +267,42 @@ func TestHedgeDelayIsTheQuantile(t *testing.T) {
 	require.LessOrEqual(t, p99, 100*time.Millisecond*9/8)
 	require.Zero(t, fanout.SketchQuantile(0.5, latencies[:99]), "too few")
 }
+
+// BenchmarkBalancerHedging is what hedging costs: two replicas over
+// loopback TCP, answering at once, without WithHedging, with it (past the
+// 100 answers it waits for, so that the calls slower than the p95 are
+// hedged, within the 5% budget), and with a delay no call reaches (every
+// call arms and stops its hedge timer, none is hedged).
+func BenchmarkBalancerHedging(b *testing.B) {
+	for _, mode := range []string{"off", "on", "never due"} {
+		hedging := mode != "off"
+		b.Run("hedging="+mode, func(b *testing.B) {
+			replicas := []fanout.Backend[int64, int64]{served(b, newReplicaGate("a", nil, nil)), served(b, newReplicaGate("b", nil, nil))}
+			opts := []fanout.BalancerOption{fanout.WithIdempotent()}
+			if hedging {
+				opts = append(opts, fanout.WithHedging(fanout.DefaultHedgeQuantile, fanout.DefaultHedgeBudget))
+			}
+			bal, err := fanout.NewBalancer(replicas, opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer bal.Close()
+			if mode == "never due" {
+				fanout.SetHedgeDelay(bal, time.Hour) // armed and stopped, never sent
+			}
+			items := []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+			for range 200 {
+				if _, err := bal.Process(context.Background(), items); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := bal.Process(context.Background(), items); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

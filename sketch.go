@@ -94,21 +94,32 @@ func (s *latencySketch) compute() time.Duration {
 func (s *latencySketch) delay() time.Duration { return time.Duration(s.quantile.Load()) }
 
 // hedgeBudget is a token bucket of hedges: each call earns share of a
-// hedge, a hedge spends one, and at most hedgeBurst are saved up.
+// hedge, a hedge spends one, and at most a window's worth are saved up:
+// what hedgeWindow calls earn, and never fewer than hedgeBurst hedges. So
+// over any run of calls, hedges are at most the share of them plus what
+// was saved, and a run of slow calls can spend what quiet calls before it
+// earned.
 type hedgeBudget struct {
 	earn   int64        // per call, in millionths of a hedge
+	limit  int64        // the most saved up, in millionths of a hedge
 	tokens atomic.Int64 // in millionths of a hedge
 }
 
 const (
-	hedgeToken = 1_000_000
-	hedgeBurst = 10 // hedges saved up, at most
+	hedgeToken  = 1_000_000
+	hedgeBurst  = 10   // hedges saved up, at least
+	hedgeWindow = 1000 // calls whose share of hedges is saved up
 )
 
-// earn adds a call's share of a hedge.
+func newHedgeBudget(share float64) hedgeBudget {
+	earn := int64(share * hedgeToken)
+	return hedgeBudget{earn: earn, limit: max(hedgeBurst*hedgeToken, hedgeWindow*earn)}
+}
+
+// deposit adds a call's share of a hedge.
 func (h *hedgeBudget) deposit() {
-	if v := h.tokens.Add(h.earn); v > hedgeBurst*hedgeToken {
-		h.tokens.CompareAndSwap(v, hedgeBurst*hedgeToken)
+	if v := h.tokens.Add(h.earn); v > h.limit {
+		h.tokens.CompareAndSwap(v, h.limit)
 	}
 }
 

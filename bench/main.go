@@ -6,11 +6,15 @@
 // Usage, from this directory:
 //
 //	go run . [-reps N] [-duration D] [-out DIR] [-root DIR] [-middle-args "FLAGS"] [-quick]
+//	go run . -hedging [-reps N] [-duration D] [-root DIR]
 //
 // It prints a markdown report to standard output and writes it, with a
 // chart, to DIR/latest.md and DIR/latest.png; progress goes to standard
 // error. The exit status is 1 if anything failed or any answer was wrong,
 // 2 for bad usage. See README.md for what is measured and how.
+//
+// With -hedging it runs the hedging experiment instead (hedging.go) and
+// prints its report only.
 //
 // The program also serves the gRPC, plain yamux and raw TCP servers: the
 // benchmark runs it again as "bench role KIND ROLE ..." for each of them
@@ -50,6 +54,12 @@ func run() int {
 		return nil
 	})
 	fs.BoolVar(&quick, "quick", false, "a smoke test: 1 repetition of 200ms per workload")
+	var hedging bool
+	fs.Func("hedging-args", "with -hedging, more `flags` for the middle layer with -hedge, space-separated (-hedge-budget 0.1, say)", func(v string) error {
+		hedgeArgs = strings.Fields(v)
+		return nil
+	})
+	fs.BoolVar(&hedging, "hedging", false, "instead, the hedging experiment: fanout's example system, two replicas a route delaying 5% of calls by 100ms, loadgen with and without middle -hedge; -duration per run")
 	fs.Parse(os.Args[1:])
 	if quick {
 		cfg.reps, cfg.duration = 1, 200*time.Millisecond
@@ -68,6 +78,13 @@ func run() int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if hedging {
+		if err := runHedging(ctx, cfg, os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: FAILED: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	res, err := benchmark(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: FAILED: %v\n", err)

@@ -87,15 +87,15 @@ func connectFanout(ctx context.Context, addr string) (target, error) {
 	return nil, err
 }
 
-// buildExamples builds the example programs x, y, z and middle of the
-// module in root into dir.
+// buildExamples builds the example programs x, y, z, middle and loadgen
+// of the module in root into dir.
 func buildExamples(root, dir string) error {
 	dir, err := filepath.Abs(dir) // -C makes a relative path relative to root
 	if err != nil {
 		return err
 	}
 	cmd := exec.Command("go", "build", "-C", root, "-o", dir+string(filepath.Separator),
-		"./examples/x", "./examples/y", "./examples/z", "./examples/middle")
+		"./examples/x", "./examples/y", "./examples/z", "./examples/middle", "./examples/loadgen")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	return cmd.Run()
 }

@@ -72,7 +72,7 @@
 //	  [-max-inflight N] [-batch N] [-batch-calls N] [-max-calls N]
 //	  [-max-conns N] [-max-request-mb N] [-log-level LEVEL]
 //	  [-http ADDR] [-http-max-body-mb N] [-http-max-requests N]
-//	  [-hedge] [-fallback-x ADDRS] [-fallback-y ADDRS] [-fallback-z ADDRS]
+//	  [-hedge] [-hedge-quantile Q] [-hedge-budget F] [-fallback-x ADDRS] [-fallback-y ADDRS] [-fallback-z ADDRS]
 //	  [-shadow-x ADDRS] [-shadow-y ADDRS] [-shadow-z ADDRS] [-shadow-fraction F]
 //	  [-tls-cert FILE -tls-key FILE -tls-ca FILE]
 //
@@ -115,6 +115,10 @@
 //	-http-max-requests N  HTTP requests served at once (default 64); past it, 503
 //	-hedge            hedge each route's calls on another replica after the route's
 //	                  recent p95 latency, within 5% more calls (off by default)
+//	-hedge-quantile Q with -hedge, the quantile of the recent latencies after which
+//	                  a call is hedged (default 0.95)
+//	-hedge-budget F   with -hedge, the share of a route's calls that may be hedged
+//	                  (default 0.05)
 //	-fallback-x ADDRS addresses of a fallback x backend's replicas: it answers x's
 //	                  numbers, labelled x-fallback, while every replica of x is
 //	                  down or ejected (off when not given); -fallback-y and
@@ -141,6 +145,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/examples/internal/gateway"
 	"github.com/seed-c94cd834/fanout/examples/internal/node"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
@@ -192,6 +197,10 @@ func run() int {
 	}
 	fs.BoolVar(&cfg.Hedge, "hedge", false,
 		"hedge each route's calls: a call a replica has not answered after the route's recent p95 latency goes to another replica too, within 5% more calls")
+	fs.Float64Var(&cfg.HedgeQuantile, "hedge-quantile", fanout.DefaultHedgeQuantile,
+		"with -hedge, the quantile of a route's recent latencies after which a call is hedged, in (0, 1)")
+	fs.Float64Var(&cfg.HedgeBudget, "hedge-budget", fanout.DefaultHedgeBudget,
+		"with -hedge, the share of a route's calls that may be hedged, in (0, 1]")
 	fs.Float64Var(&cfg.ShadowFraction, "shadow-fraction", 1, "share of a shadowed route's calls mirrored to its candidate, in (0, 1]")
 	fs.IntVar(&cfg.MaxInFlight, "max-inflight", node.DefaultMaxInFlight,
 		"calls in flight per route, over all its replicas; past it, the route's numbers fail at once as overloaded")
@@ -215,6 +224,12 @@ func run() int {
 	}
 	if cfg.BatchCalls < 1 {
 		node.Usage(fs, "-batch-calls must be at least 1")
+	}
+	if !(cfg.HedgeQuantile > 0 && cfg.HedgeQuantile < 1) {
+		node.Usage(fs, "-hedge-quantile must be in (0, 1), not %v", cfg.HedgeQuantile)
+	}
+	if !(cfg.HedgeBudget > 0 && cfg.HedgeBudget <= 1) {
+		node.Usage(fs, "-hedge-budget must be in (0, 1], not %v", cfg.HedgeBudget)
 	}
 	if !(cfg.ShadowFraction > 0 && cfg.ShadowFraction <= 1) {
 		node.Usage(fs, "-shadow-fraction must be in (0, 1], not %v", cfg.ShadowFraction)

@@ -139,6 +139,12 @@ type MiddleConfig struct {
 	// [fanout.WithHedging]). It pays with two or more replicas.
 	Hedge bool
 
+	// HedgeQuantile and HedgeBudget set the quantile after which a call is
+	// hedged and the share of calls that may be, under Hedge; 0 means
+	// fanout.DefaultHedgeQuantile (0.95) and fanout.DefaultHedgeBudget
+	// (0.05).
+	HedgeQuantile, HedgeBudget float64
+
 	// Fallback maps a route to the addresses of the replicas of its
 	// fallback: a backend of the same service (x for route x) that
 	// answers the route's numbers when every replica of the route is down
@@ -293,7 +299,7 @@ func (m *Middle) build(cfg MiddleConfig, opts Options) error {
 			return err
 		}
 		if len(cfg.Shadow[route]) > 0 {
-			candidate, err := m.balancer(route, route+" shadow", cfg.Shadow[route], false, opts)
+			candidate, err := m.balancer(route, route+" shadow", cfg.Shadow[route], nil, opts)
 			if err != nil {
 				return err
 			}
@@ -357,7 +363,7 @@ func (m *Middle) build(cfg MiddleConfig, opts Options) error {
 // Limiter of cfg.MaxInFlight calls, around a Batcher unless cfg turns
 // merging off, around a Balancer of transport clients.
 func (m *Middle) route(service, name string, addrs []string, cfg MiddleConfig, opts Options) (fanout.Backend[int64, int64], error) {
-	b, err := m.balancer(service, name, addrs, cfg.Hedge, opts)
+	b, err := m.balancer(service, name, addrs, &cfg, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -379,8 +385,9 @@ func (m *Middle) route(service, name string, addrs []string, cfg MiddleConfig, o
 }
 
 // balancer returns a balancer, logging as route name, over clients of the
-// replicas at addrs, each of which must serve service, and records it.
-func (m *Middle) balancer(service, name string, addrs []string, hedge bool, opts Options) (*fanout.Balancer[int64, int64], error) {
+// replicas at addrs, each of which must serve service, hedging as cfg says
+// (none if cfg is nil), and records it.
+func (m *Middle) balancer(service, name string, addrs []string, cfg *MiddleConfig, opts Options) (*fanout.Balancer[int64, int64], error) {
 	var replicas []fanout.Backend[int64, int64]
 	for _, addr := range addrs {
 		// The client requires the route's service: a wrong address is
@@ -391,8 +398,8 @@ func (m *Middle) balancer(service, name string, addrs []string, hedge bool, opts
 	}
 	bopts := []fanout.BalancerOption{fanout.WithIdempotent(),
 		fanout.WithBalancerLogger(m.logger(name)), fanout.WithReplicaNames(addrs...)}
-	if hedge {
-		bopts = append(bopts, fanout.WithHedging(fanout.DefaultHedgeQuantile, fanout.DefaultHedgeBudget))
+	if cfg != nil && cfg.Hedge {
+		bopts = append(bopts, fanout.WithHedging(cmp.Or(cfg.HedgeQuantile, fanout.DefaultHedgeQuantile), cmp.Or(cfg.HedgeBudget, fanout.DefaultHedgeBudget)))
 	}
 	b, err := fanout.NewBalancer(replicas, bopts...)
 	if err != nil {
@@ -535,7 +542,7 @@ func (m *Middle) summary() {
 	}
 	for i, b := range m.balancers {
 		if h := b.Hedges(); h.Sent > 0 || h.OverBudget > 0 {
-			m.log.Info("hedges", "route", m.routeNames[i], "calls", h.Calls, "sent", h.Sent, "won", h.Won, "over_budget", h.OverBudget)
+			m.log.Info("hedges", "route", m.routeNames[i], "calls", h.Calls, "sent", h.Sent, "won", h.Won, "over_budget", h.OverBudget, "delay", h.Delay)
 		}
 	}
 	for i, sh := range m.shadows {
