@@ -10,9 +10,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -116,8 +119,35 @@ func (s *soakTally) call(c *transport.Client[int64, xyz.Result], rng *rand.Rand)
 	return ok
 }
 
+// TestSoak runs the soak twice: as it is, and with the middle layer
+// hedging every route's calls (its replicas delaying 5% of their calls by
+// 20ms, so that hedges are sent and won) and mirroring y's calls to a
+// shadow candidate, a y that is never killed: hedges and the shadow must
+// leave every answer right, and the candidate must match y on every
+// number it answered.
 func TestSoak(t *testing.T) {
 	skipShort(t)
+	t.Run("plain", func(t *testing.T) { soak(t, nil, nil) })
+	t.Run("hedged and shadowed", func(t *testing.T) {
+		candidate := startServer(t, "y", "-listen", "127.0.0.1:0")
+		middle := soak(t, []string{"-delay", "20ms", "-delay-fraction", "0.05"}, []string{"-hedge", "-shadow-y", candidate.addr})
+		require.NoError(t, middle.cmd.Process.Signal(syscall.SIGTERM))
+		require.Equal(t, 0, middle.wait(t), middle.log())
+		log := middle.log()
+		t.Logf("soak: %s", regexp.MustCompile(`msg=hedges route=[a-z]+ [^\n]*`).FindAllString(log, -1))
+		m := regexp.MustCompile(`msg="shadow summary" route=y mirrored=([0-9]+) dropped=[0-9]+ matches=([0-9]+) mismatches=0 errors=[0-9]+`).FindStringSubmatch(log)
+		require.NotNil(t, m, "the shadow found mismatches, or logged no summary: %s", log)
+		t.Logf("soak: %s", m[0])
+		matches, _ := strconv.Atoi(m[2])
+		require.Positive(t, matches)
+		won := regexp.MustCompile(`msg=hedges route=[a-z]+ calls=[0-9]+ sent=[0-9]+ won=([1-9][0-9]*) `).FindString(log)
+		require.NotEmpty(t, won, "no hedge won: %s", log)
+	})
+}
+
+// soak runs the soak: replicas started with replicaArgs, the middle layer
+// with middleArgs. It returns the middle layer, still running.
+func soak(t *testing.T, replicaArgs, middleArgs []string) *server {
 	duration := soakDuration(t)
 
 	// replicas[route][i] is the process of a replica; a restarted replica
@@ -125,9 +155,9 @@ func TestSoak(t *testing.T) {
 	var mu sync.Mutex
 	replicas := map[string][]*server{}
 	for _, route := range xyz.Routes() {
-		replicas[route] = startReplicas(t, route, 2)
+		replicas[route] = startReplicas(t, route, 2, replicaArgs...)
 	}
-	middle := startMiddle(t, replicas["x"], replicas["y"], replicas["z"])
+	middle := startMiddle(t, replicas["x"], replicas["y"], replicas["z"], middleArgs...)
 	c := transport.NewClient(middle.addr, transport.Int64(), xyz.ResultCodec(), transport.WithLogger(nil))
 	defer c.Close()
 
@@ -162,7 +192,7 @@ func TestSoak(t *testing.T) {
 			<-victim.exited
 			kills.Add(1)
 			time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond) // down a while: pacing only
-			back, err := launch(t, route, "-listen", victim.addr)
+			back, err := launch(t, route, append([]string{"-listen", victim.addr}, replicaArgs...)...)
 			if err != nil {
 				chaosErr <- fmt.Errorf("restarting %s on %s: %w", route, victim.addr, err)
 				return
@@ -198,4 +228,5 @@ func TestSoak(t *testing.T) {
 	require.Zero(t, tally.wrong.Load(), "wrong answers: %q", tally.unclear)
 	require.Empty(t, tally.unclear, "failures that do not say what failed")
 	require.Equal(t, 100, streak, "the system did not recover within a minute")
+	return middle
 }
