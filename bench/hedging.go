@@ -149,8 +149,12 @@ var hedgesLine = regexp.MustCompile(`msg=hedges route=[a-z]+ calls=([0-9]+) sent
 func hedgeReport(runs []hedgeRun, cfg config) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Hedging: the example system with and without -hedge\n\n")
-	fmt.Fprintf(&b, "`cd bench && go run . -hedging -reps %d -duration %v`: two replicas of each route, each delaying %s of its calls by %s (`-delay %s -delay-fraction %s`); `loadgen -batch %s -concurrency %s -duration %v`, with and without `middle -hedge`, interleaved, %d repetitions; medians over the repetitions, ratios taken within each.\n\n",
-		cfg.reps, cfg.duration, pct(hedgeDelayShare), hedgeDelay, hedgeDelay, hedgeDelayShare, hedgeBatch, hedgeConcurrency, cfg.duration, cfg.reps)
+	extraArgs := ""
+	if len(hedgeArgs) > 0 {
+		extraArgs = fmt.Sprintf(" -hedging-args %q", strings.Join(hedgeArgs, " "))
+	}
+	fmt.Fprintf(&b, "`cd bench && go run . -hedging -reps %d -duration %v%s`: two replicas of each route, each delaying %s of its calls by %s (`-delay %s -delay-fraction %s`); `loadgen -batch %s -concurrency %s -duration %v`, with and without `middle -hedge`, interleaved, %d repetitions; medians over the repetitions, ratios taken within each.\n\n",
+		cfg.reps, cfg.duration, extraArgs, pct(hedgeDelayShare), hedgeDelay, hedgeDelay, hedgeDelayShare, hedgeBatch, hedgeConcurrency, cfg.duration, cfg.reps)
 	med := func(hedge bool, f func(hedgeRun) float64) float64 {
 		var v []float64
 		for _, r := range runs {
