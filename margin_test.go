@@ -164,6 +164,23 @@ func TestDeadlineMarginAnswersWhatCameBack(t *testing.T) {
 		require.Equal(t, "x", pe.Failed[0].Route)
 	})
 
+	t.Run("the backend says first that the deadline passed", func(t *testing.T) {
+		// A remote backend counts the same deadline, and may answer that
+		// it passed before the routes' context's timer has fired.
+		own := fanout.BackendFunc[int64, int64](func(ctx context.Context, _ []int64) ([]int64, error) {
+			dl, _ := ctx.Deadline()
+			<-time.After(time.Until(dl))
+			return nil, fmt.Errorf("remote: %w", context.DeadlineExceeded)
+		})
+		r := mustRouter(t, xyz, map[string]fanout.Backend[int64, int64]{"x": newDeadlineOf("x"), "y": own}, fanout.WithPartialResults(), margin)
+		ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+		defer cancel()
+		_, err := r.Process(ctx, []int64{-3, 4})
+		var pe *fanout.PartialError
+		require.ErrorAs(t, err, &pe)
+		require.Contains(t, pe.Failed[0].Error(), "remote: context deadline exceeded (the route's deadline passed, ")
+	})
+
 	t.Run("without partial results", func(t *testing.T) {
 		r := mustRouter(t, xyz, map[string]fanout.Backend[int64, int64]{"x": newDeadlineOf("x"), "y": slow}, margin)
 		ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)

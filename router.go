@@ -478,10 +478,21 @@ func (r *Router[In, Out]) callRoute(ctx, parent context.Context, margin time.Dur
 		}
 		err = &RouteError{Route: r.names[k], Err: &failoverError{route: err.Err, fallback: r.names[fb], err: ferr.Err}}
 	}
-	if err != nil && margin > 0 && parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if err != nil && margin > 0 && parent.Err() == nil && deadlinePassed(ctx) {
 		err.Err = fmt.Errorf("%w (the route's deadline passed, %v before the call's)", err.Err, roundMargin(margin))
 	}
 	return res, pe, err, k
+}
+
+// deadlinePassed reports whether ctx's deadline has passed: by its error,
+// or by the clock, since its timer may fire after a backend that counts
+// the same deadline has answered that it passed.
+func deadlinePassed(ctx context.Context) bool {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return true
+	}
+	deadline, ok := ctx.Deadline()
+	return ok && !time.Now().Before(deadline)
 }
 
 // roundMargin rounds a margin for an error message: to the millisecond from

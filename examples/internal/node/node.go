@@ -280,6 +280,11 @@ func NewMiddle(cfg MiddleConfig, opts Options) (*Middle, error) {
 
 // build builds the routes, the router and the server of cfg into m.
 func (m *Middle) build(cfg MiddleConfig, opts Options) error {
+	for _, route := range xyz.Routes() {
+		if _, ok := cfg.Replicas[route]; !ok {
+			return fmt.Errorf("node: no replicas given for route %s", route)
+		}
+	}
 	if len(cfg.Replicas) != len(xyz.Routes()) {
 		return fmt.Errorf("node: replicas given for %d routes, want exactly %v", len(cfg.Replicas), xyz.Routes())
 	}
