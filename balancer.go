@@ -438,7 +438,8 @@ func (b *Balancer[In, Out]) hedge(ctx context.Context, r *replica[In, Out], item
 		out, err := b.attempt(ctx, r, items)
 		return out, -1, err
 	}
-	h := &hedgeCall[In, Out]{decided: make(chan int, 1), done: make(chan struct{})}
+	h := new(hedgeCall[In, Out])
+	h.decided.Add(1) // done by the timer's function, if it runs
 	pctx, pcancel := context.WithCancel(ctx)
 	defer pcancel()
 	timer := time.AfterFunc(delay, func() {
@@ -447,12 +448,14 @@ func (b *Balancer[In, Out]) hedge(ctx context.Context, r *replica[In, Out], item
 			b.hedgeHook(other != nil)
 		}
 		if other == nil {
-			h.decided <- -1
+			h.other = -1
+			h.decided.Done()
 			return
 		}
 		hctx, hcancel := context.WithCancel(ctx)
-		h.cancel = hcancel
-		h.decided <- other.index
+		h.other, h.cancel = other.index, hcancel
+		h.done.Add(1)
+		h.decided.Done()
 		b.hedged.Add(1)
 		h.out, h.err = b.attempt(hctx, other, items)
 		if answered(h.err) && h.winner.CompareAndSwap(0, 2) {
@@ -460,48 +463,50 @@ func (b *Balancer[In, Out]) hedge(ctx context.Context, r *replica[In, Out], item
 			pcancel() // the first call loses: cancel it at once
 		}
 		hcancel()
-		close(h.done)
+		h.done.Done()
 	})
 	start := time.Now()
 	out, err := b.attempt(pctx, r, items)
 	if timer.Stop() {
 		return out, -1, err // answered before the delay: no hedge
 	}
-	other := <-h.decided
-	if other < 0 {
+	h.decided.Wait()
+	if h.other < 0 {
 		return out, -1, err
 	}
 	if answered(err) && h.winner.CompareAndSwap(0, 1) {
 		h.cancel() // the hedge loses
-		<-h.done
-		return out, other, err
+		h.done.Wait()
+		return out, h.other, err
 	}
 	if h.winner.Load() == 2 && !answered(err) {
 		// Cancelled because the hedge won: as slow as that, at least.
 		b.sketch.observe(time.Since(start))
 	}
-	<-h.done
+	h.done.Wait()
 	if answered(h.err) {
-		return h.out, other, h.err
+		return h.out, h.other, h.err
 	}
-	return out, other, err
+	return out, h.other, err
 }
 
-// hedgeCall is the state that a call and its hedge share.
+// hedgeCall is the state that a call and its hedge share. Its fields are
+// set by the timer's function before the wait groups say so.
 type hedgeCall[In, Out any] struct {
-	decided chan int           // the hedge's replica, or -1 for no hedge
-	cancel  context.CancelFunc // the hedge's, set before decided
+	decided sync.WaitGroup     // done once other and cancel are set
+	other   int                // the hedge's replica, or -1 for no hedge
+	cancel  context.CancelFunc // the hedge's
 	winner  atomic.Int32       // 1: the first call answered first, 2: the hedge did
-	out     []Out              // the hedge's answer, set before done
+	done    sync.WaitGroup     // done once the hedge has returned, out and err set
+	out     []Out              // the hedge's answer
 	err     error
-	done    chan struct{} // closed when the hedge has returned
 }
 
 // hedgeTo returns the replica a hedge of a call to r on ctx goes to, or
 // nil if none should: ctx is done, no other replica is in service, or the
 // budget is spent.
 func (b *Balancer[In, Out]) hedgeTo(ctx context.Context, r *replica[In, Out]) *replica[In, Out] {
-	if deadline, ok := ctx.Deadline(); ctx.Err() != nil || ok && !time.Now().Before(deadline) {
+	if ctx.Err() != nil || deadlinePassed(ctx) {
 		return nil
 	}
 	tried := make([]bool, len(b.replicas))

@@ -308,12 +308,8 @@ func (m *Middle) build(cfg MiddleConfig, opts Options) error {
 			if err != nil {
 				return err
 			}
-			var log *slog.Logger
-			if cfg.Log != nil {
-				log = cfg.Log.With("route", route)
-			}
 			sh, err := fanout.NewShadow(be, fanout.Backend[int64, int64](candidate), func(a, b int64) bool { return a == b },
-				fanout.WithShadowFraction(cmp.Or(cfg.ShadowFraction, 1)), fanout.WithShadowLogger(log))
+				fanout.WithShadowFraction(cmp.Or(cfg.ShadowFraction, 1)), fanout.WithShadowLogger(m.logger(route)))
 			if err != nil {
 				return fmt.Errorf("node: route %s: %w", route, err)
 			}
