@@ -40,6 +40,10 @@ import (
 // starts a probe of every ejected replica not being probed, whatever its
 // ejection time, so that the first replica back is readmitted at once.
 //
+// Hedging: built [WithHedging], a balancer also sends a call that its
+// replica is slow to answer to a second replica, within a budget of extra
+// calls, and takes the first answer.
+//
 // Logging: given [WithBalancerLogger], a balancer logs each change of a
 // replica's state once, when it happens: an ejection at Warn level, a
 // readmission at Info level (see the option for every line). Calls are

@@ -73,7 +73,8 @@
 // logging. [Balancer.Check] probes every replica at once, so that a program
 // can eject, and log, the replicas that cannot be reached at start.
 //
-// Cost: a call allocates its results and runs the routes that received
+// Cost: a call allocates its results (and, if it has a deadline, the
+// routes' context of the deadline margin) and runs the routes that received
 // items concurrently, the last of them on the caller's goroutine and each
 // other on a worker goroutine of the router's; nothing is allocated per
 // item. A router keeps the workers that ran a call's routes for the next
