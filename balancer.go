@@ -88,6 +88,7 @@ type replica[In, Out any] struct {
 	backend  Backend[In, Out]
 	index    int    // in the balancer's replicas
 	name     string // in log lines; "" for none
+	work     string // in a Work: name, or "#" and index
 	inFlight atomic.Int64
 	state    atomic.Int32
 	troubled atomic.Bool // failures or ejections are not zero
@@ -113,6 +114,8 @@ type balancerConfig struct {
 	probeTimeout time.Duration
 	logger       *slog.Logger
 	names        []string // nil: none given
+	name         string   // WithBalancerName
+	observer     Observer
 
 	// probe is the func(context.Context, Backend[In, Out]) error given to
 	// WithProbe, whose In and Out are probeIn and probeOut; nil for the
@@ -220,6 +223,24 @@ func WithReplicaNames(names ...string) BalancerOption {
 	return func(c *balancerConfig) { c.names = slices.Clone(names) }
 }
 
+// WithBalancerName names the balancer: the route it serves, say. The name
+// is the Route of every [WorkAttempt] it tells its observer of (see
+// [WithBalancerObserver]).
+//
+// Default: "".
+func WithBalancerName(name string) BalancerOption {
+	return func(c *balancerConfig) { c.name = name }
+}
+
+// WithBalancerObserver has a [Balancer] tell o about every call of a
+// replica ([WorkAttempt]): each try, retry and hedge, with the replica's
+// name; see [Observer].
+//
+// Default: none, and then nothing is measured.
+func WithBalancerObserver(o Observer) BalancerOption {
+	return func(c *balancerConfig) { c.observer = o }
+}
+
 // Defaults of [WithHedging].
 const (
 	DefaultHedgeQuantile = 0.95
@@ -256,6 +277,60 @@ const (
 // are the usual choice.
 func WithHedging(q, budget float64) BalancerOption {
 	return func(c *balancerConfig) { c.hedging, c.hedgeQ, c.hedgeBudget = true, q, budget }
+}
+
+// ReplicaState is a replica's state in a [Balancer].
+type ReplicaState uint8
+
+const (
+	ReplicaHealthy ReplicaState = iota // in service: it takes calls
+	ReplicaEjected                     // out of service until its ejection ends and a probe succeeds
+	ReplicaProbing                     // out of service, a probe of it in flight
+)
+
+// String returns "healthy", "ejected" or "probing".
+func (s ReplicaState) String() string {
+	switch s {
+	case ReplicaHealthy:
+		return "healthy"
+	case ReplicaEjected:
+		return "ejected"
+	case ReplicaProbing:
+		return "probing"
+	}
+	return "unknown"
+}
+
+// ReplicaStatus is a replica's state at one moment; see [Balancer.Replicas].
+type ReplicaStatus struct {
+	Index    int          // in the replicas given to NewBalancer
+	Name     string       // see WithReplicaNames; "" for none
+	State    ReplicaState //
+	InFlight int          // calls of it in flight, hedges included
+	Since    time.Time    // out of service: when it left service; zero when healthy
+	Err      error        // out of service: the error that ejected it
+}
+
+// Replicas returns the state of every replica now, in the order given to
+// [NewBalancer]: for a status page, or a gauge of replicas up.
+func (b *Balancer[In, Out]) Replicas() []ReplicaStatus {
+	out := make([]ReplicaStatus, len(b.replicas))
+	for i, r := range b.replicas {
+		s := ReplicaStatus{Index: i, Name: r.name, InFlight: int(r.inFlight.Load())}
+		switch r.state.Load() {
+		case ejected:
+			s.State = ReplicaEjected
+		case probing:
+			s.State = ReplicaProbing
+		}
+		if s.State != ReplicaHealthy {
+			r.mu.Lock()
+			s.Since, s.Err = r.ejectedAt, r.lastErr
+			r.mu.Unlock()
+		}
+		out[i] = s
+	}
+	return out
 }
 
 // HedgeStats counts a balancer's hedges; see [WithHedging].
@@ -339,7 +414,11 @@ func NewBalancer[In, Out any](replicas []Backend[In, Out], opts ...BalancerOptio
 		} else if s, ok := r.(fmt.Stringer); ok {
 			name = s.String()
 		}
-		b.replicas = append(b.replicas, &replica[In, Out]{backend: r, index: i, name: name})
+		work := name
+		if work == "" {
+			work = "#" + strconv.Itoa(i)
+		}
+		b.replicas = append(b.replicas, &replica[In, Out]{backend: r, index: i, name: name, work: work})
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	return b, nil
@@ -363,7 +442,7 @@ func (b *Balancer[In, Out]) Process(ctx context.Context, items []In) ([]Out, err
 		if attempt == 0 && b.sketch != nil {
 			out, other, err = b.hedge(ctx, r, items)
 		} else {
-			out, err = b.attempt(ctx, r, items)
+			out, err = b.attempt(ctx, r, items, attempt+1, false)
 		}
 		if answered(err) {
 			return out, err
@@ -405,13 +484,24 @@ func answered(err error) bool { return err == nil || partialOf(err) != nil }
 
 // attempt calls replica r, keeping its count of calls in flight, its
 // health and, when hedging, the latency sketch.
-func (b *Balancer[In, Out]) attempt(ctx context.Context, r *replica[In, Out], items []In) ([]Out, error) {
+// n counts the attempts of the call from 1; hedge is set for a hedge.
+func (b *Balancer[In, Out]) attempt(ctx context.Context, r *replica[In, Out], items []In, n int, hedge bool) ([]Out, error) {
 	var start time.Time
 	if b.sketch != nil {
 		start = time.Now()
 	}
 	r.inFlight.Add(1)
-	out, err := r.backend.Process(ctx, items)
+	var out []Out
+	var err error
+	if b.cfg.observer != nil {
+		w := newWork(WorkAttempt)
+		w.Route, w.Replica, w.Items, w.Attempt, w.Hedge = b.cfg.name, r.work, len(items), n, hedge
+		octx := startWork(ctx, b.cfg.observer, w)
+		out, err = r.backend.Process(octx, items)
+		endWork(octx, b.cfg.observer, w, err)
+	} else {
+		out, err = r.backend.Process(ctx, items)
+	}
 	r.inFlight.Add(-1)
 	if answered(err) {
 		r.succeeded(&b.cfg)
@@ -439,7 +529,7 @@ func (b *Balancer[In, Out]) hedge(ctx context.Context, r *replica[In, Out], item
 		delay = b.hedgeDelay
 	}
 	if delay == 0 || len(b.replicas) < 2 {
-		out, err := b.attempt(ctx, r, items)
+		out, err := b.attempt(ctx, r, items, 1, false)
 		return out, -1, err
 	}
 	h := new(hedgeCall[In, Out])
@@ -461,7 +551,7 @@ func (b *Balancer[In, Out]) hedge(ctx context.Context, r *replica[In, Out], item
 		h.done.Add(1)
 		h.decided.Done()
 		b.hedged.Add(1)
-		h.out, h.err = b.attempt(hctx, other, items)
+		h.out, h.err = b.attempt(hctx, other, items, 1, true)
 		if answered(h.err) && h.winner.CompareAndSwap(0, 2) {
 			b.hedgesWon.Add(1)
 			pcancel() // the first call loses: cancel it at once
@@ -470,7 +560,7 @@ func (b *Balancer[In, Out]) hedge(ctx context.Context, r *replica[In, Out], item
 		h.done.Done()
 	})
 	start := time.Now()
-	out, err := b.attempt(pctx, r, items)
+	out, err := b.attempt(pctx, r, items, 1, false)
 	if timer.Stop() {
 		return out, -1, err // answered before the delay: no hedge
 	}

@@ -78,6 +78,7 @@ type Batcher[In, Out any] struct {
 	backend     Backend[In, Out]
 	maxBatch    int
 	concurrency int
+	observer    Observer  // nil: none
 	pool        sync.Pool // of *dispatch[In, Out], with their buffers
 
 	mu       sync.Mutex
@@ -131,6 +132,17 @@ type BatcherOption func(*batcherConfig)
 type batcherConfig struct {
 	maxBatch    int
 	concurrency int
+	observer    Observer
+}
+
+// WithBatcherObserver has a [Batcher] tell o about every call of its
+// backend ([WorkMerge]), with the number of callers whose items it
+// carries; see [Observer]. A merged call runs on a context of its own,
+// not on any caller's: its observer sees no caller's trace.
+//
+// Default: none, and then nothing is measured.
+func WithBatcherObserver(o Observer) BatcherOption {
+	return func(c *batcherConfig) { c.observer = o }
 }
 
 // WithMaxBatch bounds the items sent to the backend in one call. A call
@@ -168,7 +180,7 @@ func NewBatcher[In, Out any](b Backend[In, Out], opts ...BatcherOption) (*Batche
 	if cfg.concurrency <= 0 {
 		return nil, fmt.Errorf("fanout: NewBatcher: WithConcurrency(%d): want at least 1 call in flight", cfg.concurrency)
 	}
-	bt := &Batcher[In, Out]{backend: b, maxBatch: cfg.maxBatch, concurrency: cfg.concurrency}
+	bt := &Batcher[In, Out]{backend: b, maxBatch: cfg.maxBatch, concurrency: cfg.concurrency, observer: cfg.observer}
 	bt.pool.New = func() any { return new(dispatch[In, Out]) }
 	return bt, nil
 }
@@ -234,7 +246,7 @@ func (b *Batcher[In, Out]) Process(ctx context.Context, items []In) ([]Out, erro
 // direct sends items to the backend on the caller's goroutine and context,
 // in a slot taken by the caller, then passes the slot on to the queue.
 func (b *Batcher[In, Out]) direct(ctx context.Context, items []In) ([]Out, error) {
-	out, err := b.backend.Process(ctx, items)
+	out, err := b.send(ctx, items, 1)
 	b.mu.Lock()
 	next := b.formLocked()
 	if next == nil {
@@ -386,7 +398,7 @@ func (b *Batcher[In, Out]) finishLocked(c *batchCall[In, Out], err error) {
 // while it holds items, so a slot is passed on without a new goroutine.
 func (b *Batcher[In, Out]) run(d *dispatch[In, Out]) {
 	for d != nil {
-		results, err := b.backend.Process(d.ctx, d.items)
+		results, err := b.send(d.ctx, d.items, len(d.pieces))
 		d.cancel()
 		err = checkAnswer(results, err, len(d.items))
 		if err != nil && partialOf(err) == nil && len(d.pieces) > 1 && itemsMayBeTheCause(err) {
@@ -405,6 +417,20 @@ func (b *Batcher[In, Out]) run(d *dispatch[In, Out]) {
 		b.recycle(d)
 		d = next
 	}
+}
+
+// send calls the backend with items, the batches of merged callers, told
+// to the observer if the batcher has one.
+func (b *Batcher[In, Out]) send(ctx context.Context, items []In, merged int) ([]Out, error) {
+	if b.observer == nil {
+		return b.backend.Process(ctx, items)
+	}
+	w := newWork(WorkMerge)
+	w.Items, w.Merged = len(items), merged
+	ctx = startWork(ctx, b.observer, w)
+	out, err := b.backend.Process(ctx, items)
+	endWork(ctx, b.observer, w, err)
+	return out, err
 }
 
 // itemsMayBeTheCause reports whether err, the failure of a merged dispatch,
@@ -435,7 +461,7 @@ func (b *Batcher[In, Out]) sendAlone(d *dispatch[In, Out]) {
 		if finished {
 			continue
 		}
-		results, err := b.backend.Process(p.call.ctx, items)
+		results, err := b.send(p.call.ctx, items, 1)
 		err = checkAnswer(results, err, len(items))
 		b.deliver(d, d.pieces[i:i+1], results, err)
 	}

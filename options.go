@@ -16,7 +16,16 @@ type routerConfig struct {
 	maxMargin   time.Duration // the most they give back
 	marginSet   bool
 	fallbacks   map[string]string // route -> its fallback route
-	optionError error             // the first bad option, reported by NewRouter
+	observer    Observer
+	optionError error // the first bad option, reported by NewRouter
+}
+
+// WithObserver has a [Router] tell o about every call ([WorkCall]) and
+// every route's part of one ([WorkRoute]); see [Observer].
+//
+// Default: none, and then nothing is measured.
+func WithObserver(o Observer) RouterOption {
+	return func(c *routerConfig) { c.observer = o }
 }
 
 // WithPartialResults makes a [Router] return the answers of the routes that

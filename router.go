@@ -28,6 +28,7 @@ type Router[In, Out any] struct {
 	margin     float64       // see WithDeadlineMargin; 0 for none
 	maxMargin  time.Duration // the most margin
 	fallback   []int         // route k's fallback route, or -1
+	observer   Observer      // nil: none
 	scratch    sync.Pool     // of *scratch[In]: a call's working slices
 	workers    workers       // the goroutines that call routes
 
@@ -98,6 +99,7 @@ func NewRouter[In, Out any](classifier Classifier[In], routes map[string]Backend
 		partial:    cfg.partial,
 		margin:     cfg.margin,
 		maxMargin:  cfg.maxMargin,
+		observer:   cfg.observer,
 	}
 	if r.maxMargin == 0 {
 		r.margin = 0
@@ -164,7 +166,20 @@ func (r *Router[In, Out]) Routes() []string {
 // or ctx's error if ctx was already done. An empty batch returns an empty
 // result without calling any backend.
 func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error) {
+	if r.observer != nil {
+		return r.observe(ctx, items, nil)
+	}
 	return r.process(ctx, items, nil)
+}
+
+// observe is process told to the router's observer as a [WorkCall].
+func (r *Router[In, Out]) observe(ctx context.Context, items []In, routes []int) ([]Out, error) {
+	w := newWork(WorkCall)
+	w.Items = len(items)
+	ctx = startWork(ctx, r.observer, w)
+	out, err := r.process(ctx, items, routes)
+	endWork(ctx, r.observer, w, err)
+	return out, err
 }
 
 // ProcessRoutes is [Router.Process] that also reports the route each item
@@ -179,6 +194,9 @@ func (r *Router[In, Out]) Process(ctx context.Context, items []In) ([]Out, error
 func (r *Router[In, Out]) ProcessRoutes(ctx context.Context, items []In, routes []int) ([]Out, error) {
 	if len(routes) != len(items) {
 		panic(fmt.Sprintf("fanout: Router.ProcessRoutes: %d routes for %d items", len(routes), len(items)))
+	}
+	if r.observer != nil {
+		return r.observe(ctx, items, routes)
 	}
 	return r.process(ctx, items, routes)
 }
@@ -544,7 +562,16 @@ func guessSlot(name string) int {
 // (with res nil if no item was answered). The returned error's Indices are
 // left for the caller to fill.
 func (r *Router[In, Out]) call(ctx context.Context, k int, items []In) (res []Out, pe *PartialError, _ *RouteError) {
-	res, err := r.backends[k].Process(ctx, items)
+	var err error
+	if r.observer != nil {
+		w := newWork(WorkRoute)
+		w.Route, w.Items = r.names[k], len(items)
+		octx := startWork(ctx, r.observer, w)
+		res, err = r.backends[k].Process(octx, items)
+		endWork(octx, r.observer, w, err)
+	} else {
+		res, err = r.backends[k].Process(ctx, items)
+	}
 	if pe = partialOf(err); pe != nil {
 		if err = pe.check(len(items), res != nil); err == nil && res != nil && len(res) != len(items) {
 			err = fmt.Errorf("%w: %d results for %d items", ErrResultCount, len(res), len(items))

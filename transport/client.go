@@ -188,10 +188,23 @@ func (c *Client[In, Out]) chunkSize(ctx context.Context, items []In) int {
 	if per := minSize(c.in, 1); per > 0 && minSize(c.in, len(items)) > wire.ContinueAbove {
 		// Large enough that the server's maximum may matter: learn it.
 		if _, peerMax, err := c.session(ctx); err == nil {
-			size = min(size, max((peerMax-wire.RequestPrefixSize)/per, 1))
+			prefix := wire.RequestPrefixSize
+			if c.cfg.propagator != nil {
+				prefix += wire.MaxTraceSize // room for a trace context
+			}
+			size = min(size, max((peerMax-prefix)/per, 1))
 		}
 	}
 	return size
+}
+
+// traceOf returns the trace context the call of ctx carries, if the
+// client has a propagator and ctx is traced.
+func (c *Client[In, Out]) traceOf(ctx context.Context) (TraceContext, bool) {
+	if c.cfg.propagator == nil {
+		return TraceContext{}, false
+	}
+	return c.cfg.propagator.Inject(ctx)
 }
 
 // call sends one request with items and decodes the answer into dst's
@@ -230,8 +243,15 @@ func (c *Client[In, Out]) callOnce(ctx context.Context, items []In, dst []Out, s
 			putBuf(bufp)
 		}
 	}()
-	buf := wire.AppendHeader((*bufp)[:0], wire.KindRequest)
-	buf = append(buf, make([]byte, wire.RequestPrefixSize)...)
+	var buf []byte
+	if tc, ok := c.traceOf(ctx); ok {
+		buf = wire.AppendHeader((*bufp)[:0], wire.KindTraced)
+		buf = append(buf, make([]byte, wire.RequestPrefixSize)...)
+		buf = wire.AppendTrace(buf, (*wire.Trace)(&tc))
+	} else {
+		buf = wire.AppendHeader((*bufp)[:0], wire.KindRequest)
+		buf = append(buf, make([]byte, wire.RequestPrefixSize)...)
+	}
 	buf, err := c.in.Append(buf, items)
 	*bufp = buf
 	if err != nil {

@@ -24,7 +24,7 @@ import (
 // describes it, so they also check that document.
 
 // wireVersion is the protocol version of PROTOCOL.md.
-const wireVersion = 5
+const wireVersion = 6
 
 func rawHello(version byte, req, resp string, maxMessage uint32) []byte {
 	b := []byte("fanout")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/transport/internal/wire"
 )
 
@@ -75,6 +76,8 @@ type config struct {
 	service          string
 	tlsConfig        *tls.Config
 	dial             func(ctx context.Context, addr string) (net.Conn, error)
+	observer         fanout.Observer
+	propagator       Propagator
 }
 
 // Defaults of the options.
@@ -163,6 +166,58 @@ func defaultConfig() config {
 		pingRate:         DefaultMaxPingRate,
 		pingBurst:        DefaultPingBurst,
 	}
+}
+
+// WithObserver has a [Server] tell o about every call it serves, and every
+// request it refuses after reading its header ([fanout.WorkServe]): the
+// items and bytes of the request, how long the call took from when its
+// request was read to when its answer was written, and how it ended (a
+// refusal ends with a [*RemoteError] that matches what its code stands
+// for: [fanout.ErrOverloaded], say). The context Start returns is the one
+// the backend runs under: after a [Propagator]'s, so that an observer's
+// span of the call is a child of the caller's. See [fanout.Observer].
+//
+// Default: none, and then nothing is measured.
+func WithObserver(o fanout.Observer) ServerOption {
+	return serverOption(func(c *config) { c.observer = o })
+}
+
+// TraceContext is the W3C trace context (https://www.w3.org/TR/trace-context/)
+// of a call: the fields of the traceparent header, and the tracestate header
+// as it is. A call carries it to its server when the client has a
+// [Propagator] and the call's context is traced (PROTOCOL.md, the traced
+// request).
+type TraceContext struct {
+	TraceID [16]byte // all zeros is invalid
+	SpanID  [8]byte  // the caller's span, the server's parent; all zeros is invalid
+	Flags   byte     // trace-flags: bit 0 is "sampled"
+	State   string   // tracestate, "" for none; one over 512 bytes is dropped
+}
+
+// A Propagator carries a trace across a call. A client asks it for the
+// trace context of each call's context, and sends it with the request; a
+// server hands it the trace context a request brought, and runs the call
+// on the context it returns. The otel module of this repository has one
+// for OpenTelemetry; any tracing library can be plugged in the same way.
+type Propagator interface {
+	// Inject returns the trace context of a call whose context is ctx, and
+	// false when the call is not traced (nothing is sent then).
+	Inject(ctx context.Context) (TraceContext, bool)
+	// Extract returns the context a served call runs under, given ctx and
+	// the valid trace context that came with its request.
+	Extract(ctx context.Context, tc TraceContext) context.Context
+}
+
+// WithPropagator sets the [Propagator] that carries traces across calls:
+// a client sends the trace context of each traced call, a server extracts
+// the trace context of each traced request. A server without one serves a
+// traced request as any other, its trace context unused; so does one with
+// a propagator when the trace context's IDs are all zeros (W3C says to
+// ignore such a context, so it is no error).
+//
+// Default: none. Traced requests cost a client nothing without it.
+func WithPropagator(p Propagator) Option {
+	return bothOption(func(c *config) { c.propagator = p })
 }
 
 // WithLogger sets the logger for the transport and for the yamux sessions

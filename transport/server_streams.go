@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/transport/internal/wire"
 )
 
@@ -82,6 +83,7 @@ func (s *Server[In, Out]) serveStream(sc *streamCall, peer peer, cs *serverConn)
 			var refusal *RemoteError
 			if errors.As(err, &refusal) {
 				log.Warn("transport: request refused", "remote", st.RemoteAddr(), "err", refusal.Message)
+				s.observeRefusal(st, refusal, sc.size)
 				var stall *stallError
 				if errors.As(err, &stall) {
 					// The room is given back already; the rest of the
@@ -104,7 +106,20 @@ func (s *Server[In, Out]) serveStream(sc *streamCall, peer peer, cs *serverConn)
 		} else {
 			ctx, sc.cancel = context.WithCancel(s.ctx)
 		}
-		code, wrote := s.runCall(ctx, items, held, peer.max, sc, cs)
+		if sc.traced && s.cfg.propagator != nil && sc.trace.Valid() {
+			ctx = s.cfg.propagator.Extract(ctx, TraceContext(sc.trace))
+		}
+		var code Code
+		var wrote bool
+		if o := s.cfg.observer; o != nil {
+			w := &fanout.Work{Kind: fanout.WorkServe, Items: len(items), Bytes: sc.size, Start: time.Now()}
+			ctx = o.Start(ctx, w)
+			code, wrote = s.runCall(ctx, items, held, peer.max, sc, cs, w)
+			w.Duration = time.Since(w.Start)
+			o.End(ctx, w)
+		} else {
+			code, wrote = s.runCall(ctx, items, held, peer.max, sc, cs, nil)
+		}
 		s.putItems(items)
 		if sc.gone.Load() || !keepsStream(code) || !wrote {
 			return // the client ended its side, the answer ends the stream, or it could not be written
@@ -165,6 +180,27 @@ func (sc *streamCall) awaitRequest(epoch time.Time) error {
 	return err
 }
 
+// errClientCancelled is the answer to a call whose client gave up on it.
+var errClientCancelled = &clientCancelled{}
+
+type clientCancelled struct{}
+
+func (*clientCancelled) Error() string        { return "call cancelled by the client" }
+func (*clientCancelled) Is(target error) bool { return target == context.Canceled }
+
+// observeRefusal tells the server's observer, if it has one, of a request
+// refused after its header was read: size is the payload it announced.
+func (s *Server[In, Out]) observeRefusal(st *yamux.Stream, refusal *RemoteError, size int) {
+	o := s.cfg.observer
+	if o == nil {
+		return
+	}
+	w := &fanout.Work{Kind: fanout.WorkServe, Bytes: size, Start: time.Now()}
+	ctx := o.Start(context.Background(), w)
+	w.Err = &RemoteError{Addr: st.RemoteAddr().String(), Code: refusal.Code, Message: refusal.Message}
+	o.End(ctx, w)
+}
+
 // errStreamIdle ends a stream that carried no request for the idle timeout.
 var errStreamIdle = errors.New("stream idle")
 
@@ -172,7 +208,9 @@ var errStreamIdle = errors.New("stream idle")
 // of its request. It returns the answer's error code, 0 for results, and
 // whether the answer was written: a stream whose client does not read its
 // answer within the write timeout is closed.
-func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, peerMax int, sc *streamCall, cs *serverConn) (code Code, wrote bool) {
+//
+// If w is not nil, runCall sets w.Err to how the call ended.
+func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, peerMax int, sc *streamCall, cs *serverConn, w *fanout.Work) (code Code, wrote bool) {
 	defer s.calls.Done()
 	defer sc.cancel()
 	defer s.release(cs, held)
@@ -192,7 +230,7 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 	sc.unwatch()
 	st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
 	if sc.gone.Load() {
-		out, code, err = nil, CodeCanceled, errors.New("call cancelled by the client")
+		out, code, err = nil, CodeCanceled, errClientCancelled
 	}
 	bufp := getBuf()
 	defer putBuf(bufp)
@@ -220,6 +258,9 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 		buf = appendErrorFrame(buf[:0], code, err.Error(), peerMax)
 	}
 	*bufp = buf
+	if w != nil {
+		w.Err = err
+	}
 	if s.recycle != nil && answer != nil {
 		// The answer is in buf now, or discarded: its memory can be
 		// reused while buf is written.
@@ -265,12 +306,14 @@ func (s *Server[In, Out]) readRequest(sc *streamCall, cs *serverConn) (items []I
 	if err == nil {
 		k, n, err = wire.ParseHeader(hdr, maxMessageLimit)
 	}
-	if err == nil && k == wire.KindRequest && n > s.maxRequest {
+	sc.traced, sc.size = k == wire.KindTraced, n
+	isRequest := k == wire.KindRequest || k == wire.KindTraced
+	if err == nil && isRequest && n > s.maxRequest {
 		err = fmt.Errorf("%w: %d bytes, the server accepts at most %d (its maximum message size, or a connection's share of its budget)", ErrMessageTooLarge, n, s.maxRequest)
 	}
 	// A frame that is not a request, or that is too short to be one, is
 	// refused from its header: its payload is neither read nor held.
-	if err == nil && (k != wire.KindRequest || n < wire.RequestPrefixSize) {
+	if err == nil && (!isRequest || n < wire.RequestPrefixSize) {
 		err = fmt.Errorf("%w: expected a request, got message kind %d of %d bytes", ErrProtocol, k, n)
 	}
 	var payload []byte
@@ -331,7 +374,13 @@ func (s *Server[In, Out]) readRequest(sc *streamCall, cs *serverConn) (items []I
 	case err != nil:
 		return nil, 0, held, err
 	}
-	items, err = s.in.Decode(s.getItems(), payload[wire.RequestPrefixSize:])
+	body := payload[wire.RequestPrefixSize:]
+	if sc.traced {
+		if sc.trace, body, err = wire.ParseTrace(body); err != nil {
+			return nil, 0, held, &RemoteError{Code: CodeBadRequest, Message: "request refused: " + err.Error()}
+		}
+	}
+	items, err = s.in.Decode(s.getItems(), body)
 	if err != nil {
 		s.putItems(items)
 		return nil, 0, held, &RemoteError{Code: CodeBadRequest, Message: "decode request: " + err.Error()}

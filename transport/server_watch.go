@@ -55,6 +55,9 @@ type streamCall struct {
 	idled   atomic.Bool
 	body    stallReader // reads the payload of the request being read
 	cancel  context.CancelFunc
+	trace   wire.Trace // the trace context of the request read, if traced
+	traced  bool
+	size    int // the request's payload size, for the observer
 }
 
 // stopReads ends the stream's reads at once, and for good.

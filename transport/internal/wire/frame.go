@@ -22,6 +22,7 @@ const (
 	KindError    Kind = 3 // code (1 byte) + UTF-8 message
 	KindContinue Kind = 4 // empty: the server has room for a large request's payload
 	KindPartial  Kind = 5 // failures (see AppendFailures) + encoded results, if any
+	KindTraced   Kind = 6 // a request that carries a trace: timeout (8 bytes) + trace context (see AppendTrace) + encoded items
 )
 
 // ContinueAbove is the largest request payload a client sends with its
@@ -89,7 +90,7 @@ func ReadFrame(r io.Reader, limit int, buf []byte) (Kind, []byte, error) {
 // longer than limit one wrapping [ErrMessageTooLarge].
 func ParseHeader(hdr []byte, limit int) (Kind, int, error) {
 	k := Kind(hdr[0])
-	if k < KindRequest || k > KindPartial {
+	if k < KindRequest || k > KindTraced {
 		return 0, 0, fmt.Errorf("%w: unknown message kind %d", ErrProtocol, hdr[0])
 	}
 	n := binary.LittleEndian.Uint32(hdr[1:])
