@@ -127,6 +127,32 @@
 // Given [WithShadowLogger], a Shadow logs mismatches and the candidate's
 // failures at Warn level at most once a second each.
 //
+// # Observing
+//
+// One hook sees all of fanout's work: an [Observer], told as each piece of
+// work starts and ends. A [Router] ([WithObserver]) tells it of each call
+// and each route's part of it, a [Balancer] ([WithBalancerObserver]) of
+// each call of a replica (tries, retries and hedges, named by
+// [WithBalancerName] and [WithReplicaNames]), a [Batcher]
+// ([WithBatcherObserver]) of each call of its backend with the number of
+// callers it merged, and a transport server (transport.WithObserver) of
+// each call it serves or refuses. Each [Work] carries its route, replica,
+// items, duration and error ([Work.Outcome] names it for a metric label).
+// The context an observer's Start returns is the one the work runs under,
+// so spans nest: call, route, attempt, and across the wire, with
+// transport.WithPropagator, the server's call as the child of the
+// caller's attempt (the traced request carries W3C trace context;
+// transport/PROTOCOL.md). [JoinObservers] combines several.
+//
+// The hook costs a nil check when none is set. The library itself pulls in
+// no metrics or tracing library: the otelfanout module of this repository
+// turns an Observer into OpenTelemetry metrics and spans, and the example
+// programs feed Prometheus from one. [Balancer.Replicas] gives each
+// replica's state (healthy, ejected, probing) for a status page or a gauge.
+// Logging goes to the *slog.Logger each part is given
+// ([WithBalancerLogger], [WithLimiterLogger], [WithShadowLogger],
+// transport.WithLogger), and nowhere without one.
+//
 // # Quick start
 //
 //	classify := fanout.ClassifierFunc[int64](func(n int64) (string, error) {

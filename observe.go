@@ -148,3 +148,40 @@ func newWork(k WorkKind) *Work {
 	w.Kind = k
 	return w
 }
+
+// JoinObservers returns an Observer that tells each of obs, in order, of
+// every piece of work: Start passes the context each returns on to the
+// next, End goes in the reverse order. Nil observers are left out; with
+// none left it returns nil, and with one, that one.
+func JoinObservers(obs ...Observer) Observer {
+	var j joined
+	for _, o := range obs {
+		if o != nil {
+			j = append(j, o)
+		}
+	}
+	switch len(j) {
+	case 0:
+		return nil
+	case 1:
+		return j[0]
+	}
+	return j
+}
+
+type joined []Observer
+
+func (j joined) Start(ctx context.Context, w *Work) context.Context {
+	for _, o := range j {
+		ctx = o.Start(ctx, w)
+	}
+	return ctx
+}
+
+// End hands every observer the context the last Start returned: it holds
+// what each put there.
+func (j joined) End(ctx context.Context, w *Work) {
+	for i := len(j) - 1; i >= 0; i-- {
+		j[i].End(ctx, w)
+	}
+}

@@ -291,3 +291,36 @@ func BenchmarkObserver(b *testing.B) {
 		})
 	}
 }
+
+// TestJoinObservers: each observer sees every Work, Starts in order with
+// the context passed along, Ends in reverse; nils are left out.
+func TestJoinObservers(t *testing.T) {
+	var order []string
+	mk := func(name string) fanout.Observer { return &orderObserver{name: name, order: &order} }
+	require.Nil(t, fanout.JoinObservers(nil, nil))
+	one := mk("a")
+	require.Equal(t, one, fanout.JoinObservers(nil, one))
+	j := fanout.JoinObservers(mk("a"), nil, mk("b"))
+	w := &fanout.Work{Kind: fanout.WorkCall}
+	ctx := j.Start(context.Background(), w)
+	j.End(ctx, w)
+	assert.Equal(t, []string{"start a under []", "start b under [a]", "end b sees [a b]", "end a sees [a b]"}, order)
+}
+
+type orderObserver struct {
+	name  string
+	order *[]string
+}
+
+type orderKey struct{}
+
+func (o *orderObserver) Start(ctx context.Context, w *fanout.Work) context.Context {
+	seen, _ := ctx.Value(orderKey{}).([]string)
+	*o.order = append(*o.order, fmt.Sprintf("start %s under %v", o.name, seen))
+	return context.WithValue(ctx, orderKey{}, append(slices.Clone(seen), o.name))
+}
+
+func (o *orderObserver) End(ctx context.Context, w *fanout.Work) {
+	seen, _ := ctx.Value(orderKey{}).([]string)
+	*o.order = append(*o.order, fmt.Sprintf("end %s sees %v", o.name, seen))
+}

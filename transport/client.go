@@ -55,6 +55,7 @@ type Client[In, Out any] struct {
 	idle     []idleStream                // streams of sess between calls, the latest last
 	warmIdle int                         // of idle, those that keep a large receive buffer
 	dialErr  error                       // the last dial's failure
+	lost     bool                        // a session died, and no new one is up yet
 	retryAt  time.Time                   // no dial before this after a failure
 	backoff  time.Duration               // the last wait after a failure
 }

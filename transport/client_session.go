@@ -176,6 +176,12 @@ func (c *Client[In, Out]) session(ctx context.Context) (*yamux.Session, int, err
 			c.mu.Unlock()
 			return nil, 0, fmt.Errorf("%w (next attempt in %v)", err, wait.Round(time.Millisecond))
 		}
+		if c.sess != nil {
+			// The session died (the connection was lost, or the server
+			// closed it): say so once, not on every call that redials.
+			c.cfg.logger.Warn("transport: connection lost", "addr", c.addr)
+			c.lost = true
+		}
 		c.sess = nil
 		c.dropIdle()
 		ch := make(chan struct{})
@@ -213,6 +219,10 @@ func (c *Client[In, Out]) connect(done chan struct{}) {
 	}
 	c.sess, c.peerMax = sess, peerMax
 	c.dialErr, c.backoff, c.retryAt = nil, 0, time.Time{}
+	if c.lost {
+		c.lost = false
+		c.cfg.logger.Info("transport: connection restored", "addr", c.addr)
+	}
 }
 
 // handshake opens a connection, agrees on version and codecs, and starts the

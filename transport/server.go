@@ -58,6 +58,7 @@ type Server[In, Out any] struct {
 	// The calls' watcher (see sweep).
 	epoch    time.Time      // calls' start times count from it
 	sweeping atomic.Bool    // a sweeper runs; set only under mu
+	shed     shedLog        // calls refused as overloaded, logged at most once a second
 	sweeps   sync.WaitGroup // the sweeper goroutine, and the reaper's
 	reaping  bool           // the reaper runs (see reap); set only under mu
 

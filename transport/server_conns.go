@@ -303,8 +303,10 @@ func (s *Server[In, Out]) serveConn(raw net.Conn, cs *serverConn) {
 		sc := &streamCall{st: st, done: make(chan struct{}, 1)}
 		if refusal := cs.add(sc, s.cfg.maxCalls, s.cfg.maxStreams); refusal != "" {
 			s.mu.Unlock()
-			log.Debug("transport: call refused: overloaded", "why", refusal)
-			s.refuse(st, CodeOverloaded, "server overloaded: "+refusal, peer.max)
+			msg := "server overloaded: " + refusal
+			s.shed.note(log, refusal)
+			s.observeRefusal(st, &RemoteError{Code: CodeOverloaded, Message: msg}, 0)
+			s.refuse(st, CodeOverloaded, msg, peer.max)
 			continue
 		}
 		s.streams.Add(1)
@@ -470,4 +472,27 @@ func (s *Server[In, Out]) stopAllReads() {
 	for _, cs := range s.conns {
 		cs.stop()
 	}
+}
+
+// shedLog logs calls refused as overloaded, a line at most once a second
+// rather than one per call: "transport: overloaded, calls shed" at Warn,
+// with how many were shed since the last line and why the last was.
+type shedLog struct {
+	mu   sync.Mutex
+	last time.Time // when a line was last logged
+	n    int       // shed since
+}
+
+func (l *shedLog) note(log *slog.Logger, why string) {
+	l.mu.Lock()
+	l.n++
+	now := time.Now()
+	if now.Sub(l.last) < time.Second {
+		l.mu.Unlock()
+		return
+	}
+	n := l.n
+	l.last, l.n = now, 0
+	l.mu.Unlock()
+	log.Warn("transport: overloaded, calls shed", "shed", n, "why", why)
 }

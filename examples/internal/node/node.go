@@ -249,6 +249,11 @@ type Options struct {
 	Server []transport.ServerOption
 	Client []transport.ClientOption
 	Log    *slog.Logger // the program's logger, for what is not the transport's; nil for nowhere
+	// Observer, if not nil, is told of the middle layer's work: its
+	// router's calls and routes, its balancers' attempts (each balancer
+	// named after its route) and its batchers' merged calls. (A server's
+	// own calls are told by the transport.WithObserver in Server.)
+	Observer fanout.Observer
 }
 
 // Both returns Options that give opts to the server and to the clients.
@@ -342,6 +347,9 @@ func (m *Middle) build(cfg MiddleConfig, opts Options) error {
 			return fmt.Errorf("node: shadow given for unknown route %q", route)
 		}
 	}
+	if opts.Observer != nil {
+		routerOpts = append(routerOpts, fanout.WithObserver(opts.Observer))
+	}
 	router, err := fanout.NewRouter(fanout.ClassifierFunc[int64](xyz.Classify), routes,
 		append(routerOpts, fanout.WithPartialResults())...)
 	if err != nil {
@@ -372,7 +380,8 @@ func (m *Middle) route(service, name string, addrs []string, cfg MiddleConfig, o
 	if cfg.Batch >= 0 {
 		bt, err := fanout.NewBatcher(be,
 			fanout.WithMaxBatch(cmp.Or(cfg.Batch, DefaultBatch)),
-			fanout.WithConcurrency(cmp.Or(cfg.BatchCalls, DefaultBatchCalls)))
+			fanout.WithConcurrency(cmp.Or(cfg.BatchCalls, DefaultBatchCalls)),
+			fanout.WithBatcherObserver(opts.Observer))
 		if err != nil {
 			return nil, fmt.Errorf("node: route %s: %w", name, err)
 		}
@@ -398,7 +407,8 @@ func (m *Middle) balancer(service, name string, addrs []string, cfg *MiddleConfi
 		replicas = append(replicas, c)
 	}
 	bopts := []fanout.BalancerOption{fanout.WithIdempotent(),
-		fanout.WithBalancerLogger(m.logger(name)), fanout.WithReplicaNames(addrs...)}
+		fanout.WithBalancerLogger(m.logger(name)), fanout.WithReplicaNames(addrs...),
+		fanout.WithBalancerName(name), fanout.WithBalancerObserver(opts.Observer)}
 	if cfg != nil && cfg.Hedge {
 		bopts = append(bopts, fanout.WithHedging(cmp.Or(cfg.HedgeQuantile, fanout.DefaultHedgeQuantile), cmp.Or(cfg.HedgeBudget, fanout.DefaultHedgeBudget)))
 	}
@@ -417,6 +427,14 @@ func (m *Middle) logger(name string) *slog.Logger {
 		return nil
 	}
 	return m.log.With("route", name)
+}
+
+// Balancers calls fn with each balancer of the middle layer and the name
+// of its route ("x", "x-fallback", "x shadow"), in the order of the routes.
+func (m *Middle) Balancers(fn func(route string, b *fanout.Balancer[int64, int64])) {
+	for i, b := range m.balancers {
+		fn(m.routeNames[i], b)
+	}
 }
 
 // Backend returns the middle layer's backend in process: what its server
@@ -593,8 +611,10 @@ type Flags struct {
 	MaxCalls int            // -max-calls: calls in flight per connection
 	MaxConns int            // -max-conns: connections served at once
 	MaxMemMB int64          // -max-request-mb: MiB of requests held at once
-	LogLevel slog.Level     // -log-level: the least important level logged
-	TLS      tlsflags.Flags // -tls-cert, -tls-key, -tls-ca: mutual TLS
+	LogLevel  slog.Level     // -log-level: the least important level logged
+	LogFormat string         // -log-format: "text" or "json"
+	Admin     string         // -admin: address of the admin endpoint; "" for none
+	TLS       tlsflags.Flags // -tls-cert, -tls-key, -tls-ca: mutual TLS
 }
 
 // Register defines -listen, with defaultListen as its default (a value
@@ -611,6 +631,8 @@ func (f *Flags) Register(fs *flag.FlagSet, defaultListen string) {
 	fs.Int64Var(&f.MaxMemMB, "max-request-mb", transport.DefaultMaxPendingBytes>>20,
 		"MiB of requests held at once, over all connections; more wait for room (those over 64 KiB before their clients send them)")
 	fs.TextVar(&f.LogLevel, "log-level", slog.LevelInfo, "least important `level` logged: DEBUG, INFO, WARN or ERROR")
+	fs.StringVar(&f.LogFormat, "log-format", "text", "`format` of the log lines on standard error: text (key=value) or json (one object a line)")
+	AddrVar(fs, &f.Admin, "admin", "", "`address` of the admin endpoint, host:port: /metrics, /healthz, /readyz, /debug/pprof/ and a status page at /; off when not given", true)
 	f.TLS.Register(fs)
 }
 
@@ -636,7 +658,10 @@ func (f *Flags) Parse(fs *flag.FlagSet, args []string) (*slog.Logger, Options) {
 	if err != nil {
 		Usage(fs, "%v", err)
 	}
-	log := NewLogger(f.LogLevel)
+	if f.LogFormat != "text" && f.LogFormat != "json" {
+		Usage(fs, "-log-format must be text or json, not %q", f.LogFormat)
+	}
+	log := NewLogger(f.LogLevel, f.LogFormat)
 	both := []transport.Option{transport.WithLogger(log), transport.WithMaxConcurrentCalls(f.MaxCalls)}
 	if tlsConfig != nil {
 		both = append(both, transport.WithTLSConfig(tlsConfig))
@@ -649,10 +674,15 @@ func (f *Flags) Parse(fs *flag.FlagSet, args []string) (*slog.Logger, Options) {
 	return log, opts
 }
 
-// NewLogger returns the logger of the programs: text to standard error, of
-// level and above.
-func NewLogger(level slog.Level) *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+// NewLogger returns the logger of the programs: to standard error, of
+// level and above, as text (key=value) or, for format "json", a JSON
+// object a line.
+func NewLogger(level slog.Level, format string) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
 // Main runs srv as the program called name: [Run] until SIGINT or SIGTERM.
