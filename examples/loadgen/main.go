@@ -3,13 +3,14 @@
 // numbers, a mix of all three routes in ranges whose results fit in an
 // int64, and checks every answer (value and backend) against the routing
 // table: the backend must be the route that owns the number, or that
-// route's fallback (x-fallback for x, see middle -fallback-x). It prints progress to standard error once a second, and a summary
-// to standard output at the end.
+// route's fallback (x-fallback for x, see middle -fallback-x). It shows
+// its progress on standard error while it runs, and prints a summary to
+// standard output at the end.
 //
 // Usage:
 //
 //	loadgen [-addr ADDR] [-batch N] [-concurrency C] [-duration D] [-timeout D] [-json]
-//	  [-tls-cert FILE -tls-key FILE -tls-ca FILE]
+//	  [-plot FILE.png] [-tls-cert FILE -tls-key FILE -tls-ca FILE]
 //
 // Flags:
 //
@@ -19,10 +20,27 @@
 //	-duration D      how long to send new calls (default 10s); calls in flight
 //	                 at the end are waited for. SIGINT or SIGTERM ends the run early.
 //	-timeout D       a call that takes longer fails (default 10s)
-//	-json            print the summary as one JSON object
+//	-json            print the summary as one JSON object, and no progress
+//	-plot FILE.png   at the end, draw the latency over time in FILE.png (below)
 //	-tls-cert FILE   with -tls-key and -tls-ca: speak mutual TLS, presenting this
 //	-tls-key FILE    certificate and key, and trusting only a middle layer whose
 //	-tls-ca FILE     certificate the CA in -tls-ca signed (the three go together)
+//
+// Progress: when standard error is a terminal (a console on Windows), one
+// line rewritten in place five times a second, and ended before the
+// summary:
+//
+//	[########------------] 4.0s/10s  12345 answered  3512 req/s  0 errors  0 wrong
+//
+// a bar of the duration elapsed, the time elapsed of -duration, the
+// requests answered, their rate over the last second, errors and wrong
+// answers. Otherwise (a pipe, a file, a log) a line a second:
+//
+//	loadgen:   4s  12345 requests answered (3512/s)  123450 numbers  0 errors  0 wrong
+//
+// With -json there is no progress, on a terminal or not. The first problem
+// of the run (a failed call or a wrong answer) is reported on standard
+// error in any case, on a line of its own.
 //
 // The summary counts requests, the calls answered, and errors, the calls
 // that failed (as a whole or for some of their numbers), apart: a failed
@@ -38,8 +56,24 @@
 // latency of the call at its rank, so with fewer than 1,000 calls answered
 // p99.9 is the max, and with fewer than 100, so is p99.
 //
-// Exit status: 0 if every call was answered correctly, 1 if any failed or
-// any answer was wrong, 2 for bad usage.
+// The plot: with -plot, after the summary, loadgen writes a PNG chart of
+// the latency over the run. For each second of the run it draws the p50,
+// p99 and max latency of the calls answered in that second, each call
+// counted in the second it ended (was answered), as lines on a log scale
+// in milliseconds, against the seconds since the start; the title names
+// the batch, the concurrency and the totals. A second in which no call was
+// answered is a shaded gap in the lines; the last second, in which the
+// calls in flight at the end were answered, is as long as it lasted. A run
+// in which no call was answered still gets a chart, which says so. Each
+// second past is kept as its four numbers, so a long run costs little
+// memory. The file name must end in .png and its directory must exist and
+// be writable: otherwise loadgen exits with status 2 before it starts. If
+// the file cannot be written at the end, loadgen says so, naming the file,
+// after the summary, and exits with status 1.
+//
+// Exit status: 0 if every call was answered correctly (and the plot, if
+// any, was written), 1 if any failed, any answer was wrong or the plot
+// could not be written, 2 for bad usage.
 package main
 
 import (
@@ -80,6 +114,7 @@ type config struct {
 	duration    time.Duration
 	timeout     time.Duration
 	json        bool
+	plot        string // the PNG file to draw the latency over time in; "" for none
 }
 
 func run() int {
@@ -91,7 +126,8 @@ func run() int {
 	fs.IntVar(&cfg.concurrency, "concurrency", 64, "callers, each with one call in flight")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to send new calls")
 	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "a call that takes longer fails")
-	fs.BoolVar(&cfg.json, "json", false, "print the summary as one JSON object")
+	fs.BoolVar(&cfg.json, "json", false, "print the summary as one JSON object, and no progress")
+	fs.Var(plotFile{&cfg.plot}, "plot", "at the end, draw the latency over time (p50, p99, max per second) in the PNG file `FILE.png`")
 	var tlsFlags tlsflags.Flags
 	tlsFlags.Register(fs)
 	node.ParseFlags(fs, os.Args[1:])
@@ -125,70 +161,80 @@ func run() int {
 	}
 	defer c.Close()
 
-	t := &tally{}
 	start := time.Now()
+	stderr := newMeter(os.Stderr, isTerminal(os.Stderr), start, cfg.duration)
+	if stderr.terminal {
+		stderr.width = terminalWidth(os.Stderr)
+	}
+	t := &tally{notes: stderr}
+	var tl *timeline
+	if cfg.plot != "" {
+		tl = newTimeline(start, time.Now)
+	}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	hists := make([]*histogram, cfg.concurrency)
 	for i := range hists {
 		hists[i] = new(histogram)
-		wg.Go(func() { send(ctx, c, cfg, start.Add(cfg.duration), t, hists[i]) })
+		wg.Go(func() { send(ctx, c, cfg, start.Add(cfg.duration), t, hists[i], tl) })
 	}
 	go func() {
 		wg.Wait()
 		close(done)
 	}()
-	t.progress(os.Stderr, start, done)
+	if cfg.json {
+		<-done
+	} else {
+		tick := time.NewTicker(stderr.interval())
+		stderr.show(t, tick.C, done)
+		tick.Stop()
+	}
 
 	for _, h := range hists[1:] {
 		hists[0].merge(h)
 	}
-	s := summarize(cfg, t, hists[0], time.Since(start))
+	elapsed := time.Since(start)
+	s := summarize(cfg, t, hists[0], elapsed)
+	code := 0
+	if s.Errors > 0 || s.Wrong > 0 {
+		code = 1
+	}
 	if err := s.print(os.Stdout, cfg.json); err != nil {
 		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
-		return 1
+		code = 1
 	}
-	if s.Errors > 0 || s.Wrong > 0 {
-		return 1
+	if tl != nil {
+		if err := writePlot(cfg.plot, s, tl.finish(elapsed)); err != nil {
+			fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
+			code = 1
+		}
 	}
-	return 0
+	return code
 }
 
-// tally is what the callers have counted so far.
+// tally is what the callers have counted since the start.
 type tally struct {
 	requests, numbers, errors, wrong atomic.Int64
 	reported                         atomic.Bool // the first problem has been printed
+	notes                            *meter      // where the first problem is printed
+}
+
+func (t *tally) counts() counts {
+	return counts{t.requests.Load(), t.numbers.Load(), t.errors.Load(), t.wrong.Load()}
 }
 
 // problem prints the first problem of the run, so that the counts come
 // with an example of what went wrong.
 func (t *tally) problem(format string, args ...any) {
 	if t.reported.CompareAndSwap(false, true) {
-		fmt.Fprintf(os.Stderr, "loadgen: first problem: "+format+"\n", args...)
-	}
-}
-
-// progress prints the tally to w once a second until done is closed.
-func (t *tally) progress(w io.Writer, start time.Time, done <-chan struct{}) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	var last int64
-	for {
-		select {
-		case <-done:
-			return
-		case now := <-tick.C:
-			reqs := t.requests.Load()
-			fmt.Fprintf(w, "loadgen: %3.0fs  %d requests answered (%d/s)  %d numbers  %d errors  %d wrong\n",
-				now.Sub(start).Seconds(), reqs, reqs-last, t.numbers.Load(), t.errors.Load(), t.wrong.Load())
-			last = reqs
-		}
+		t.notes.note(fmt.Sprintf("loadgen: first problem: "+format, args...))
 	}
 }
 
 // send sends batches to c one after another until end or until ctx is
-// done, checking every answer and recording the latency of each.
-func send(ctx context.Context, c *transport.Client[int64, xyz.Result], cfg config, end time.Time, t *tally, h *histogram) {
+// done, checking every answer and recording the latency of each in h, and
+// in tl unless it is nil.
+func send(ctx context.Context, c *transport.Client[int64, xyz.Result], cfg config, end time.Time, t *tally, h *histogram, tl *timeline) {
 	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	batch := make([]int64, cfg.batch)
 	for ctx.Err() == nil && time.Now().Before(end) {
@@ -213,6 +259,9 @@ func send(ctx context.Context, c *transport.Client[int64, xyz.Result], cfg confi
 			continue
 		}
 		h.record(elapsed)
+		if tl != nil {
+			tl.record(elapsed)
+		}
 		t.requests.Add(1)
 		t.numbers.Add(int64(len(batch)))
 		for i, n := range batch {
