@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -141,7 +140,7 @@ func newClientConfig(opts []ClientOption) config {
 
 func defaultConfig() config {
 	return config{
-		logger:           slog.Default(),
+		logger:           slog.New(slog.DiscardHandler), // nothing is logged unless the user asks
 		maxMessage:       DefaultMaxMessageSize,
 		handshakeTimeout: DefaultHandshakeTimeout,
 		requestTimeout:   DefaultRequestTimeout,
@@ -224,11 +223,11 @@ func WithPropagator(p Propagator) Option {
 // under it (yamux's own messages are logged at Warn or Error level, but
 // those a peer can cause once a frame and those about frames left unsent
 // when a session closed at Debug).
-// Both sides. Default: [slog.Default]. A nil logger discards everything.
+// Both sides. Default: none, nothing is logged. A nil logger discards everything too.
 func WithLogger(l *slog.Logger) Option {
 	return bothOption(func(c *config) {
 		if l == nil {
-			l = slog.New(slog.NewTextHandler(io.Discard, nil))
+			l = slog.New(slog.DiscardHandler)
 		}
 		c.logger = l
 	})
