@@ -52,7 +52,13 @@ import (
 // A Balancer is safe for concurrent use. [Balancer.Close] waits for probes
 // in flight; it does not close the replicas.
 type Balancer[In, Out any] struct {
-	replicas []*replica[In, Out]
+	// set holds the replicas, a slice never changed once stored: a call
+	// works on the one it loaded first. SetReplicas stores a new one.
+	set    atomic.Pointer[[]*replica[In, Out]]
+	setMu  sync.Mutex // serializes SetReplicas
+	nextID int        // the index of the next replica added; under setMu
+	retire func(any) // see WithRetire; nil for none
+	drains sync.WaitGroup // replicas removed, whose calls have not all returned
 	cfg      balancerConfig
 	probe    func(context.Context, Backend[In, Out]) error
 	log      *slog.Logger // nil: nothing is logged
@@ -86,12 +92,14 @@ const (
 
 type replica[In, Out any] struct {
 	backend  Backend[In, Out]
-	index    int    // in the balancer's replicas
+	index    int    // the order it was added in: its index in NewBalancer's replicas, and on for those SetReplicas adds
 	name     string // in log lines; "" for none
 	work     string // in a Work: name, or "#" and index
 	inFlight atomic.Int64
 	state    atomic.Int32
 	troubled atomic.Bool // failures or ejections are not zero
+	removed  atomic.Bool // SetReplicas removed it: it drains, then retires
+	joining  bool        // added by SetReplicas, not yet in service; under mu
 
 	mu           sync.Mutex
 	failures     int       // consecutive failures counted against health
@@ -115,6 +123,7 @@ type balancerConfig struct {
 	logger       *slog.Logger
 	names        []string // nil: none given
 	name         string   // WithBalancerName
+	retire       func(any) // WithRetire's, of a Backend[In, Out]
 	observer     Observer
 
 	// probe is the func(context.Context, Backend[In, Out]) error given to
@@ -314,9 +323,10 @@ type ReplicaStatus struct {
 // Replicas returns the state of every replica now, in the order given to
 // [NewBalancer]: for a status page, or a gauge of replicas up.
 func (b *Balancer[In, Out]) Replicas() []ReplicaStatus {
-	out := make([]ReplicaStatus, len(b.replicas))
-	for i, r := range b.replicas {
-		s := ReplicaStatus{Index: i, Name: r.name, InFlight: int(r.inFlight.Load())}
+	rs := b.list()
+	out := make([]ReplicaStatus, len(rs))
+	for i, r := range rs {
+		s := ReplicaStatus{Index: r.index, Name: r.name, InFlight: int(r.inFlight.Load())}
 		switch r.state.Load() {
 		case ejected:
 			s.State = ReplicaEjected
@@ -357,14 +367,12 @@ func emptyBatchProbe[In, Out any](ctx context.Context, b Backend[In, Out]) error
 	return err
 }
 
-// NewBalancer returns a balancer over replicas. It fails if there are no
-// replicas, one of them is nil, the probe given [WithProbe] is for backends
-// of other types than the replicas, or [WithReplicaNames] gives another
-// number of names.
+// NewBalancer returns a balancer over replicas. It fails if one of them is
+// nil, the probe given [WithProbe] is for backends of other types than the
+// replicas, or [WithReplicaNames] gives another number of names. With no
+// replicas, its calls fail at once with an error wrapping [ErrUnavailable]
+// until [Balancer.SetReplicas] gives it some.
 func NewBalancer[In, Out any](replicas []Backend[In, Out], opts ...BalancerOption) (*Balancer[In, Out], error) {
-	if len(replicas) == 0 {
-		return nil, errors.New("fanout: NewBalancer: no replicas")
-	}
 	cfg := balancerConfig{
 		maxAttempts:  3,
 		failures:     5,
@@ -404,6 +412,7 @@ func NewBalancer[In, Out any](replicas []Backend[In, Out], opts ...BalancerOptio
 			b.probe = probe
 		}
 	}
+	rs := make([]*replica[In, Out], 0, len(replicas))
 	for i, r := range replicas {
 		if isNil(r) {
 			return nil, fmt.Errorf("fanout: NewBalancer: replica %d is nil", i)
@@ -414,25 +423,160 @@ func NewBalancer[In, Out any](replicas []Backend[In, Out], opts ...BalancerOptio
 		} else if s, ok := r.(fmt.Stringer); ok {
 			name = s.String()
 		}
-		work := name
-		if work == "" {
-			work = "#" + strconv.Itoa(i)
-		}
-		b.replicas = append(b.replicas, &replica[In, Out]{backend: r, index: i, name: name, work: work})
+		rs = append(rs, newReplica(r, i, name))
 	}
+	b.set.Store(&rs)
+	b.nextID = len(rs)
+	b.retire = cfg.retire
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	return b, nil
+}
+
+func newReplica[In, Out any](backend Backend[In, Out], index int, name string) *replica[In, Out] {
+	work := name
+	if work == "" {
+		work = "#" + strconv.Itoa(index)
+	}
+	return &replica[In, Out]{backend: backend, index: index, name: name, work: work}
+}
+
+// list returns the balancer's replicas now. The slice must not be changed.
+func (b *Balancer[In, Out]) list() []*replica[In, Out] { return *b.set.Load() }
+
+// noReplicas is the error of a call made while the balancer has no
+// replicas at all.
+func (b *Balancer[In, Out]) noReplicas() error {
+	if b.cfg.name != "" {
+		return fmt.Errorf("fanout: %w: route %s has no replicas", ErrUnavailable, b.cfg.name)
+	}
+	return fmt.Errorf("fanout: %w: the balancer has no replicas", ErrUnavailable)
+}
+
+// SetReplicas makes replicas, named by names (names[i] names replicas[i];
+// names must be unique and are the replicas' identity), the balancer's
+// replicas from now on: for a replica set that changes, as discovery finds
+// replicas come and go. It fails, changing nothing, if the lengths differ,
+// a name repeats or a replica is nil. (Give a balancer whose set will
+// change names from the start, with [WithReplicaNames] or replicas that
+// are Stringers: unnamed replicas are all replaced.)
+//
+//   - A replica whose name the balancer already has is kept as it is, with
+//     its health and its calls in flight; the Backend given for it is not
+//     used.
+//   - A new one joins out of service: it is probed at once (see
+//     [WithProbe]), takes calls once a probe succeeds, and is ejected as
+//     any replica is if its probes fail. The balancer logs "fanout:
+//     replica joined" when it takes calls.
+//   - One no longer named takes no new calls. Its calls in flight finish,
+//     and once the last has returned it is handed to the function given to
+//     [WithRetire], if any, to close it. The balancer logs "fanout:
+//     replica removed" at once and "fanout: replica drained" then.
+//
+// An empty list is allowed: calls then fail at once with an error wrapping
+// [ErrUnavailable] that says the route has no replicas. Calls in flight
+// finish on the replicas they picked.
+func (b *Balancer[In, Out]) SetReplicas(replicas []Backend[In, Out], names []string) error {
+	if len(replicas) != len(names) {
+		return fmt.Errorf("fanout: Balancer.SetReplicas: %s for %s", count(len(names), "name"), count(len(replicas), "replica"))
+	}
+	seen := make(map[string]bool, len(names))
+	for i, name := range names {
+		if seen[name] {
+			return fmt.Errorf("fanout: Balancer.SetReplicas: replica name %q given twice", name)
+		}
+		seen[name] = true
+		if isNil(replicas[i]) {
+			return fmt.Errorf("fanout: Balancer.SetReplicas: replica %q is nil", name)
+		}
+	}
+	b.setMu.Lock()
+	defer b.setMu.Unlock()
+	old := b.list()
+	byName := make(map[string]*replica[In, Out], len(old))
+	for _, r := range old {
+		byName[r.name] = r
+	}
+	rs := make([]*replica[In, Out], 0, len(names))
+	kept := make(map[*replica[In, Out]]bool, len(old))
+	var joined []*replica[In, Out]
+	for i, name := range names {
+		if r, ok := byName[name]; ok {
+			rs = append(rs, r)
+			kept[r] = true
+			delete(byName, name)
+			continue
+		}
+		r := newReplica(replicas[i], b.nextID, name)
+		b.nextID++
+		r.joining, r.ejectedAt = true, time.Now()
+		r.troubled.Store(true)
+		r.state.Store(ejected) // until its first probe succeeds
+		rs = append(rs, r)
+		joined = append(joined, r)
+	}
+	b.set.Store(&rs)
+	for _, r := range old {
+		if kept[r] || r.removed.Load() {
+			continue
+		}
+		r.removed.Store(true)
+		b.drains.Add(1)
+		if b.log != nil {
+			b.log.Info("fanout: replica removed", "replica", r.name, "index", r.index, "in_flight", r.inFlight.Load(), "replicas", len(rs))
+		}
+		b.drained(r)
+	}
+	for _, r := range joined {
+		b.maybeProbe(r, true)
+	}
+	return nil
+}
+
+// retiredMark is what a retired replica's count of calls in flight holds:
+// a call that adds itself finds it negative, and goes elsewhere.
+const retiredMark = -1 << 40
+
+// drained retires r, removed, if it has no call in flight: it is handed to
+// the retire function once, and takes no call after.
+func (b *Balancer[In, Out]) drained(r *replica[In, Out]) {
+	if !r.inFlight.CompareAndSwap(0, retiredMark) {
+		return // a call in flight will call drained as it returns
+	}
+	if b.log != nil {
+		b.log.Info("fanout: replica drained", "replica", r.name, "index", r.index)
+	}
+	if b.retire != nil {
+		b.retire(r.backend)
+	}
+	b.drains.Done()
+}
+
+// WithRetire sets the function a [Balancer] hands a replica that
+// [Balancer.SetReplicas] removed, once its last call in flight has
+// returned: a transport client's Close, say. It is called on the goroutine
+// of that call, or of SetReplicas, once per replica. [Balancer.Close] waits
+// for the replicas being drained, and retires them.
+//
+// Default: none; removed replicas are dropped as they are.
+func WithRetire[In, Out any](retire func(Backend[In, Out])) BalancerOption {
+	return func(c *balancerConfig) {
+		c.retire = func(b any) { retire(b.(Backend[In, Out])) }
+	}
 }
 
 // Process implements [Backend]: it calls one replica, and others in turn if
 // the call fails in a way that is safe to retry.
 func (b *Balancer[In, Out]) Process(ctx context.Context, items []In) ([]Out, error) {
+	rs := b.list()
+	if len(rs) == 0 {
+		return nil, b.noReplicas()
+	}
 	var tried []bool // allocated on the first failure only
 	var lastErr error
 	failures := 0
-	attempts := min(b.cfg.maxAttempts, len(b.replicas))
+	attempts := min(b.cfg.maxAttempts, len(rs))
 	for attempt := 0; attempt < attempts; attempt++ {
-		r, i := b.pick(tried)
+		r, i := b.pick(rs, tried)
 		if r == nil {
 			break
 		}
@@ -440,7 +584,7 @@ func (b *Balancer[In, Out]) Process(ctx context.Context, items []In) ([]Out, err
 		var err error
 		other := -1 // the replica a hedge went to
 		if attempt == 0 && b.sketch != nil {
-			out, other, err = b.hedge(ctx, r, items)
+			out, other, err = b.hedge(ctx, rs, r, items)
 		} else {
 			out, err = b.attempt(ctx, r, items, attempt+1, false)
 		}
@@ -453,7 +597,7 @@ func (b *Balancer[In, Out]) Process(ctx context.Context, items []In) ([]Out, err
 		lastErr = err
 		failures++
 		if tried == nil {
-			tried = make([]bool, len(b.replicas))
+			tried = make([]bool, len(rs))
 		}
 		tried[i] = true
 		if other >= 0 {
@@ -467,10 +611,10 @@ func (b *Balancer[In, Out]) Process(ctx context.Context, items []In) ([]Out, err
 		// With no replica in service, probe every ejected one now rather
 		// than when its time is up: a replica that is back should not wait
 		// out an ejection that was doubled while the others were down too.
-		for _, r := range b.replicas {
+		for _, r := range rs {
 			b.maybeProbe(r, true)
 		}
-		return nil, b.allEjected()
+		return nil, b.allEjected(rs)
 	case failures > 1:
 		return nil, fmt.Errorf("fanout: call failed on every replica tried (%d): %w", failures, lastErr)
 	}
@@ -490,7 +634,12 @@ func (b *Balancer[In, Out]) attempt(ctx context.Context, r *replica[In, Out], it
 	if b.sketch != nil {
 		start = time.Now()
 	}
-	r.inFlight.Add(1)
+	if r.inFlight.Add(1) < 0 {
+		// Retired since the call picked it (SetReplicas removed it, and
+		// its last call returned): it never saw this call.
+		r.inFlight.Add(-1)
+		return nil, fmt.Errorf("fanout: %w: replica %s was removed", ErrUnavailable, r.label())
+	}
 	var out []Out
 	var err error
 	if b.cfg.observer != nil {
@@ -502,7 +651,9 @@ func (b *Balancer[In, Out]) attempt(ctx context.Context, r *replica[In, Out], it
 	} else {
 		out, err = r.backend.Process(ctx, items)
 	}
-	r.inFlight.Add(-1)
+	if r.inFlight.Add(-1) == 0 && r.removed.Load() {
+		b.drained(r)
+	}
 	if answered(err) {
 		r.succeeded(&b.cfg)
 		if b.sketch != nil {
@@ -521,14 +672,14 @@ func (b *Balancer[In, Out]) attempt(ctx context.Context, r *replica[In, Out], it
 // returns the first answer, or the first call's error if neither answered,
 // with the index of the replica the hedge went to, or -1 if none was sent.
 // It returns once both calls have returned: the loser is cancelled first.
-func (b *Balancer[In, Out]) hedge(ctx context.Context, r *replica[In, Out], items []In) ([]Out, int, error) {
+func (b *Balancer[In, Out]) hedge(ctx context.Context, rs []*replica[In, Out], r *replica[In, Out], items []In) ([]Out, int, error) {
 	b.hedgeCalls.Add(1)
 	b.budget.deposit()
 	delay := b.sketch.delay()
 	if b.hedgeDelay != 0 {
 		delay = b.hedgeDelay
 	}
-	if delay == 0 || len(b.replicas) < 2 {
+	if delay == 0 || len(rs) < 2 {
 		out, err := b.attempt(ctx, r, items, 1, false)
 		return out, -1, err
 	}
@@ -537,7 +688,7 @@ func (b *Balancer[In, Out]) hedge(ctx context.Context, r *replica[In, Out], item
 	pctx, pcancel := context.WithCancel(ctx)
 	defer pcancel()
 	timer := time.AfterFunc(delay, func() {
-		other := b.hedgeTo(ctx, r)
+		other, oi := b.hedgeTo(ctx, rs, r)
 		if b.hedgeHook != nil {
 			b.hedgeHook(other != nil)
 		}
@@ -547,7 +698,7 @@ func (b *Balancer[In, Out]) hedge(ctx context.Context, r *replica[In, Out], item
 			return
 		}
 		hctx, hcancel := context.WithCancel(ctx)
-		h.other, h.cancel = other.index, hcancel
+		h.other, h.cancel = oi, hcancel
 		h.done.Add(1)
 		h.decided.Done()
 		b.hedged.Add(1)
@@ -599,21 +750,21 @@ type hedgeCall[In, Out any] struct {
 // hedgeTo returns the replica a hedge of a call to r on ctx goes to, or
 // nil if none should: ctx is done, no other replica is in service, or the
 // budget is spent.
-func (b *Balancer[In, Out]) hedgeTo(ctx context.Context, r *replica[In, Out]) *replica[In, Out] {
+func (b *Balancer[In, Out]) hedgeTo(ctx context.Context, rs []*replica[In, Out], r *replica[In, Out]) (*replica[In, Out], int) {
 	if ctx.Err() != nil || deadlinePassed(ctx) {
-		return nil
+		return nil, -1
 	}
-	tried := make([]bool, len(b.replicas))
-	tried[r.index] = true
-	other, _ := b.pick(tried)
+	tried := make([]bool, len(rs))
+	tried[slices.Index(rs, r)] = true
+	other, oi := b.pick(rs, tried)
 	if other == nil {
-		return nil
+		return nil, -1
 	}
 	if !b.budget.take() {
 		b.overBudget.Add(1)
-		return nil
+		return nil, -1
 	}
-	return other
+	return other, oi
 }
 
 func (b *Balancer[In, Out]) retryable(err error) bool {
@@ -624,9 +775,9 @@ func (b *Balancer[In, Out]) retryable(err error) bool {
 }
 
 // allEjected is the error of a call that found no replica in service.
-func (b *Balancer[In, Out]) allEjected() error {
+func (b *Balancer[In, Out]) allEjected(rs []*replica[In, Out]) error {
 	var last error
-	for _, r := range b.replicas {
+	for _, r := range rs {
 		r.mu.Lock()
 		if r.lastErr != nil {
 			last = r.lastErr
@@ -634,9 +785,9 @@ func (b *Balancer[In, Out]) allEjected() error {
 		r.mu.Unlock()
 	}
 	if last == nil {
-		return fmt.Errorf("fanout: %w: %s ejected", ErrUnavailable, every(len(b.replicas)))
+		return fmt.Errorf("fanout: %w: %s ejected", ErrUnavailable, every(len(rs)))
 	}
-	return fmt.Errorf("fanout: %w: %s ejected; last failure: %v", ErrUnavailable, every(len(b.replicas)), last)
+	return fmt.Errorf("fanout: %w: %s ejected; last failure: %v", ErrUnavailable, every(len(rs)), last)
 }
 
 // every spells "the only replica is", "all 3 replicas are".
@@ -649,21 +800,21 @@ func every(n int) string {
 
 // pick returns the less loaded of two replicas in service chosen at random,
 // skipping those already tried, or nil if there is none.
-func (b *Balancer[In, Out]) pick(tried []bool) (*replica[In, Out], int) {
-	n := len(b.replicas)
+func (b *Balancer[In, Out]) pick(rs []*replica[In, Out], tried []bool) (*replica[In, Out], int) {
+	n := len(rs)
 	if n == 1 {
-		return b.next(0, tried)
+		return b.next(rs, 0, tried)
 	}
 	i := rand.IntN(n)
 	j := rand.IntN(n - 1)
 	if j >= i {
 		j++
 	}
-	a, ai := b.next(i, tried)
+	a, ai := b.next(rs, i, tried)
 	if a == nil {
 		return nil, -1
 	}
-	c, ci := b.next(j, tried)
+	c, ci := b.next(rs, j, tried)
 	if c != nil && c.inFlight.Load() < a.inFlight.Load() {
 		return c, ci
 	}
@@ -672,14 +823,14 @@ func (b *Balancer[In, Out]) pick(tried []bool) (*replica[In, Out], int) {
 
 // next returns the first replica in service from index i on, wrapping
 // around. It starts the probe of an ejected replica whose time is up.
-func (b *Balancer[In, Out]) next(i int, tried []bool) (*replica[In, Out], int) {
-	n := len(b.replicas)
+func (b *Balancer[In, Out]) next(rs []*replica[In, Out], i int, tried []bool) (*replica[In, Out], int) {
+	n := len(rs)
 	for k := range n {
 		idx := (i + k) % n
 		if tried != nil && tried[idx] {
 			continue
 		}
-		r := b.replicas[idx]
+		r := rs[idx]
 		switch r.state.Load() {
 		case inService:
 			return r, idx
@@ -696,7 +847,7 @@ func (b *Balancer[In, Out]) maybeProbe(r *replica[In, Out], now bool) {
 	r.mu.Lock()
 	timeUp := time.Now().After(r.ejectedUntil)
 	r.mu.Unlock()
-	if !(now || timeUp) || b.ctx.Err() != nil || !r.state.CompareAndSwap(ejected, probing) {
+	if !(now || timeUp) || b.ctx.Err() != nil || r.removed.Load() || !r.state.CompareAndSwap(ejected, probing) {
 		return
 	}
 	b.probes.Add(1)
@@ -727,6 +878,9 @@ func (b *Balancer[In, Out]) maybeProbe(r *replica[In, Out], now bool) {
 			r.readmitted = time.Now()
 			r.state.Store(inService)
 			ev = replicaEvent{kind: readmitted, down: r.readmitted.Sub(r.ejectedAt)}
+			if r.joining {
+				r.joining, ev.kind = false, joined
+			}
 		}
 		r.mu.Unlock()
 		b.logEvent(r, ev)
@@ -750,9 +904,10 @@ func (b *Balancer[In, Out]) Check(ctx context.Context) error {
 	defer cancel()
 	stop := context.AfterFunc(b.ctx, cancel)
 	defer stop()
-	errs := make([]error, len(b.replicas))
+	rs := b.list()
+	errs := make([]error, len(rs))
 	var wg sync.WaitGroup
-	for i, r := range b.replicas {
+	for i, r := range rs {
 		if r.state.Load() != inService {
 			continue
 		}
@@ -854,6 +1009,7 @@ const (
 	noEvent        eventKind = iota
 	ejectedByCalls           // its calls failed too many times in a row
 	checkFailed              // Check's probe failed
+	joined                   // a replica SetReplicas added passed its first probe
 	probeFailed              // a probe due since its ejection time was up failed
 	readmitted               // a probe succeeded
 )
@@ -880,12 +1036,14 @@ func (b *Balancer[In, Out]) logEvent(r *replica[In, Out], ev replicaEvent) {
 	case readmitted:
 		level, msg = slog.LevelInfo, "fanout: replica readmitted"
 		attrs = append(attrs, slog.Duration("down", ev.down))
+	case joined:
+		level, msg = slog.LevelInfo, "fanout: replica joined"
 	}
-	if ev.kind != readmitted {
+	if ev.kind != readmitted && ev.kind != joined {
 		attrs = append(attrs, slog.Duration("ejected_for", ev.ejectedFor), slog.Int("ejections", ev.ejections))
 	}
 	in := 0
-	for _, r := range b.replicas {
+	for _, r := range b.list() {
 		if r.state.Load() == inService {
 			in++
 		}
@@ -897,11 +1055,13 @@ func (b *Balancer[In, Out]) logEvent(r *replica[In, Out], ev replicaEvent) {
 	b.log.LogAttrs(context.Background(), level, msg, attrs...)
 }
 
-// Close stops probes and waits for those in flight. It does not close the
+// Close stops probes and waits for those in flight, and for the replicas
+// that [Balancer.SetReplicas] removed to drain and retire. It does not close the
 // replicas. Calls after Close still work, but ejected replicas are no longer
 // probed. Close is idempotent and always returns nil.
 func (b *Balancer[In, Out]) Close() error {
 	b.cancel()
 	b.probes.Wait()
+	b.drains.Wait()
 	return nil
 }

@@ -48,7 +48,6 @@ func TestNewBalancerErrors(t *testing.T) {
 		opts     []fanout.BalancerOption
 		want     string
 	}{
-		{"no replicas", nil, nil, "fanout: NewBalancer: no replicas"},
 		{"nil replica", []fanout.Backend[int64, int64]{echo(), nilFunc}, nil, "fanout: NewBalancer: replica 1 is nil"},
 		{
 			"names of other replicas", []fanout.Backend[int64, int64]{echo(), echo()},

@@ -154,7 +154,7 @@ func newWork(k WorkKind) *Work {
 // next, End goes in the reverse order. Nil observers are left out; with
 // none left it returns nil, and with one, that one.
 func JoinObservers(obs ...Observer) Observer {
-	var j joined
+	var j joinedObservers
 	for _, o := range obs {
 		if o != nil {
 			j = append(j, o)
@@ -169,9 +169,9 @@ func JoinObservers(obs ...Observer) Observer {
 	return j
 }
 
-type joined []Observer
+type joinedObservers []Observer
 
-func (j joined) Start(ctx context.Context, w *Work) context.Context {
+func (j joinedObservers) Start(ctx context.Context, w *Work) context.Context {
 	for _, o := range j {
 		ctx = o.Start(ctx, w)
 	}
@@ -180,7 +180,7 @@ func (j joined) Start(ctx context.Context, w *Work) context.Context {
 
 // End hands every observer the context the last Start returned: it holds
 // what each put there.
-func (j joined) End(ctx context.Context, w *Work) {
+func (j joinedObservers) End(ctx context.Context, w *Work) {
 	for i := len(j) - 1; i >= 0; i-- {
 		j[i].End(ctx, w)
 	}
