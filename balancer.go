@@ -55,13 +55,13 @@ type Balancer[In, Out any] struct {
 	// set holds the replicas, a slice never changed once stored: a call
 	// works on the one it loaded first. SetReplicas stores a new one.
 	set    atomic.Pointer[[]*replica[In, Out]]
-	setMu  sync.Mutex // serializes SetReplicas
-	nextID int        // the index of the next replica added; under setMu
-	retire func(any) // see WithRetire; nil for none
+	setMu  sync.Mutex     // serializes SetReplicas
+	nextID int            // the index of the next replica added; under setMu
+	retire func(any)      // see WithRetire; nil for none
 	drains sync.WaitGroup // replicas removed, whose calls have not all returned
-	cfg      balancerConfig
-	probe    func(context.Context, Backend[In, Out]) error
-	log      *slog.Logger // nil: nothing is logged
+	cfg    balancerConfig
+	probe  func(context.Context, Backend[In, Out]) error
+	log    *slog.Logger // nil: nothing is logged
 
 	ctx    context.Context // cancelled by Close, ends probes
 	cancel context.CancelFunc
@@ -121,8 +121,8 @@ type balancerConfig struct {
 	maxEjection  time.Duration
 	probeTimeout time.Duration
 	logger       *slog.Logger
-	names        []string // nil: none given
-	name         string   // WithBalancerName
+	names        []string  // nil: none given
+	name         string    // WithBalancerName
 	retire       func(any) // WithRetire's, of a Backend[In, Out]
 	observer     Observer
 

@@ -606,11 +606,11 @@ func Run(ctx context.Context, log *slog.Logger, name string, srv Server, addr st
 
 // Flags are the command-line flags every server program has.
 type Flags struct {
-	Listen   string         // -listen: address to listen on
-	Grace    time.Duration  // -grace: how long a shutdown waits for calls in flight
-	MaxCalls int            // -max-calls: calls in flight per connection
-	MaxConns int            // -max-conns: connections served at once
-	MaxMemMB int64          // -max-request-mb: MiB of requests held at once
+	Listen    string         // -listen: address to listen on
+	Grace     time.Duration  // -grace: how long a shutdown waits for calls in flight
+	MaxCalls  int            // -max-calls: calls in flight per connection
+	MaxConns  int            // -max-conns: connections served at once
+	MaxMemMB  int64          // -max-request-mb: MiB of requests held at once
 	LogLevel  slog.Level     // -log-level: the least important level logged
 	LogFormat string         // -log-format: "text" or "json"
 	Admin     string         // -admin: address of the admin endpoint; "" for none
