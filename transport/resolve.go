@@ -202,4 +202,3 @@ func (u union) String() string {
 	}
 	return strings.Join(names, ",")
 }
-
