@@ -149,6 +149,7 @@ import (
 	"github.com/seed-c94cd834/fanout/examples/internal/gateway"
 	"github.com/seed-c94cd834/fanout/examples/internal/node"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
+	"github.com/seed-c94cd834/fanout/transport"
 )
 
 // about is the first line of -h: what the program does.
@@ -158,8 +159,9 @@ func main() {
 	os.Exit(run())
 }
 
-// addrList returns the parser of a flag that sets the addresses of route
-// in m: a comma-separated list of host:port.
+// addrList returns the parser of a flag that sets the replicas of route in
+// m: a comma-separated list of host:port, dns:NAME:PORT, srv:NAME or
+// file:PATH.
 func addrList(m map[string][]string, route string) func(string) error {
 	return func(s string) error {
 		addrs := strings.Split(s, ",")
@@ -167,6 +169,13 @@ func addrList(m map[string][]string, route string) func(string) error {
 			addrs[i] = strings.TrimSpace(a)
 			if addrs[i] == "" {
 				return fmt.Errorf("empty address in %q", s)
+			}
+			kind, _, _ := strings.Cut(addrs[i], ":")
+			if kind == "dns" || kind == "srv" || kind == "file" {
+				if _, err := transport.ParseTarget(addrs[i], nil); err != nil {
+					return err
+				}
+				continue
 			}
 			if err := node.CheckAddr(addrs[i], false); err != nil {
 				return err
@@ -184,7 +193,7 @@ func run() int {
 	f.Register(fs, "127.0.0.1:7000")
 	cfg := node.MiddleConfig{Replicas: map[string][]string{}, Fallback: map[string][]string{}, Shadow: map[string][]string{}}
 	for i, route := range xyz.Routes() {
-		fs.Func(route, fmt.Sprintf("`addresses` of the %s backend's replicas, host:port, comma-separated (default 127.0.0.1:%d)", route, 7001+i), addrList(cfg.Replicas, route))
+		fs.Func(route, fmt.Sprintf("`replicas` of the %s backend, comma-separated: host:port, or dns:NAME:PORT (every A/AAAA record of NAME), srv:NAME (its SRV records) or file:PATH (a file of host:port lines), resolved again every -resolve-every (default 127.0.0.1:%d)", route, 7001+i), addrList(cfg.Replicas, route))
 		cfg.Replicas[route] = []string{fmt.Sprintf("127.0.0.1:%d", 7001+i)}
 	}
 	for _, route := range xyz.Routes() {
@@ -195,6 +204,8 @@ func run() int {
 		fs.Func("shadow-"+route, fmt.Sprintf("`addresses` of the replicas of a candidate %s backend, comma-separated: -shadow-fraction of %s's calls are mirrored to it and its answers compared, logged, never returned (off when not given)",
 			route, route), addrList(cfg.Shadow, route))
 	}
+	fs.DurationVar(&cfg.ResolveEvery, "resolve-every", transport.DefaultResolveEvery,
+		"how often replicas given as dns:, srv: or file: are resolved again (also soon after a call finds a replica unavailable)")
 	fs.BoolVar(&cfg.Hedge, "hedge", false,
 		"hedge each route's calls: a call a replica has not answered after the route's recent p95 latency goes to another replica too, within 5% more calls")
 	fs.Float64Var(&cfg.HedgeQuantile, "hedge-quantile", fanout.DefaultHedgeQuantile,
@@ -216,6 +227,9 @@ func run() int {
 	fs.IntVar(&cfg.HTTP.MaxRequests, "http-max-requests", gateway.DefaultMaxRequests,
 		"HTTP requests served at once; past it, 503 at once")
 	log, opts := f.Parse(fs, os.Args[1:])
+	if cfg.ResolveEvery <= 0 {
+		node.Usage(fs, "-resolve-every must be positive")
+	}
 	if cfg.MaxInFlight < 1 {
 		node.Usage(fs, "-max-inflight must be at least 1")
 	}

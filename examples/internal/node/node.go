@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -112,9 +113,23 @@ const DefaultMaxInFlight = 1024
 
 // MiddleConfig describes a middle layer.
 type MiddleConfig struct {
-	// Replicas maps each route of [xyz.Routes] to the addresses of its
-	// backend's replicas, one or more.
+	// Replicas maps each route of [xyz.Routes] to its backend's replicas,
+	// one or more items, each an address (host:port) or a name to resolve:
+	// "dns:NAME:PORT" (every A/AAAA record of NAME), "srv:NAME" (the SRV
+	// records of NAME) or "file:PATH" (a file of addresses, a line each).
+	// Items that are all addresses are a fixed set; otherwise the set is
+	// resolved again every ResolveEvery, and soon after a call fails
+	// unavailable, replicas joining and draining as it changes (see
+	// [transport.Watch]). Fallback and Shadow take the same items.
 	Replicas map[string][]string
+
+	// ResolveEvery is how often a route given names is resolved again; 0
+	// means [transport.DefaultResolveEvery].
+	ResolveEvery time.Duration
+
+	// Resolver looks up dns: and srv: names; nil means net.DefaultResolver.
+	// (Tests point it at a DNS server of their own.)
+	Resolver *net.Resolver
 
 	// MaxInFlight bounds the calls in flight per route; a call past it fails
 	// at once with an error wrapping [fanout.ErrOverloaded]. 0 means
@@ -229,9 +244,13 @@ type Middle struct {
 	routeNames []string                         // of balancers
 	balancers  []*fanout.Balancer[int64, int64] // one a route, fallbacks and candidates included
 	clients    []*transport.Client[int64, int64]
+	watchers   []*transport.Watcher[int64, int64]
 	shadows    []*fanout.Shadow[int64, int64]
 	shadowOf   []string // the route of each of shadows
 	log        *slog.Logger
+
+	resolver     *net.Resolver // MiddleConfig's
+	resolveEvery time.Duration
 
 	mu      sync.Mutex
 	http    []*http.Server // those StartHTTP started
@@ -275,7 +294,7 @@ const MiddleService = "middle"
 // each client connects on its first call, or on [Middle.Check]. opts.Server apply to the middle
 // layer's server, opts.Client to its clients of the backends.
 func NewMiddle(cfg MiddleConfig, opts Options) (*Middle, error) {
-	m := &Middle{log: cfg.Log}
+	m := &Middle{log: cfg.Log, resolver: cfg.Resolver, resolveEvery: cfg.ResolveEvery}
 	if err := m.build(cfg, opts); err != nil {
 		m.close()
 		return nil, err
@@ -398,21 +417,41 @@ func (m *Middle) route(service, name string, addrs []string, cfg MiddleConfig, o
 // replicas at addrs, each of which must serve service, hedging as cfg says
 // (none if cfg is nil), and records it.
 func (m *Middle) balancer(service, name string, addrs []string, cfg *MiddleConfig, opts Options) (*fanout.Balancer[int64, int64], error) {
-	var replicas []fanout.Backend[int64, int64]
-	for _, addr := range addrs {
-		// The client requires the route's service: a wrong address is
-		// refused at the handshake, never answered by another backend.
-		c := transport.NewClient(addr, transport.Int64(), transport.Int64(), append(slices.Clip(opts.Client), transport.WithService(service))...)
-		m.clients = append(m.clients, c)
-		replicas = append(replicas, c)
+	// The client requires the route's service: a wrong address is refused
+	// at the handshake, never answered by another backend.
+	dial := func(addr string) *transport.Client[int64, int64] {
+		return transport.NewClient(addr, transport.Int64(), transport.Int64(), append(slices.Clip(opts.Client), transport.WithService(service))...)
 	}
 	bopts := []fanout.BalancerOption{fanout.WithIdempotent(),
-		fanout.WithBalancerLogger(m.logger(name)), fanout.WithReplicaNames(addrs...),
+		fanout.WithBalancerLogger(m.logger(name)),
 		fanout.WithBalancerName(name), fanout.WithBalancerObserver(opts.Observer)}
 	if cfg != nil && cfg.Hedge {
 		bopts = append(bopts, fanout.WithHedging(cmp.Or(cfg.HedgeQuantile, fanout.DefaultHedgeQuantile), cmp.Or(cfg.HedgeBudget, fanout.DefaultHedgeBudget)))
 	}
-	b, err := fanout.NewBalancer(replicas, bopts...)
+	resolver, err := transport.ParseTarget(strings.Join(addrs, ","), m.resolver)
+	if err != nil {
+		return nil, fmt.Errorf("node: route %s: %w", name, err)
+	}
+	var b *fanout.Balancer[int64, int64]
+	if static, ok := resolver.(transport.Static); ok {
+		var replicas []fanout.Backend[int64, int64]
+		for _, addr := range static {
+			c := dial(addr)
+			m.clients = append(m.clients, c)
+			replicas = append(replicas, c)
+		}
+		b, err = fanout.NewBalancer(replicas, append(bopts, fanout.WithReplicaNames(static...))...)
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var w *transport.Watcher[int64, int64]
+		w, err = transport.Watch(ctx, resolver, func(addr string) fanout.Backend[int64, int64] { return dial(addr) },
+			transport.WatchConfig{Every: m.resolveEvery, Log: m.logger(name)}, bopts...)
+		cancel()
+		if err == nil {
+			m.watchers = append(m.watchers, w)
+			b = w.Balancer()
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("node: route %s: %w", name, err)
 	}
@@ -545,6 +584,9 @@ func (m *Middle) close() {
 		}
 		for _, b := range m.balancers {
 			b.Close()
+		}
+		for _, w := range m.watchers {
+			w.Close()
 		}
 		for _, c := range m.clients {
 			c.Close()
