@@ -268,7 +268,7 @@ func TestHTTPFlags(t *testing.T) {
 		out := runProgram(t, "", "middle", tc.args...)
 		require.Equal(t, 2, out.code, "%v: %s", tc.args, out.stderr)
 		require.Contains(t, out.stderr, tc.msg)
-		require.NotContains(t, out.stderr, "ready")
+		require.NotContains(t, out.stderr, "middle ready", "bad usage starts nothing")
 	}
 }
 
