@@ -465,7 +465,9 @@ func (b *Balancer[In, Out]) noReplicas() error {
 //     used.
 //   - A new one joins out of service: it is probed at once (see
 //     [WithProbe]), takes calls once a probe succeeds, and is ejected as
-//     any replica is if its probes fail. The balancer logs "fanout:
+//     any replica is if its probes fail. SetReplicas returns once the
+//     first probes of the new replicas have answered or timed out, so a
+//     replica that answers takes calls from then on. The balancer logs "fanout:
 //     replica joined" when it takes calls.
 //   - One no longer named takes no new calls. Its calls in flight finish,
 //     and once the last has returned it is handed to the function given to
@@ -510,7 +512,7 @@ func (b *Balancer[In, Out]) SetReplicas(replicas []Backend[In, Out], names []str
 		b.nextID++
 		r.joining, r.ejectedAt = true, time.Now()
 		r.troubled.Store(true)
-		r.state.Store(ejected) // until its first probe succeeds
+		r.state.Store(probing) // by SetReplicas, below, until its first probe succeeds
 		rs = append(rs, r)
 		joined = append(joined, r)
 	}
@@ -526,9 +528,15 @@ func (b *Balancer[In, Out]) SetReplicas(replicas []Backend[In, Out], names []str
 		}
 		b.drained(r)
 	}
+	var first sync.WaitGroup
 	for _, r := range joined {
-		b.maybeProbe(r, true)
+		if b.ctx.Err() != nil {
+			r.state.Store(ejected) // closed: it is never probed
+			continue
+		}
+		b.runProbe(r, true, &first)
 	}
+	first.Wait()
 	return nil
 }
 
@@ -844,15 +852,33 @@ func (b *Balancer[In, Out]) next(rs []*replica[In, Out], i int, tried []bool) (*
 // maybeProbe starts a probe of r if it is ejected, no probe is running, and
 // its ejection time is up or now is true.
 func (b *Balancer[In, Out]) maybeProbe(r *replica[In, Out], now bool) {
+	b.startProbe(r, now, nil)
+}
+
+// startProbe is maybeProbe, and marks the probe it starts, if it does, on
+// first: done once the probe's outcome is recorded.
+func (b *Balancer[In, Out]) startProbe(r *replica[In, Out], now bool, first *sync.WaitGroup) {
 	r.mu.Lock()
 	timeUp := time.Now().After(r.ejectedUntil)
 	r.mu.Unlock()
 	if !(now || timeUp) || b.ctx.Err() != nil || r.removed.Load() || !r.state.CompareAndSwap(ejected, probing) {
 		return
 	}
+	b.runProbe(r, timeUp, first)
+}
+
+// runProbe probes r, whose state is probing, on a goroutine of its own,
+// and records the outcome; see startProbe.
+func (b *Balancer[In, Out]) runProbe(r *replica[In, Out], timeUp bool, first *sync.WaitGroup) {
 	b.probes.Add(1)
+	if first != nil {
+		first.Add(1)
+	}
 	go func() {
 		defer b.probes.Done()
+		if first != nil {
+			defer first.Done()
+		}
 		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.probeTimeout)
 		err := b.probe(ctx, r.backend)
 		cancel()

@@ -74,12 +74,19 @@ func TestSetReplicasEmpty(t *testing.T) {
 	require.EqualError(t, err, "fanout: backend unavailable: route x has no replicas")
 
 	a := &setReplica{t: t, name: "a"}
-	require.NoError(t, b.SetReplicas(setOf(a)))
-	assert.Equal(t, map[string]string{"a": "probing"}, stateOf(b), "a new replica is out of service until probed")
+	set := make(chan error, 1)
+	go func() { set <- b.SetReplicas(setOf(a)) }()
+	eventually(t, func() bool { return stateOf(b)["a"] == "probing" }, "a new replica to be probed")
 	_, err = b.Process(context.Background(), []int64{1})
-	require.ErrorIs(t, err, fanout.ErrUnavailable, "no replica in service yet")
+	require.ErrorIs(t, err, fanout.ErrUnavailable, "no replica in service before its probe answered")
+	select {
+	case <-set:
+		t.Fatal("SetReplicas returned before the new replica's first probe answered")
+	default:
+	}
 	close(probed)
-	eventually(t, func() bool { return stateOf(b)["a"] == "healthy" }, "a's probe to pass")
+	require.NoError(t, <-set)
+	assert.Equal(t, map[string]string{"a": "healthy"}, stateOf(b), "in service once SetReplicas has returned")
 	out, err := b.Process(context.Background(), []int64{1})
 	require.NoError(t, err)
 	assert.Equal(t, []int64{1}, out)
@@ -122,7 +129,7 @@ func TestSetReplicasDrains(t *testing.T) {
 		t.Fatalf("%s retired with a call in flight", name)
 	default:
 	}
-	eventually(t, func() bool { return stateOf(b)["c"] == "healthy" }, "c to join")
+	assert.Equal(t, "healthy", stateOf(b)["c"], "c joined")
 	for range 20 {
 		_, err := b.Process(context.Background(), []int64{1})
 		require.NoError(t, err)
@@ -196,7 +203,7 @@ func TestSetReplicasUnderLoad(t *testing.T) {
 	require.NoError(t, err)
 	first := &setReplica{t: t, name: "r0"}
 	require.NoError(t, b.SetReplicas(setOf(first)))
-	eventually(t, func() bool { return stateOf(b)["r0"] == "healthy" }, "r0 to join")
+	require.Equal(t, "healthy", stateOf(b)["r0"])
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -216,7 +223,7 @@ func TestSetReplicasUnderLoad(t *testing.T) {
 	for i := 1; i <= 30; i++ {
 		next := &setReplica{t: t, name: fmt.Sprintf("r%d", i)}
 		require.NoError(t, b.SetReplicas(setOf(prev, next)))
-		eventually(t, func() bool { return stateOf(b)[next.name] == "healthy" }, next.name+" to join")
+		require.Equal(t, "healthy", stateOf(b)[next.name], next.name+" joined")
 		require.NoError(t, b.SetReplicas(setOf(next)))
 		prev = next
 	}

@@ -7,31 +7,12 @@ import (
 	"flag"
 	"os/exec"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 )
-
-// pending is the allow-list of what the manifests pass to a program before
-// the program accepts it, because the issue that adds it is in progress:
-// the middle finding the replicas of x, y and z by DNS name (dns:NAME:PORT,
-// looked up again every -resolve-every), without which a backend that is
-// scaled or rolled to new pods is lost to the middle. An entry is used only
-// while the program refuses its flag or value, and the test logs when it
-// is; once the program accepts them all, delete the entry, and the test
-// checks that flag like any other.
-var pending = map[string]struct {
-	flags    []string          // flags the program does not have yet
-	prefixes map[string]string // flag -> a prefix of its value the program does not take yet
-}{
-	"middle": {
-		flags:    []string{"resolve-every"},
-		prefixes: map[string]string{"x": "dns:", "y": "dns:", "z": "dns:"},
-	},
-}
 
 // help runs program with args and -h, and returns what it printed, to
 // standard error, as its flag set does for -h or a bad flag.
@@ -93,14 +74,9 @@ func TestProgramsAcceptTheirFlags(t *testing.T) {
 	m := load(t)
 	for _, c := range m.containers(t) {
 		accepted := acceptedFlags(t, c.program)
-		allow := pending[c.program]
-		var args, allowed []string
+		var args []string
 		for _, f := range c.flags {
 			isBool, ok := accepted[f.name]
-			if !ok && slices.Contains(allow.flags, f.name) {
-				allowed = append(allowed, "-"+f.name)
-				continue
-			}
 			require.True(t, ok, "%s: %s has no flag -%s", c.at, c.program, f.name)
 			require.True(t, f.hasValue || isBool, "%s: -%s takes a value: -%s=VALUE", c.at, f.name, f.name)
 			args = append(args, "-"+f.name+"="+f.value)
@@ -113,22 +89,8 @@ func TestProgramsAcceptTheirFlags(t *testing.T) {
 		// program checks only after parsing (-log-format text or json, for
 		// one) is not seen here: -h exits first.
 		usage := help(t, c.program)
-		if got := help(t, c.program, args...); got != usage {
-			var stripped []string
-			for _, a := range args {
-				name, value, _ := strings.Cut(strings.TrimPrefix(a, "-"), "=")
-				if prefix, ok := allow.prefixes[name]; ok && strings.Contains(value, prefix) {
-					a = "-" + name + "=" + strings.ReplaceAll(value, prefix, "")
-					allowed = append(allowed, a+" without "+prefix)
-				}
-				stripped = append(stripped, a)
-			}
-			got = help(t, c.program, stripped...)
-			require.True(t, got == usage, "%s: %s refuses its args: %s", c.at, c.program, firstLine(got))
-		}
-		if len(allowed) > 0 {
-			t.Logf("%s: %s does not accept these yet; the allow-list lets them by: %s", c.at, c.program, strings.Join(allowed, ", "))
-		}
+		got := help(t, c.program, args...)
+		require.True(t, got == usage, "%s: %s refuses its args: %s", c.at, c.program, firstLine(got))
 	}
 }
 
