@@ -35,7 +35,10 @@ func (s Static) String() string { return strings.Join(s, ",") }
 // DNS returns a Resolver of every address (A and AAAA records) of name,
 // each with port, looked up with r (nil: net.DefaultResolver). An IPv6
 // address is given in brackets ("[2001:db8::1]:7001"). The addresses are
-// sorted, so that the same records make the same set.
+// sorted, so that the same records make the same set. A name that does not
+// exist, or has no address records, is the empty set, not an error: DNS
+// answered. A lookup that fails (no answer, a server failure) is an
+// error.
 func DNS(name, port string, r *net.Resolver) Resolver {
 	return &dnsResolver{name: name, port: port, r: r}
 }
@@ -48,6 +51,9 @@ type dnsResolver struct {
 func (d *dnsResolver) Resolve(ctx context.Context) ([]string, error) {
 	r := cmpResolver(d.r)
 	ips, err := r.LookupIPAddr(ctx, d.name)
+	if notFound(err) {
+		return []string{}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -66,6 +72,7 @@ func (d *dnsResolver) String() string { return "dns:" + net.JoinHostPort(d.name,
 // as net.Resolver.LookupSRV("", "", name) does: name is the whole record
 // name, "_fanout._tcp.x.svc.cluster.local" say. Priorities and weights are
 // not used: every target is a replica, and the balancer spreads the load.
+// As for [DNS], a name with no records is the empty set.
 func SRV(name string, r *net.Resolver) Resolver { return &srvResolver{name: name, r: r} }
 
 type srvResolver struct {
@@ -75,6 +82,9 @@ type srvResolver struct {
 
 func (s *srvResolver) Resolve(ctx context.Context) ([]string, error) {
 	_, srvs, err := cmpResolver(s.r).LookupSRV(ctx, "", "", s.name)
+	if notFound(err) {
+		return []string{}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -87,6 +97,14 @@ func (s *srvResolver) Resolve(ctx context.Context) ([]string, error) {
 }
 
 func (s *srvResolver) String() string { return "srv:" + s.name }
+
+// notFound reports whether err says the name has no records (NXDOMAIN, or
+// no records of the type asked): an answer, the empty set, not a failure
+// to resolve. A Kubernetes headless Service with no ready pod answers so.
+func notFound(err error) bool {
+	var dnsErr *net.DNSError
+	return errors.As(err, &dnsErr) && dnsErr.IsNotFound
+}
 
 func cmpResolver(r *net.Resolver) *net.Resolver {
 	if r == nil {
