@@ -68,6 +68,7 @@ type server struct {
 	cmd  *exec.Cmd
 	addr string // the address it reported when ready
 	logs watchedLog
+	out  watchedLog // what it wrote to standard output
 
 	exited chan struct{} // closed once the process has exited
 	err    error         // its exit status, set before exited is closed
@@ -89,6 +90,7 @@ func startServer(t *testing.T, name string, args ...string) *server {
 // startServer fails the test.
 func launch(t *testing.T, name string, args ...string) (*server, error) {
 	s := &server{name: name, cmd: exec.Command(filepath.Join(bin, name), args...), exited: make(chan struct{})}
+	s.cmd.Stdout = &s.out
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
 		return nil, err

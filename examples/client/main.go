@@ -102,6 +102,7 @@ func run() int {
 	node.AddrVar(fs, &addr, "addr", "127.0.0.1:7000", "`address` of the middle layer, host:port", false)
 	var tlsFlags tlsflags.Flags
 	tlsFlags.Register(fs)
+	trace := fs.Bool("trace-stderr", false, "trace each call with OpenTelemetry: the call is the root span of a trace that crosses the middle layer to the backends (run them with -trace-stdout); each span is written, as it ends, as a JSON object a line to standard error")
 	cmd := cli.New("client", about, fs)
 	return cmd.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, func() (fanout.Backend[int64, xyz.Result], func(), error) {
 		opts := []transport.ClientOption{transport.WithLogger(nil)}
@@ -112,7 +113,22 @@ func run() int {
 		if tlsConfig != nil {
 			opts = append(opts, transport.WithTLSConfig(tlsConfig))
 		}
+		var tracing *node.Tracing
+		if *trace {
+			if tracing, err = node.NewTracing("client", os.Stderr); err != nil {
+				return nil, nil, err
+			}
+			opts = append(opts, transport.WithPropagator(tracing.Propagator))
+		}
 		c := transport.NewClient(addr, transport.Int64(), xyz.ResultCodec(), append(opts, transport.WithService(node.MiddleService))...)
-		return c, func() { c.Close() }, nil
+		if tracing == nil {
+			return c, func() { c.Close() }, nil
+		}
+		traced := fanout.BackendFunc[int64, xyz.Result](func(ctx context.Context, items []int64) ([]xyz.Result, error) {
+			ctx, span := tracing.Root(ctx, "client.call")
+			defer span.End()
+			return c.Process(ctx, items)
+		})
+		return traced, func() { c.Close(); tracing.Shutdown(context.Background()) }, nil
 	})
 }

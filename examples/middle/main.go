@@ -275,5 +275,5 @@ func run() int {
 		log.Info("middle http ready", "addr", l.Addr().String())
 		m.StartHTTP(l, log)
 	}
-	return node.Main(log, "middle", m, f)
+	return node.Main(log, "middle", m, f, opts)
 }

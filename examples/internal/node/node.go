@@ -273,6 +273,10 @@ type Options struct {
 	// named after its route) and its batchers' merged calls. (A server's
 	// own calls are told by the transport.WithObserver in Server.)
 	Observer fanout.Observer
+
+	// Tracing is -trace-stdout's, nil without it: the program shuts it down
+	// as it exits, so that every span is written.
+	Tracing *Tracing
 }
 
 // Both returns Options that give opts to the server and to the clients.
@@ -656,6 +660,7 @@ type Flags struct {
 	LogLevel  slog.Level     // -log-level: the least important level logged
 	LogFormat string         // -log-format: "text" or "json"
 	Admin     string         // -admin: address of the admin endpoint; "" for none
+	Trace     bool           // -trace-stdout: write spans to standard output
 	TLS       tlsflags.Flags // -tls-cert, -tls-key, -tls-ca: mutual TLS
 }
 
@@ -674,6 +679,7 @@ func (f *Flags) Register(fs *flag.FlagSet, defaultListen string) {
 		"MiB of requests held at once, over all connections; more wait for room (those over 64 KiB before their clients send them)")
 	fs.TextVar(&f.LogLevel, "log-level", slog.LevelInfo, "least important `level` logged: DEBUG, INFO, WARN or ERROR")
 	fs.StringVar(&f.LogFormat, "log-format", "text", "`format` of the log lines on standard error: text (key=value) or json (one object a line)")
+	fs.BoolVar(&f.Trace, "trace-stdout", false, "trace every call with OpenTelemetry: write each span, as it ends, as a JSON object a line to standard output; the trace context crosses to the backends, so one trace spans client, middle and backend")
 	AddrVar(fs, &f.Admin, "admin", "", "`address` of the admin endpoint, host:port: /metrics, /healthz, /readyz, /debug/pprof/ and a status page at /; off when not given", true)
 	f.TLS.Register(fs)
 }
@@ -708,8 +714,25 @@ func (f *Flags) Parse(fs *flag.FlagSet, args []string) (*slog.Logger, Options) {
 	if tlsConfig != nil {
 		both = append(both, transport.WithTLSConfig(tlsConfig))
 	}
+	var tracing *Tracing
+	if f.Trace {
+		var err error
+		if tracing, err = NewTracing(fs.Name(), os.Stdout); err != nil {
+			Usage(fs, "-trace-stdout: %v", err)
+		}
+		both = append(both, transport.WithPropagator(tracing.Propagator))
+	}
 	opts := Both(both...)
 	opts.Log = log
+	var observers []fanout.Observer
+	if tracing != nil {
+		opts.Tracing = tracing
+		observers = append(observers, tracing.Observer)
+	}
+	if o := fanout.JoinObservers(observers...); o != nil {
+		opts.Observer = o
+		opts.Server = append(opts.Server, transport.WithObserver(o))
+	}
 	opts.Server = append(opts.Server,
 		transport.WithMaxConnections(f.MaxConns),
 		transport.WithMaxPendingBytes(f.MaxMemMB<<20))
@@ -730,9 +753,12 @@ func NewLogger(level slog.Level, format string) *slog.Logger {
 // Main runs srv as the program called name: [Run] until SIGINT or SIGTERM.
 // It returns the program's exit status: 0 after a shutdown, 1 if the server
 // could not listen or serve.
-func Main(log *slog.Logger, name string, srv Server, f Flags) int {
+func Main(log *slog.Logger, name string, srv Server, f Flags, opts Options) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if opts.Tracing != nil {
+		defer opts.Tracing.Shutdown(context.Background())
+	}
 	if err := Run(ctx, log, name, srv, f.Listen, f.Grace); err != nil {
 		log.Error(name+" failed", "err", err)
 		return 1
@@ -771,7 +797,7 @@ func BackendMain(route, summary, defaultListen string, args []string) int {
 		log.Error(route+" failed", "err", err)
 		return 1
 	}
-	return Main(log, route, srv, f)
+	return Main(log, route, srv, f, opts)
 }
 
 // SetUsage sets the usage message of fs, a program that takes flags only:
