@@ -262,6 +262,9 @@ func run() int {
 		log.Error("middle failed", "err", err)
 		return 1
 	}
+	if opts.Admin != nil {
+		m.Balancers(func(route string, b *fanout.Balancer[int64, int64]) { opts.Admin.AddRoute(route, b.Replicas) })
+	}
 	// Each replica that cannot be reached is logged, and served around;
 	// the middle layer starts all the same.
 	m.Check(context.Background())

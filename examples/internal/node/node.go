@@ -15,10 +15,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/seed-c94cd834/fanout"
+	"github.com/seed-c94cd834/fanout/examples/internal/admin"
 	"github.com/seed-c94cd834/fanout/examples/internal/gateway"
 	"github.com/seed-c94cd834/fanout/examples/internal/tlsflags"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
@@ -277,6 +279,11 @@ type Options struct {
 	// Tracing is -trace-stdout's, nil without it: the program shuts it down
 	// as it exits, so that every span is written.
 	Tracing *Tracing
+
+	// Admin is -admin's metrics, nil without it: it observes the server
+	// (and the middle layer's router, balancers and batchers, see
+	// Observer), and [Main] serves it on the admin address.
+	Admin *admin.Metrics
 }
 
 // Both returns Options that give opts to the server and to the clients.
@@ -622,10 +629,18 @@ func (m *Middle) summary() {
 // flight up to grace to finish. It returns nil after a shutdown, or the error
 // that kept it from listening or serving.
 func Run(ctx context.Context, log *slog.Logger, name string, srv Server, addr string, grace time.Duration) error {
+	return run(ctx, log, name, srv, addr, grace, nil)
+}
+
+// run is Run, calling serving, if not nil, once it listens.
+func run(ctx context.Context, log *slog.Logger, name string, srv Server, addr string, grace time.Duration, serving func()) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		srv.Close()
 		return err
+	}
+	if serving != nil {
+		serving()
 	}
 	log.Info(name+" ready", "addr", l.Addr().String())
 	served := make(chan error, 1)
@@ -725,6 +740,10 @@ func (f *Flags) Parse(fs *flag.FlagSet, args []string) (*slog.Logger, Options) {
 	opts := Both(both...)
 	opts.Log = log
 	var observers []fanout.Observer
+	if f.Admin != "" {
+		opts.Admin = admin.NewMetrics()
+		observers = append(observers, opts.Admin)
+	}
 	if tracing != nil {
 		opts.Tracing = tracing
 		observers = append(observers, tracing.Observer)
@@ -759,11 +778,52 @@ func Main(log *slog.Logger, name string, srv Server, f Flags, opts Options) int 
 	if opts.Tracing != nil {
 		defer opts.Tracing.Shutdown(context.Background())
 	}
-	if err := Run(ctx, log, name, srv, f.Listen, f.Grace); err != nil {
+	var serving atomic.Bool
+	if f.Admin != "" {
+		stopAdmin, err := StartAdmin(log, name, f.Admin, opts.Admin, func() error {
+			switch {
+			case ctx.Err() != nil:
+				return admin.ErrDraining
+			case !serving.Load():
+				return errStarting
+			}
+			return nil
+		})
+		if err != nil {
+			srv.Close()
+			log.Error(name+" failed", "err", err)
+			return 1
+		}
+		defer stopAdmin()
+	}
+	if err := run(ctx, log, name, srv, f.Listen, f.Grace, func() { serving.Store(true) }); err != nil {
 		log.Error(name+" failed", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// errStarting is what /readyz says before the server listens.
+var errStarting = errors.New("starting: not serving yet")
+
+// StartAdmin serves the admin endpoint of the program called name (see
+// package admin) on addr, with metrics m (nil for none) and ready for
+// /readyz, and logs "<name> admin ready" with the address it bound. It
+// returns the function that stops it.
+func StartAdmin(log *slog.Logger, name, addr string, m *admin.Metrics, ready func() error) (stop func(), err error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-admin: %w", err)
+	}
+	hs := &http.Server{
+		Handler:           admin.Handler(admin.Options{Program: name, Metrics: m, Ready: ready}),
+		ReadHeaderTimeout: HTTPReadHeaderTimeout,
+		IdleTimeout:       HTTPIdleTimeout,
+		MaxHeaderBytes:    HTTPMaxHeaderBytes,
+	}
+	log.Info(name+" admin ready", "addr", l.Addr().String())
+	go hs.Serve(l)
+	return func() { hs.Close() }, nil
 }
 
 // BackendMain is the main function of the programs x, y and z: it parses
