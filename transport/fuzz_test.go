@@ -400,10 +400,14 @@ func FuzzServerRequest(f *testing.F) {
 		f.Add(fuzzFrame(f, wire.KindRequest, append(binary.LittleEndian.AppendUint64(nil, timeout), items...)))
 	}
 	request := fuzzFrame(f, wire.KindRequest, append(make([]byte, wire.RequestPrefixSize), items...))
-	f.Add(request[:len(request)-1])                                             // cut short
-	f.Add(append(append([]byte{}, request...), 0))                              // a byte after the request
-	f.Add(append(append([]byte{}, request...), request...))                     // two requests
-	f.Add(fuzzFrame(f, wire.KindRequest, make([]byte, wire.RequestPrefixSize))) // no items
+	trace := wire.AppendTrace(nil, &wire.Trace{TraceID: [16]byte{1}, SpanID: [8]byte{2}, Flags: 1, State: "k=v"})
+	f.Add(fuzzFrame(f, wire.KindTraced, append(append(make([]byte, wire.RequestPrefixSize), trace...), items...))) // traced
+	f.Add(fuzzFrame(f, wire.KindTraced, append(make([]byte, wire.RequestPrefixSize), items...)))                   // a trace context of items
+	f.Add([]byte("\x060000"))                                                                                      // a traced request over the limit
+	f.Add(request[:len(request)-1])                                                                                // cut short
+	f.Add(append(append([]byte{}, request...), 0))                                                                 // a byte after the request
+	f.Add(append(append([]byte{}, request...), request...))                                                        // two requests
+	f.Add(fuzzFrame(f, wire.KindRequest, make([]byte, wire.RequestPrefixSize)))                                    // no items
 	f.Add(fuzzFrame(f, wire.KindRequest, make([]byte, wire.RequestPrefixSize+3)))
 	f.Add(fuzzFrame(f, wire.KindRequest, make([]byte, wire.RequestPrefixSize-1)))
 	f.Add(fuzzFrame(f, wire.KindResponse, items))
@@ -424,22 +428,32 @@ func FuzzServerRequest(f *testing.F) {
 		)
 		outcome, code := answered, Code(0)
 		var n int
+		var items []byte // the encoded items of a request answered
+		isRequest := len(data) > 0 && (data[0] == byte(wire.KindRequest) || data[0] == byte(wire.KindTraced))
 		switch {
 		case len(data) < wire.HeaderSize:
 			outcome = noAnswer
-		case data[0] != byte(wire.KindRequest):
+		case !isRequest:
 			// Not a request, of any length: refused from the header.
 			outcome, code = refused, CodeBadRequest
 		case uint64(binary.LittleEndian.Uint32(data[1:])) > fuzzLimit:
 			outcome, code = refused, CodeTooLarge
-		case data[0] != byte(wire.KindRequest) || binary.LittleEndian.Uint32(data[1:]) < wire.RequestPrefixSize:
+		case binary.LittleEndian.Uint32(data[1:]) < wire.RequestPrefixSize:
 			// Refused from the header: the payload is never read.
 			outcome, code = refused, CodeBadRequest
 		case wire.HeaderSize+int(binary.LittleEndian.Uint32(data[1:])) > len(data):
 			outcome = noAnswer
 		default:
 			n = int(binary.LittleEndian.Uint32(data[1:]))
-			if (n-wire.RequestPrefixSize)%8 != 0 {
+			items = data[wire.HeaderSize+wire.RequestPrefixSize : wire.HeaderSize+n]
+			if data[0] == byte(wire.KindTraced) {
+				var err error
+				if _, items, err = wire.ParseTrace(items); err != nil {
+					outcome, code = refused, CodeBadRequest // a malformed trace context
+					break
+				}
+			}
+			if len(items)%8 != 0 {
 				outcome, code = refused, CodeBadRequest
 			}
 		}
@@ -476,7 +490,7 @@ func FuzzServerRequest(f *testing.F) {
 			require.Nil(t, call, "the backend was called for a refused request")
 		case answered:
 			require.NoError(t, err)
-			want, err := Int64().Decode(nil, data[wire.HeaderSize+wire.RequestPrefixSize:wire.HeaderSize+n])
+			want, err := Int64().Decode(nil, items)
 			require.NoError(t, err)
 			if len(want) == 0 {
 				// An empty batch is a probe the server answers itself.
@@ -668,15 +682,15 @@ func FuzzClientResponse(f *testing.F) {
 		switch {
 		case len(data) < wire.HeaderSize:
 			require.ErrorIs(t, err, fanout.ErrInterrupted)
-		case data[0] < byte(wire.KindRequest) || data[0] > byte(wire.KindPartial):
+		case data[0] < byte(wire.KindRequest) || data[0] > byte(wire.KindTraced):
 			require.ErrorIs(t, err, ErrProtocol)
 		case n > limit:
 			require.ErrorIs(t, err, ErrMessageTooLarge)
 			require.False(t, errors.As(err, &re))
 		case wire.HeaderSize+n > uint64(len(data)):
 			require.ErrorIs(t, err, fanout.ErrInterrupted)
-		case data[0] == byte(wire.KindRequest), data[0] == byte(wire.KindContinue):
-			// A continue frame answers only a request sent without its
+		case data[0] == byte(wire.KindRequest), data[0] == byte(wire.KindTraced), data[0] == byte(wire.KindContinue):
+			// A request is never an answer; a continue frame answers only a request sent without its
 			// payload, and this one was small enough to send whole.
 			require.ErrorIs(t, err, ErrProtocol)
 		case data[0] == byte(wire.KindError) && n == 0:

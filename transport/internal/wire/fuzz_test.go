@@ -86,7 +86,7 @@ func FuzzReadFrame(f *testing.F) {
 
 			require.LessOrEqual(t, len(payload), limit)
 			require.GreaterOrEqual(t, k, KindRequest)
-			require.LessOrEqual(t, k, KindPartial)
+			require.LessOrEqual(t, k, KindTraced)
 
 			// Re-encoding gives back the bytes read, and reads back the same.
 			again := AppendHeader(nil, k)
