@@ -137,8 +137,10 @@ type batcherConfig struct {
 
 // WithBatcherObserver has a [Batcher] tell o about every call of its
 // backend ([WorkMerge]), with the number of callers whose items it
-// carries; see [Observer]. A merged call runs on a context of its own,
-// not on any caller's: its observer sees no caller's trace.
+// carries; see [Observer]. A call sent alone (nothing was waiting to be
+// merged with it) runs on its caller's context, and its observer sees the
+// caller's trace; a merged call runs on a context of its own, under no
+// caller's trace.
 //
 // Default: none, and then nothing is measured.
 func WithBatcherObserver(o Observer) BatcherOption {

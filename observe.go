@@ -86,7 +86,7 @@ type Work struct {
 	Replica string // WorkAttempt: the replica's name, or its index as "#2" when it has none
 	Items   int    // the items of the work's batch
 	Bytes   int    // WorkServe: the request's size on the wire
-	Attempt int    // WorkAttempt: 1 for the first replica tried, 2 for the next...
+	Attempt int    // WorkAttempt: 1 for the first replica tried, 2 for the next...; a hedge is 1, as the try it hedges
 	Hedge   bool   // WorkAttempt: the call is a hedge of another
 	Merged  int    // WorkMerge: the callers whose batches were merged
 

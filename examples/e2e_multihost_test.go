@@ -12,7 +12,6 @@
 package examples_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -224,47 +223,24 @@ func inNetns(ns, name string, args ...string) []string {
 	return append([]string{"netns", "exec", ns, filepath.Join(bin, name)}, args...)
 }
 
-// startServerIn is startServer for a server run in namespace ns.
+// startServerIn is startServer for a server run in namespace ns. If the
+// test fails, its log is shown less the lines of its calls.
 func startServerIn(t *testing.T, ns, name string, args ...string) *server {
 	t.Helper()
-	s := &server{name: name, cmd: exec.Command("ip", inNetns(ns, name, args...)...), exited: make(chan struct{})}
-	stderr, err := s.cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, s.cmd.Start())
-	t.Cleanup(func() {
-		s.kill(t)
-		if t.Failed() {
-			var b strings.Builder
-			calls := 0
-			for line := range strings.Lines(s.log()) {
-				if strings.Contains(line, callLine) {
-					calls++
-					continue
-				}
-				b.WriteString(line)
+	s, err := launchCmd(t, name, exec.Command("ip", inNetns(ns, name, args...)...), func(s *server) {
+		var b strings.Builder
+		calls := 0
+		for line := range strings.Lines(s.log()) {
+			if strings.Contains(line, callLine) {
+				calls++
+				continue
 			}
-			t.Logf("log of %s in %s, less its %d lines of calls:\n%s", name, ns, calls, b.String())
+			b.WriteString(line)
 		}
+		t.Logf("log of %s in %s, less its %d lines of calls:\n%s", name, ns, calls, b.String())
 	})
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			s.logs.Write([]byte(line + "\n"))
-			if addr, ok := readyAddr(line, name); ok {
-				ready <- addr
-			}
-		}
-		s.err = s.cmd.Wait()
-		close(s.exited)
-	}()
-	select {
-	case s.addr = <-ready:
-	case <-s.exited:
-		t.Fatalf("%s in %s exited before it was ready: %v\n%s", name, ns, s.err, s.log())
-	case <-time.After(hangGuard):
-		t.Fatalf("%s in %s not ready after %v:\n%s", name, ns, hangGuard, s.log())
+	if err != nil {
+		t.Fatalf("in %s: %v", ns, err)
 	}
 	return s
 }

@@ -89,7 +89,14 @@ func startServer(t *testing.T, name string, args ...string) *server {
 // launch is startServer for any goroutine: it returns an error where
 // startServer fails the test.
 func launch(t *testing.T, name string, args ...string) (*server, error) {
-	s := &server{name: name, cmd: exec.Command(filepath.Join(bin, name), args...), exited: make(chan struct{})}
+	return launchCmd(t, name, exec.Command(filepath.Join(bin, name), args...), nil)
+}
+
+// launchCmd is launch of the server program name run by cmd (under ip
+// netns exec, say). If the test fails, failed is given the server to log
+// what it says of it; nil logs its whole log.
+func launchCmd(t *testing.T, name string, cmd *exec.Cmd, failed func(*server)) (*server, error) {
+	s := &server{name: name, cmd: cmd, exited: make(chan struct{})}
 	s.cmd.Stdout = &s.out
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
@@ -100,7 +107,11 @@ func launch(t *testing.T, name string, args ...string) (*server, error) {
 	}
 	t.Cleanup(func() {
 		s.kill(t)
-		if t.Failed() {
+		switch {
+		case !t.Failed():
+		case failed != nil:
+			failed(s)
+		default:
 			t.Logf("log of %s:\n%s", name, s.log())
 		}
 	})

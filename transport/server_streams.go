@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -112,11 +113,10 @@ func (s *Server[In, Out]) serveStream(sc *streamCall, peer peer, cs *serverConn)
 		var code Code
 		var wrote bool
 		if o := s.cfg.observer; o != nil {
-			w := &fanout.Work{Kind: fanout.WorkServe, Items: len(items), Bytes: sc.size, Start: time.Now()}
+			w := newServeWork(len(items), sc.size)
 			ctx = o.Start(ctx, w)
 			code, wrote = s.runCall(ctx, items, held, peer.max, sc, cs, w)
-			w.Duration = time.Since(w.Start)
-			o.End(ctx, w)
+			endServeWork(ctx, o, w)
 		} else {
 			code, wrote = s.runCall(ctx, items, held, peer.max, sc, cs, nil)
 		}
@@ -195,10 +195,30 @@ func (s *Server[In, Out]) observeRefusal(st *yamux.Stream, refusal *RemoteError,
 	if o == nil {
 		return
 	}
-	w := &fanout.Work{Kind: fanout.WorkServe, Bytes: size, Start: time.Now()}
+	w := newServeWork(0, size)
 	ctx := o.Start(context.Background(), w)
 	w.Err = &RemoteError{Addr: st.RemoteAddr().String(), Code: refusal.Code, Message: refusal.Message}
+	endServeWork(ctx, o, w)
+}
+
+// serveWorks recycles the Works of served calls: an observer keeps none
+// past End.
+var serveWorks = sync.Pool{New: func() any { return new(fanout.Work) }}
+
+// newServeWork returns a WorkServe of a request of items and size bytes,
+// started now.
+func newServeWork(items, size int) *fanout.Work {
+	w := serveWorks.Get().(*fanout.Work)
+	*w = fanout.Work{Kind: fanout.WorkServe, Items: items, Bytes: size, Start: time.Now()}
+	return w
+}
+
+// endServeWork tells o that w, whose Err is set, ended, and recycles w.
+func endServeWork(ctx context.Context, o fanout.Observer, w *fanout.Work) {
+	w.Duration = time.Since(w.Start)
 	o.End(ctx, w)
+	*w = fanout.Work{}
+	serveWorks.Put(w)
 }
 
 // errStreamIdle ends a stream that carried no request for the idle timeout.
