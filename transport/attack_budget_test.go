@@ -61,7 +61,9 @@ func TestAttackSilentLargeRequests(t *testing.T) {
 	sess := rawClientSession(t, at.addr, 1<<20)
 	defer sess.Close()
 	header := func(n int) []byte {
-		hdr := wire.AppendHeader(nil, wire.KindRequest)
+		// Asking first: the client says it sends no payload before the
+		// continue frame.
+		hdr := wire.AppendHeader(nil, wire.KindRequest|wire.FlagAsk)
 		binary.LittleEndian.PutUint32(hdr[1:], uint32(n))
 		return hdr
 	}
@@ -118,13 +120,14 @@ func TestAttackStreamsThatNeverReadTheirAnswers(t *testing.T) {
 	sess := rawClientSession(t, at.addr, 1<<20)
 	defer sess.Close()
 	_, req := requestFrameOf(t, numbers)
+	req[0] |= wire.FlagAsk
 	var wg sync.WaitGroup
 	for range streams {
 		st, err := sess.OpenStream()
 		require.NoError(t, err)
 		wg.Go(func() {
 			// The protocol followed to the letter, but for reading the
-			// answer: the header, the continue, the payload.
+			// answer: the header asking first, the continue, the payload.
 			_, err := st.Write(req[:wire.HeaderSize])
 			require.NoError(t, err)
 			k, _ := readAnswer(t, st)
@@ -300,6 +303,7 @@ func TestStalledRequestIsAnsweredNotReset(t *testing.T) {
 	st, err := sess.OpenStream()
 	require.NoError(t, err)
 	_, req := requestFrameOf(t, 100_000) // 800 KB: more than the stream window
+	req[0] |= wire.FlagAsk
 	_, err = st.Write(req[:wire.HeaderSize])
 	require.NoError(t, err)
 	k, _ := readAnswer(t, st)

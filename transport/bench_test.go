@@ -9,8 +9,10 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/seed-c94cd834/fanout"
+	"github.com/seed-c94cd834/fanout/internal/faultproxy"
 	"github.com/seed-c94cd834/fanout/transport"
 )
 
@@ -204,5 +206,51 @@ func benchStopIdleStreams(b *testing.B, stop func(*transport.Server[int64, int64
 		srv.Close()
 		stopped()
 		c.Close()
+	}
+}
+
+// BenchmarkClientProcessOverLatency makes calls of batch numbers, one after
+// another, to an echo server through a proxy that delays every chunk of
+// bytes by 1 ms each way (2 ms round trips, as between hosts some way
+// apart), with the client's default chunks (131,072 numbers, 4 in flight).
+// What a request waits for before its payload goes shows here, where
+// loopback's round trips hide it.
+func BenchmarkClientProcessOverLatency(b *testing.B) {
+	for _, batch := range []int{10, 100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			echo := fanout.BackendFunc[int64, int64](func(_ context.Context, items []int64) ([]int64, error) {
+				return items, nil
+			})
+			srv, addr, stopped := benchServer(b, echo)
+			b.Cleanup(func() {
+				srv.Close()
+				stopped()
+			})
+			p, err := faultproxy.New(addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { p.Close() })
+			p.SetLatency(faultproxy.Both, time.Millisecond)
+			c, err := transport.Dial(context.Background(), p.Addr(), transport.Int64(), transport.Int64(), benchQuiet)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { c.Close() })
+			items := make([]int64, batch)
+			for i := range items {
+				items[i] = int64(i)
+			}
+			b.SetBytes(int64(8 * batch))
+			for b.Loop() {
+				out, err := c.Process(context.Background(), items)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(out) != batch {
+					b.Fatalf("%d results for %d numbers", len(out), batch)
+				}
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -41,6 +42,8 @@ type Client[In, Out any] struct {
 	cfg  config
 
 	inFlight atomic.Int64 // calls in flight, bounded by cfg.maxCalls
+	askUntil atomic.Int64 // Unix nanoseconds: until then, large requests ask first (askFor)
+	whole    atomic.Int64 // payload bytes of the large requests sent whole and not answered yet
 
 	ctx    context.Context // ends with Close; bounds dials
 	cancel context.CancelFunc
@@ -283,24 +286,28 @@ func (c *Client[In, Out]) callOnce(ctx context.Context, items []In, dst []Out, s
 			return nil, fmt.Errorf("%w: open stream: %w", fanout.ErrUnavailable, err)
 		}
 		owned = false
-		return c.roundTrip(ctx, st, bufp, dst, len(items), sent)
+		return c.roundTrip(ctx, st, bufp, dst, len(items), sent, peerMax)
 	}
 }
 
 // roundTrip sends the request in *reqp on st and reads the answer. It owns
-// reqp and returns it to the pool once the request is written. It sets
-// *sent, if sent is not nil, once it starts to write what the server could
-// process: a request written whole, or a large request's payload.
+// reqp and returns it to the pool. It sets *sent, if sent is not nil,
+// while what the server could process is written or has been: a request
+// written whole, or a payload the server asked for.
 //
-// A request of up to continueAbove bytes of payload is written whole. A
-// larger one is written in two steps: its header, and its payload once the
-// server has answered with a continue frame, which it sends once its budget
-// has room for the payload (PROTOCOL.md). A request the server may leave
-// unread (refused from its header) is small enough to fit the stream's
-// window, and a large payload goes only once the server reads it, so the
-// write does not wait for a peer that will not read; if the caller gives
-// up meanwhile, a write waiting for the stream's window ends at once.
-func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp *[]byte, dst []Out, n int, sent *bool) ([]Out, error) {
+// A request of up to continueAbove bytes of payload is written whole: it
+// fits the stream's window, so the write never waits for a server that
+// leaves it unread (a refusal from its header). A larger one is written
+// whole too (sendWhole), while the answer is read, unless a server was
+// short of room a moment ago (askFor) or the large requests sent whole and
+// not answered yet would add up to more than the server's maximum
+// (peerMax, at most its share of its budget for one connection, which it
+// would not have room for): then it is written in two steps,
+// its header, and its payload once the server has answered with a
+// continue frame, which it sends once its budget has room for the payload
+// (PROTOCOL.md). If the caller gives up, a write waiting for the stream's
+// window ends at once.
+func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp *[]byte, dst []Out, n int, sent *bool, peerMax int) ([]Out, error) {
 	// Cancelling ctx unblocks the read and the write and half-closes the
 	// stream, which the server takes as the signal to cancel the call.
 	stop := context.AfterFunc(ctx, func() {
@@ -328,55 +335,60 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 
 	respp := getBuf()
 	defer putBuf(respp)
+	defer putBuf(reqp)
 	req := *reqp
-	if len(req)-wire.HeaderSize > wire.ContinueAbove {
-		// The payload waits for the server's go-ahead: its answer is a
-		// continue frame, or a refusal.
+	size := int64(len(req) - wire.HeaderSize)
+	large := size > wire.ContinueAbove
+	asks := large && time.Now().UnixNano() < c.askUntil.Load()
+	if large && !asks {
+		// Sent whole only within what the server takes from one
+		// connection at once (its maximum is its share of its budget):
+		// past that, the payload would wait, and be dropped.
+		if c.whole.Add(size) > int64(peerMax) {
+			asks = true
+		}
+		defer c.whole.Add(-size)
+	}
+	if asks {
+		// The server was short of room a moment ago: ask first, so that
+		// the payload goes once, when there is room for it.
+		req[0] |= wire.FlagAsk
 		st.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
-		_, err := st.Write(req[:wire.HeaderSize])
-		if err != nil {
-			putBuf(reqp)
+		if _, err := st.Write(req[:wire.HeaderSize]); err != nil {
 			return nil, c.unsentErr(ctx, st, err)
 		}
 		k, payload, err := wire.ReadFrame(st, c.cfg.maxMessage, (*respp)[:0])
 		*respp = payload
-		if err != nil || k != wire.KindContinue {
-			putBuf(reqp)
-			if err != nil {
-				return nil, c.unsentErr(ctx, st, err)
-			}
-			if k == wire.KindResponse {
-				return nil, fmt.Errorf("%w: a response before the request was sent", ErrProtocol)
-			}
-			// A refusal: the server, which has not read the payload, does
-			// not keep the stream.
-			var out []Out
-			out, ok, _, err = c.answer(st, k, payload, dst, n)
-			return out, err
+		if err != nil {
+			return nil, c.unsentErr(ctx, st, err)
+		}
+		if k != wire.KindContinue {
+			return c.refused(st, k, payload, dst, n, &ok)
 		}
 		if len(payload) != 0 {
-			putBuf(reqp)
 			return nil, fmt.Errorf("%w: a continue frame of %d bytes", ErrProtocol, len(payload))
 		}
 		req = req[wire.HeaderSize:]
 	}
-	// The timeout is what is left of the caller's deadline when the
-	// payload goes.
-	var timeout uint64
-	if d, ok := ctx.Deadline(); ok {
-		timeout = uint64(max(time.Until(d), 1))
-	}
-	binary.LittleEndian.PutUint64((*reqp)[wire.HeaderSize:], timeout)
-	if sent != nil {
-		*sent = true
-	}
+	c.stamp(ctx, *reqp, sent)
 	st.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
-	_, err := st.Write(req)
-	putBuf(reqp)
-	if err != nil {
+	var k wire.Kind
+	if large && !asks {
+		var cut bool
+		var err error
+		k, cut, err = c.sendWhole(ctx, st, reqp, respp, sent)
+		if err != nil {
+			return nil, err
+		}
+		var out []Out
+		out, ok, reuse, err = c.answer(st, k, *respp, dst, n)
+		reuse = reuse && !cut
+		warm = len(*respp) > wire.ReadChunk
+		return out, err
+	}
+	if _, err := st.Write(req); err != nil {
 		return nil, c.streamErr(ctx, st, err)
 	}
-
 	k, payload, err := wire.ReadFrame(st, c.cfg.maxMessage, (*respp)[:0])
 	*respp = payload
 	if err != nil {
@@ -386,6 +398,108 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 	out, ok, reuse, err = c.answer(st, k, payload, dst, n)
 	warm = len(payload) > wire.ReadChunk
 	return out, err
+}
+
+// askFor is how long a client asks first ([wire.FlagAsk]) before sending
+// large requests, after a server told it that it had no room for one sent
+// whole: while a server is short of room, a payload sent whole would be
+// sent twice.
+const askFor = time.Second
+
+// stamp sets the timeout of the request in req, the time left of the
+// caller's deadline as the payload goes, and marks it sent: from now on,
+// the server may process it.
+func (c *Client[In, Out]) stamp(ctx context.Context, req []byte, sent *bool) {
+	var timeout uint64
+	if d, ok := ctx.Deadline(); ok {
+		timeout = uint64(max(time.Until(d), 1))
+	}
+	binary.LittleEndian.PutUint64(req[wire.HeaderSize:], timeout)
+	if sent != nil {
+		*sent = true
+	}
+}
+
+// refused makes the outcome of a frame of kind k that answered a request
+// whose payload the server has not read: a refusal, or a protocol error.
+// The server does not keep such a stream. complete is set as by answer.
+func (c *Client[In, Out]) refused(st *yamux.Stream, k wire.Kind, payload []byte, dst []Out, n int, complete *bool) ([]Out, error) {
+	if k != wire.KindError {
+		return nil, fmt.Errorf("%w: a frame of kind %d before the request's payload was sent", ErrProtocol, k)
+	}
+	out, ok, _, err := c.answer(st, k, payload, dst, n)
+	*complete = ok
+	return out, err
+}
+
+// sendWhole writes the large request in *reqp whole on st, while it reads
+// the server's first frame into *respp, and returns that frame's kind
+// once the request is answered. The server either takes the payload (it
+// has room) and answers, or refuses the request from its header and leaves
+// the payload unread, which ends the write, or answers with a wait frame
+// and drops the payload as it arrives: then sendWhole waits for the
+// continue frame, sends the payload again and reads the answer. cut
+// reports that the write was ended before all of it went, so that st is
+// not fit for another call.
+func (c *Client[In, Out]) sendWhole(ctx context.Context, st *yamux.Stream, reqp, respp *[]byte, sent *bool) (k wire.Kind, cut bool, err error) {
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.Write(*reqp)
+		if err != nil {
+			st.SetReadDeadline(time.Now()) // the read below waits for nothing more
+		}
+		done <- err
+	}()
+	k, payload, err := wire.ReadFrame(st, c.cfg.maxMessage, (*respp)[:0])
+	*respp = payload
+	if err != nil || k != wire.KindWait || len(payload) != 0 {
+		// An answer, or a refusal from the request's header: what is not
+		// written yet will not be read.
+		st.SetWriteDeadline(time.Now())
+		werr := <-done
+		switch {
+		case err != nil:
+			return 0, true, c.streamErr(ctx, st, cmp.Or(werr, err))
+		case k == wire.KindWait:
+			return 0, true, fmt.Errorf("%w: a wait frame of %d bytes", ErrProtocol, len(payload))
+		case werr != nil && k != wire.KindError:
+			return 0, true, fmt.Errorf("%w: an answer of kind %d before the request was sent", ErrProtocol, k)
+		}
+		return k, werr != nil, nil
+	}
+	// No room: the server reads the payload and drops it, then asks for
+	// it again. Until then it cannot have processed the request.
+	werr := <-done
+	if sent != nil {
+		*sent = false
+	}
+	c.askUntil.Store(time.Now().Add(askFor).UnixNano())
+	if werr != nil {
+		return 0, true, c.unsentErr(ctx, st, werr)
+	}
+	k, payload, err = wire.ReadFrame(st, c.cfg.maxMessage, (*respp)[:0])
+	*respp = payload
+	switch {
+	case err != nil:
+		return 0, true, c.unsentErr(ctx, st, err)
+	case k == wire.KindError:
+		return k, false, nil // a refusal: the server does not keep the stream
+	case k != wire.KindContinue:
+		return 0, true, fmt.Errorf("%w: a frame of kind %d after a wait frame", ErrProtocol, k)
+	case len(payload) != 0:
+		return 0, true, fmt.Errorf("%w: a continue frame of %d bytes", ErrProtocol, len(payload))
+	}
+	c.stamp(ctx, *reqp, sent)
+	st.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
+	if _, err := st.Write((*reqp)[wire.HeaderSize:]); err != nil {
+		return 0, true, c.streamErr(ctx, st, err)
+	}
+	k, payload, err = wire.ReadFrame(st, c.cfg.maxMessage, (*respp)[:0])
+	*respp = payload
+	if err != nil {
+		return 0, true, c.streamErr(ctx, st, err)
+	}
+	return k, false, nil
 }
 
 // answer makes the outcome of a call of n items of the frame of kind k

@@ -17,9 +17,11 @@ import (
 	"github.com/seed-c94cd834/fanout/transport/internal/wire"
 )
 
-// Tests of the continue frame: a request of more than continueAbove bytes
-// of payload sends its header alone, and its payload once the server has
-// room for it (PROTOCOL.md).
+// Tests of the continue and wait frames: a request of more than
+// continueAbove bytes of payload is sent whole and taken if the server has
+// room for it, or dropped and asked for again once it has; a client asking
+// first sends its header alone, and its payload once the server has room
+// for it (PROTOCOL.md).
 
 // quietFor is how long the tests below watch for a message that must not
 // come. A correct peer never sends it, so a slow machine cannot fail them;
@@ -37,6 +39,12 @@ const hangGuard = 10 * time.Second
 // holder is released at cleanup at the latest.
 func heldBudget(t *testing.T, opts ...ServerOption) (c *Client[int64, int64], release func(), calls *atomic.Int64, ev *Events) {
 	t.Helper()
+	return heldBudgetOf(t, 200<<10, opts...)
+}
+
+// heldBudgetOf is heldBudget with a budget of the given size.
+func heldBudgetOf(t *testing.T, budget int64, opts ...ServerOption) (c *Client[int64, int64], release func(), calls *atomic.Int64, ev *Events) {
+	t.Helper()
 	calls = new(atomic.Int64)
 	entered := make(chan struct{}, 1)
 	gate := make(chan struct{})
@@ -49,14 +57,14 @@ func heldBudget(t *testing.T, opts ...ServerOption) (c *Client[int64, int64], re
 		}
 		return negate(ctx, in)
 	})
-	_, c, ev = watchedServer(t, backend, append([]ServerOption{WithMaxPendingBytes(200 << 10), WithMaxPendingBytesPerConnection(200 << 10)}, opts...)...)
+	_, c, ev = watchedServer(t, backend, append([]ServerOption{WithMaxPendingBytes(budget), WithMaxPendingBytesPerConnection(budget)}, opts...)...)
 	letGo := sync.OnceFunc(func() { close(gate) })
 	t.Cleanup(letGo) // before the server's Close, even if the test fails
 
 	held := make(chan error, 1)
 	go func() {
 		// A request of the whole budget takes all of it.
-		_, err := c.Process(context.Background(), make([]int64, wholeBudget))
+		_, err := c.Process(context.Background(), make([]int64, (budget-wire.RequestPrefixSize)/8))
 		held <- err
 	}()
 	<-entered
@@ -86,6 +94,7 @@ func TestServerAsksForALargePayloadOnceItHasRoom(t *testing.T) {
 	items, req := requestFrame(t, 10000)
 	require.Greater(t, len(req)-wire.HeaderSize, wire.ContinueAbove)
 
+	req[0] |= wire.FlagAsk
 	_, err = st.Write(req[:wire.HeaderSize])
 	require.NoError(t, err)
 	// While the budget is taken, the server does not ask for the payload.
@@ -108,6 +117,66 @@ func TestServerAsksForALargePayloadOnceItHasRoom(t *testing.T) {
 	_, err = st.Write(frame)
 	require.NoError(t, err)
 	requireNegated(t, st, small)
+}
+
+// TestServerDropsALargeRequestItHasNoRoomFor sends a large request whole
+// while the budget is taken: the server answers with a wait frame, reads
+// and drops the payload (it does not wait holding it), and asks for it
+// again with a continue frame once it has room.
+func TestServerDropsALargeRequestItHasNoRoomFor(t *testing.T) {
+	c, release, calls, ev := heldBudgetOf(t, 1<<20)
+
+	sess := rawClientSession(t, c.Addr(), 1<<20)
+	defer sess.Close()
+	st, err := sess.OpenStream()
+	require.NoError(t, err)
+	items, req := requestFrame(t, 100_000) // 800 KB: more than the stream window
+	st.SetWriteDeadline(time.Now().Add(hangGuard))
+	// The write ends only if the server reads the payload it has no room
+	// for, which it drops.
+	_, err = st.Write(req)
+	require.NoError(t, err, "the server did not read a payload it had no room for")
+	st.SetReadDeadline(time.Now().Add(hangGuard))
+	k, payload, err := wire.ReadFrame(st, 1<<20, nil)
+	require.NoError(t, err)
+	require.Equal(t, wire.KindWait, k)
+	require.Empty(t, payload)
+	require.Equal(t, 1, ev.Count(EventDropping))
+	// Dropped, the request waits for room with its header only, and the
+	// server does not ask for it yet.
+	ev.Await(t, EventWaitingForRoom, 1)
+	requireQuiet(t, st) // a non-event, checked for quietFor
+
+	release()
+	st.SetReadDeadline(time.Now().Add(hangGuard))
+	k, payload, err = wire.ReadFrame(st, 1<<20, nil)
+	require.NoError(t, err)
+	require.Equal(t, wire.KindContinue, k)
+	require.Empty(t, payload)
+	_, err = st.Write(req[wire.HeaderSize:])
+	require.NoError(t, err)
+	requireNegated(t, st, items)
+	require.EqualValues(t, 2, calls.Load(), "the holder's call and the request sent again, once")
+}
+
+// TestServerRefusesAPayloadSentBeforeItsContinue: once the server has
+// dropped a payload and waits for room, the client must send nothing until
+// the continue frame.
+func TestServerRefusesAPayloadSentBeforeItsContinue(t *testing.T) {
+	c, _, _, ev := heldBudget(t)
+	sess := rawClientSession(t, c.Addr(), 1<<20)
+	defer sess.Close()
+	st, err := sess.OpenStream()
+	require.NoError(t, err)
+	_, req := requestFrame(t, 10000)
+	_, err = st.Write(req)
+	require.NoError(t, err)
+	k, _ := readAnswer(t, st)
+	require.Equal(t, wire.KindWait, k)
+	ev.Await(t, EventWaitingForRoom, 1)
+	_, err = st.Write(req[wire.HeaderSize:]) // unasked
+	require.NoError(t, err)
+	requireErrorFrame(t, st, CodeBadRequest, "request payload sent before the continue frame")
 }
 
 func TestCallGivenUpWhileWaitingForRoomGivesNothingBack(t *testing.T) {
@@ -233,34 +302,29 @@ func continueServer(t *testing.T, serve func(st *yamux.Stream, hdr []byte)) stri
 	return l.Addr().String()
 }
 
-func TestClientSendsALargePayloadOnlyWhenAsked(t *testing.T) {
-	early := make(chan error, 1) // what the server saw before its continue
-	addr := continueServer(t, func(st *yamux.Stream, hdr []byte) {
-		// A correct client sends nothing more before the continue: a
-		// non-event, checked for quietFor.
-		st.SetReadDeadline(time.Now().Add(quietFor))
-		var b [1]byte
-		_, err := st.Read(b[:])
-		early <- err
-		st.SetReadDeadline(time.Now().Add(hangGuard))
-		st.Write(wire.ContinueFrame)
-		_, payload, err := wire.ReadPayload(st, 1<<20, hdr)
-		if err != nil {
-			return
-		}
-		in, err := Int64().Decode(nil, payload[wire.RequestPrefixSize:])
-		if err != nil {
-			return
-		}
-		out, _ := negate(context.Background(), in)
-		resp := wire.AppendHeader(nil, wire.KindResponse)
-		resp, _ = Int64().Append(resp, out)
-		setFrameLength(resp, 0)
-		st.Write(resp)
-	})
-	c := NewClient(addr, Int64(), Int64(), WithLogger(nil))
-	defer c.Close()
-	items := make([]int64, 10000)
+// answerNegated reads the payload of the request whose header is hdr
+// from st and answers it with every item negated, as a raw server.
+func answerNegated(st *yamux.Stream, hdr []byte) {
+	_, payload, err := wire.ReadPayload(st, 1<<20, hdr)
+	if err != nil {
+		return
+	}
+	in, err := Int64().Decode(nil, payload[wire.RequestPrefixSize:])
+	if err != nil {
+		return
+	}
+	out, _ := negate(context.Background(), in)
+	resp := wire.AppendHeader(nil, wire.KindResponse)
+	resp, _ = Int64().Append(resp, out)
+	setFrameLength(resp, 0)
+	st.Write(resp)
+}
+
+// checkedCall makes a call of n items 0 to n-1 on c and checks that each
+// result is the item negated.
+func checkedCall(t *testing.T, c *Client[int64, int64], n int) {
+	t.Helper()
+	items := make([]int64, n)
 	for i := range items {
 		items[i] = int64(i)
 	}
@@ -272,40 +336,151 @@ func TestClientSendsALargePayloadOnlyWhenAsked(t *testing.T) {
 	for i, v := range out {
 		require.Equal(t, -items[i], v)
 	}
+}
+
+// TestAskingFirstAsPROTOCOLSays sends PROTOCOL.md's example of a call
+// asking first, byte for byte.
+func TestAskingFirstAsPROTOCOLSays(t *testing.T) {
+	srv := NewServer(fanout.BackendFunc[int64, int64](func(_ context.Context, in []int64) ([]int64, error) {
+		out := make([]int64, len(in))
+		for i, n := range in {
+			out[i] = n * n
+		}
+		return out, nil
+	}), Int64(), Int64(), WithLogger(nil))
+	addr := serveOn(t, srv)
+	sess := rawClientSession(t, addr, 1<<20)
+	defer sess.Close()
+	st, err := sess.OpenStream()
+	require.NoError(t, err)
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(hangGuard))
+	_, err = st.Write(unhex(t, "81 10 00 00 00"))
+	require.NoError(t, err)
+	got := make([]byte, wire.HeaderSize)
+	_, err = io.ReadFull(st, got)
+	require.NoError(t, err)
+	require.Equal(t, unhex(t, "04 00 00 00 00"), got, "the continue frame")
+	_, err = st.Write(unhex(t, "00 94 35 77 00 00 00 00  fd ff ff ff ff ff ff ff"))
+	require.NoError(t, err)
+	got = make([]byte, 13)
+	_, err = io.ReadFull(st, got)
+	require.NoError(t, err)
+	require.Equal(t, unhex(t, "02 08 00 00 00  09 00 00 00 00 00 00 00"), got)
+}
+
+func TestClientSendsALargeRequestWhole(t *testing.T) {
+	kinds := make(chan byte, 1)
+	addr := continueServer(t, func(st *yamux.Stream, hdr []byte) {
+		kinds <- hdr[0]
+		answerNegated(st, hdr) // the payload follows the header unasked
+	})
+	c := NewClient(addr, Int64(), Int64(), WithLogger(nil))
+	defer c.Close()
+	checkedCall(t, c, 10000)
+	require.Equal(t, byte(wire.KindRequest), <-kinds, "a large request sent whole, not asking first")
+}
+
+// TestClientSendsAgainAfterAWaitThenAsksFirst: a server with no room for a
+// large request sent whole answers with a wait frame, drops the payload and
+// asks for it again; the client sends it again only when asked, and asks
+// first for the large requests it sends next.
+func TestClientSendsAgainAfterAWaitThenAsksFirst(t *testing.T) {
+	var calls atomic.Int32
+	early := make(chan error, 2) // what the server saw before its continue
+	kinds := make(chan byte, 2)
+	addr := continueServer(t, func(st *yamux.Stream, hdr []byte) {
+		kinds <- hdr[0]
+		st.SetReadDeadline(time.Now().Add(hangGuard))
+		if calls.Add(1) == 1 {
+			st.Write(wire.WaitFrame)
+			_, n, err := wire.ParseHeader(hdr, 1<<20)
+			if err != nil {
+				return
+			}
+			if _, err := io.CopyN(io.Discard, st, int64(n)); err != nil {
+				return
+			}
+		}
+		// A correct client sends nothing more before the continue: a
+		// non-event, checked for quietFor.
+		st.SetReadDeadline(time.Now().Add(quietFor))
+		var b [1]byte
+		_, err := st.Read(b[:])
+		early <- err
+		st.SetReadDeadline(time.Now().Add(hangGuard))
+		st.Write(wire.ContinueFrame)
+		answerNegated(st, hdr)
+	})
+	c := NewClient(addr, Int64(), Int64(), WithLogger(nil))
+	defer c.Close()
+	checkedCall(t, c, 10000)
+	require.Equal(t, byte(wire.KindRequest), <-kinds, "the first request sent whole")
+	require.ErrorIs(t, <-early, yamux.ErrTimeout, "the client sent the payload again before it was asked to")
+	checkedCall(t, c, 10000)
+	require.Equal(t, byte(wire.KindRequest|wire.FlagAsk), <-kinds, "the next large request asks first")
 	require.ErrorIs(t, <-early, yamux.ErrTimeout, "the client sent the payload before it was asked to")
 }
 
 func TestClientTakesARefusalInsteadOfAContinue(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	refuse := func(st *yamux.Stream) {
+		st.Write(appendErrorFrame(nil, CodeOverloaded, "no room", 1<<20))
+	}
+	requireRefused := func(c *Client[int64, int64], n int) {
+		t.Helper()
+		_, err := c.Process(ctx, make([]int64, n))
+		var re *RemoteError
+		require.ErrorAs(t, err, &re)
+		require.Equal(t, CodeOverloaded, re.Code)
+		require.ErrorIs(t, err, fanout.ErrOverloaded, "a refused request was not processed: safe to send again")
+		require.Empty(t, idleIDs(c), "a stream refused before its payload was read is not kept")
+	}
+
+	// Sent whole and refused from its header, the payload unread: the
+	// refusal ends the client's write, which would otherwise wait for the
+	// stream's window until the write timeout, after the call's deadline.
+	addr := continueServer(t, func(st *yamux.Stream, hdr []byte) { refuse(st) })
+	c := NewClient(addr, Int64(), Int64(), WithLogger(nil), WithWriteTimeout(time.Hour))
+	defer c.Close()
+	requireRefused(c, 100_000) // 800 KB: more than the stream's window
+
+	// Asking first, refused before the continue.
 	early := make(chan error, 1) // what the server saw before its refusal
-	addr := continueServer(t, func(st *yamux.Stream, hdr []byte) {
+	addr = continueServer(t, func(st *yamux.Stream, hdr []byte) {
 		// A non-event, checked for quietFor, as above.
 		st.SetReadDeadline(time.Now().Add(quietFor))
 		var b [1]byte
 		_, err := st.Read(b[:])
 		early <- err
-		st.Write(appendErrorFrame(nil, CodeOverloaded, "no room", 1<<20))
+		refuse(st)
 	})
-	c := NewClient(addr, Int64(), Int64(), WithLogger(nil))
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
-	defer cancel()
-	_, err := c.Process(ctx, make([]int64, 10000))
-	var re *RemoteError
-	require.ErrorAs(t, err, &re)
-	require.Equal(t, CodeOverloaded, re.Code)
-	require.ErrorIs(t, err, fanout.ErrOverloaded, "a refused request was not sent: safe to send again")
-	require.Empty(t, idleIDs(c), "a stream refused before its payload is not kept")
+	asking := NewClient(addr, Int64(), Int64(), WithLogger(nil))
+	defer asking.Close()
+	asking.askUntil.Store(time.Now().Add(time.Hour).UnixNano())
+	requireRefused(asking, 10000)
 	require.ErrorIs(t, <-early, yamux.ErrTimeout, "the client sent more than the header before the continue")
 
-	// A continue frame with a payload breaks the protocol.
-	addr = continueServer(t, func(st *yamux.Stream, hdr []byte) {
-		st.Write([]byte{byte(wire.KindContinue), 1, 0, 0, 0, 0})
-	})
-	c2 := NewClient(addr, Int64(), Int64(), WithLogger(nil))
-	defer c2.Close()
-	_, err = c2.Process(ctx, make([]int64, 10000))
-	require.ErrorIs(t, err, ErrProtocol)
-	require.False(t, errors.Is(err, fanout.ErrUnavailable))
+	// A continue or a wait frame with a payload, or an answer before the
+	// request was read, breaks the protocol.
+	for name, frame := range map[string][]byte{
+		"continue with a payload": {byte(wire.KindContinue), 1, 0, 0, 0, 0},
+		"wait with a payload":     {byte(wire.KindWait), 1, 0, 0, 0, 0},
+		"an early answer":         {byte(wire.KindResponse), 0, 0, 0, 0},
+	} {
+		t.Run(name, func(t *testing.T) {
+			addr := continueServer(t, func(st *yamux.Stream, hdr []byte) { st.Write(frame) })
+			c := NewClient(addr, Int64(), Int64(), WithLogger(nil), WithWriteTimeout(time.Hour))
+			defer c.Close()
+			if frame[0] == byte(wire.KindContinue) {
+				c.askUntil.Store(time.Now().Add(time.Hour).UnixNano())
+			}
+			_, err := c.Process(ctx, make([]int64, 100_000))
+			require.ErrorIs(t, err, ErrProtocol)
+			require.False(t, errors.Is(err, fanout.ErrUnavailable))
+		})
+	}
 }
 
 // TestServerGoneBeforeTheContinueIsSafeToRetry closes the server while a

@@ -26,10 +26,11 @@ const (
 	EventUnwritten      = hookUnwritten
 	EventStalled        = hookStalled
 	EventIdleClosed     = hookIdleClosed
+	EventDropping       = hookDropping
 )
 
 func (ev hookEvent) String() string {
-	names := [numHookEvents]string{"waiting for room", "watching", "answered", "stream ended", "connection ended", "sweep started", "sweep ended", "answer unwritten", "request stalled", "idle stream closed"}
+	names := [numHookEvents]string{"waiting for room", "watching", "answered", "stream ended", "connection ended", "sweep started", "sweep ended", "answer unwritten", "request stalled", "idle stream closed", "dropping a payload"}
 	if ev < numHookEvents {
 		return names[ev]
 	}

@@ -24,7 +24,7 @@ import (
 // describes it, so they also check that document.
 
 // wireVersion is the protocol version of PROTOCOL.md.
-const wireVersion = 6
+const wireVersion = 7
 
 func rawHello(version byte, req, resp string, maxMessage uint32) []byte {
 	b := []byte("fanout")

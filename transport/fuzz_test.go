@@ -405,9 +405,13 @@ func FuzzServerRequest(f *testing.F) {
 	f.Add(fuzzFrame(f, wire.KindTraced, append(make([]byte, wire.RequestPrefixSize), items...)))                   // a trace context of items
 	f.Add([]byte("\x060000"))                                                                                      // a traced request over the limit
 	f.Add(request[:len(request)-1])                                                                                // cut short
-	f.Add(append(append([]byte{}, request...), 0))                                                                 // a byte after the request
-	f.Add(append(append([]byte{}, request...), request...))                                                        // two requests
-	f.Add(fuzzFrame(f, wire.KindRequest, make([]byte, wire.RequestPrefixSize)))                                    // no items
+	f.Add(append([]byte{request[0] | wire.FlagAsk}, request[1:]...))                                               // asking first, the payload sent early
+	f.Add(append([]byte{request[0] | wire.FlagAsk}, request[1:len(request)-1]...))                                 // asking first, cut short
+	f.Add([]byte{byte(wire.KindResponse) | wire.FlagAsk, 0, 0, 0, 0})                                              // the ask flag on another kind
+	f.Add(wire.WaitFrame)
+	f.Add(append(append([]byte{}, request...), 0))                              // a byte after the request
+	f.Add(append(append([]byte{}, request...), request...))                     // two requests
+	f.Add(fuzzFrame(f, wire.KindRequest, make([]byte, wire.RequestPrefixSize))) // no items
 	f.Add(fuzzFrame(f, wire.KindRequest, make([]byte, wire.RequestPrefixSize+3)))
 	f.Add(fuzzFrame(f, wire.KindRequest, make([]byte, wire.RequestPrefixSize-1)))
 	f.Add(fuzzFrame(f, wire.KindResponse, items))
@@ -428,8 +432,15 @@ func FuzzServerRequest(f *testing.F) {
 		)
 		outcome, code := answered, Code(0)
 		var n int
-		var items []byte // the encoded items of a request answered
-		isRequest := len(data) > 0 && (data[0] == byte(wire.KindRequest) || data[0] == byte(wire.KindTraced))
+		var items []byte   // the encoded items of a request answered
+		var kind wire.Kind // the kind, without the ask flag
+		if len(data) > 0 {
+			kind = wire.Kind(data[0] &^ wire.FlagAsk)
+		}
+		isRequest := kind == wire.KindRequest || kind == wire.KindTraced
+		// A request asking first is asked for with a continue frame once
+		// its header has passed, before any answer.
+		asks := isRequest && data[0]&wire.FlagAsk != 0
 		switch {
 		case len(data) < wire.HeaderSize:
 			outcome = noAnswer
@@ -446,7 +457,7 @@ func FuzzServerRequest(f *testing.F) {
 		default:
 			n = int(binary.LittleEndian.Uint32(data[1:]))
 			items = data[wire.HeaderSize+wire.RequestPrefixSize : wire.HeaderSize+n]
-			if data[0] == byte(wire.KindTraced) {
+			if kind == wire.KindTraced {
 				var err error
 				if _, items, err = wire.ParseTrace(items); err != nil {
 					outcome, code = refused, CodeBadRequest // a malformed trace context
@@ -469,6 +480,14 @@ func FuzzServerRequest(f *testing.F) {
 			st.Close() // the end of the stream cuts the request short
 		}
 		k, payload, err := wire.ReadFrame(st, 1<<20, nil)
+		if asks && len(data) >= wire.HeaderSize && code != CodeTooLarge && !(outcome == refused && code == CodeBadRequest && binary.LittleEndian.Uint32(data[1:]) < wire.RequestPrefixSize) {
+			// The server's budget has room (a fuzz input is small): the
+			// continue comes at once, and the payload sent early is read.
+			require.NoError(t, err)
+			require.Equal(t, wire.KindContinue, k, "%q", payload)
+			require.Empty(t, payload)
+			k, payload, err = wire.ReadFrame(st, 1<<20, nil)
+		}
 
 		var call *fuzzCall
 		select {
@@ -536,6 +555,16 @@ func FuzzServerRequest(f *testing.F) {
 		_, _, err = wire.ReadFrame(st, 1<<20, nil)
 		require.ErrorIs(t, err, io.EOF)
 	})
+}
+
+// knownKind reports whether b is the kind byte of a frame of a known kind:
+// 1 to 7, with the ask flag on a request only.
+func knownKind(b byte) bool {
+	k := wire.Kind(b &^ wire.FlagAsk)
+	if b&wire.FlagAsk != 0 {
+		return k == wire.KindRequest || k == wire.KindTraced
+	}
+	return k >= wire.KindRequest && k <= wire.KindWait
 }
 
 // FuzzClientResponse answers a real client's call, over real yamux on
@@ -637,7 +666,9 @@ func FuzzClientResponse(f *testing.F) {
 	f.Add([]byte{byte(wire.KindError), 0, 0, 0, 0})
 	f.Add(fuzzFrame(f, wire.KindRequest, results))
 	f.Add(fuzzFrame(f, wire.KindContinue, nil))
-	f.Add([]byte{byte(wire.KindResponse), 0x01, 0x04, 0x00, 0x00}) // limit + 1
+	f.Add(fuzzFrame(f, wire.KindWait, nil))
+	f.Add([]byte{byte(wire.KindResponse) | wire.FlagAsk, 0x18, 0, 0, 0}) // the ask flag on a response
+	f.Add([]byte{byte(wire.KindResponse), 0x01, 0x04, 0x00, 0x00})       // limit + 1
 	f.Add(fuzzFrame(f, wire.KindResponse, results)[:10])
 	f.Add([]byte{})
 	failures := []wire.Failure{
@@ -682,16 +713,17 @@ func FuzzClientResponse(f *testing.F) {
 		switch {
 		case len(data) < wire.HeaderSize:
 			require.ErrorIs(t, err, fanout.ErrInterrupted)
-		case data[0] < byte(wire.KindRequest) || data[0] > byte(wire.KindTraced):
+		case !knownKind(data[0]):
 			require.ErrorIs(t, err, ErrProtocol)
 		case n > limit:
 			require.ErrorIs(t, err, ErrMessageTooLarge)
 			require.False(t, errors.As(err, &re))
 		case wire.HeaderSize+n > uint64(len(data)):
 			require.ErrorIs(t, err, fanout.ErrInterrupted)
-		case data[0] == byte(wire.KindRequest), data[0] == byte(wire.KindTraced), data[0] == byte(wire.KindContinue):
-			// A request is never an answer; a continue frame answers only a request sent without its
-			// payload, and this one was small enough to send whole.
+		case data[0]&^wire.FlagAsk == byte(wire.KindRequest), data[0]&^wire.FlagAsk == byte(wire.KindTraced),
+			data[0] == byte(wire.KindContinue), data[0] == byte(wire.KindWait):
+			// A request is never an answer; continue and wait frames answer
+			// only large requests, and this one was small.
 			require.ErrorIs(t, err, ErrProtocol)
 		case data[0] == byte(wire.KindError) && n == 0:
 			require.ErrorIs(t, err, ErrProtocol)

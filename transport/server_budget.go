@@ -27,11 +27,8 @@ func (s *Server[In, Out]) reserve(st *yamux.Stream, cs *serverConn, size int, wa
 		return 0, false, nil
 	}
 	n := int64(size)
-	if cs.share.TryAcquire(n) {
-		if s.pending.TryAcquire(n) {
-			return n, false, nil
-		}
-		cs.share.Release(n)
+	if held, ok := s.tryReserve(cs, size); ok {
+		return held, false, nil
 	}
 	// The stream's receive buffer from its last request is not needed
 	// while it waits.
@@ -59,6 +56,23 @@ func (s *Server[In, Out]) reserve(st *yamux.Stream, cs *serverConn, size int, wa
 		return 0, true, fmt.Errorf("waiting for memory for a request of %d bytes: %w", n, err)
 	}
 	return n, true, nil
+}
+
+// tryReserve takes size bytes as reserve does if the connection's share
+// and the budget have room for them now, without waiting. ok reports
+// whether it did (always, with no budget).
+func (s *Server[In, Out]) tryReserve(cs *serverConn, size int) (held int64, ok bool) {
+	if s.pending == nil {
+		return 0, true
+	}
+	n := int64(size)
+	if cs.share.TryAcquire(n) {
+		if s.pending.TryAcquire(n) {
+			return n, true
+		}
+		cs.share.Release(n)
+	}
+	return 0, false
 }
 
 // watchWait watches st while its large request waits for room, until stop

@@ -306,9 +306,10 @@ func (s *Server[In, Out]) runCall(ctx context.Context, items []In, held int64, p
 }
 
 // readRequest reads the rest of a request whose first header byte is in
-// hdr[0] and decodes it. A request too large for the client to send with
-// its header (continueAbove) is asked for with a continue frame once the
-// server's budget has room for it. It returns the items, the time left before the
+// hdr[0] and decodes it. A request whose client asks first (wire.FlagAsk)
+// is asked for with a continue frame once the server's budget has room for
+// it, and so is a large one sent whole that found no room, whose payload is
+// dropped meanwhile. It returns the items, the time left before the
 // caller's deadline (0 for none) and the bytes it took from the server's
 // budget for the request, which the caller releases once the call is over,
 // whatever the error. A request the server refuses is returned as a
@@ -338,9 +339,36 @@ func (s *Server[In, Out]) readRequest(sc *streamCall, cs *serverConn) (items []I
 	}
 	var payload []byte
 	sr := &sc.body
-	asks := n > wire.ContinueAbove // the client waits for a continue frame
+	asks := hdr[0]&wire.FlagAsk != 0 // the client waits for a continue frame
 	end := time.Now().Add(s.cfg.requestTimeout)
-	if err == nil {
+	if err == nil && !asks && n > wire.ContinueAbove {
+		// A large request sent whole is taken if there is room for it
+		// now; otherwise its payload is dropped as it arrives, so that it
+		// does not wait in the stream's buffers, and asked for again
+		// once there is room (PROTOCOL.md).
+		var ok bool
+		if held, ok = s.tryReserve(cs, n); !ok {
+			s.reached(hookDropping)
+			st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
+			if _, err = st.Write(wire.WaitFrame); err == nil {
+				*sr = stallReader{st: st, stall: s.cfg.stallTimeout, end: end}
+				_, err = io.CopyN(io.Discard, sr, int64(n))
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				sr.st = nil
+			}
+			if errors.Is(err, errStalled) {
+				return nil, 0, 0, &stallError{
+					RemoteError: RemoteError{Code: CodeOverloaded, Message: fmt.Sprintf("request refused, not processed: %v of %d bytes announced", err, n)},
+					left:        int64(n) - sr.got,
+					end:         end,
+				}
+			}
+			asks = true
+		}
+	}
+	if err == nil && held == 0 {
 		var waited bool
 		held, waited, err = s.reserve(st, cs, n, asks)
 		if waited {
@@ -349,8 +377,8 @@ func (s *Server[In, Out]) readRequest(sc *streamCall, cs *serverConn) (items []I
 		}
 	}
 	if err == nil && asks {
-		// The client sends a large payload only once told there is room
-		// for it (PROTOCOL.md).
+		// The client sends the payload only once told there is room for
+		// it.
 		st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
 		_, err = st.Write(wire.ContinueFrame)
 		// The payload has the whole request timeout from now.

@@ -20,21 +20,33 @@ const (
 	KindRequest  Kind = 1 // timeout (8 bytes) + encoded items
 	KindResponse Kind = 2 // encoded results
 	KindError    Kind = 3 // code (1 byte) + UTF-8 message
-	KindContinue Kind = 4 // empty: the server has room for a large request's payload
+	KindContinue Kind = 4 // empty: the server has room for a request's payload: send it now
 	KindPartial  Kind = 5 // failures (see AppendFailures) + encoded results, if any
 	KindTraced   Kind = 6 // a request that carries a trace: timeout (8 bytes) + trace context (see AppendTrace) + encoded items
+	KindWait     Kind = 7 // empty: no room for a large request sent whole; its payload is dropped unread, to be sent again after a continue frame
 )
 
-// ContinueAbove is the largest request payload a client sends with its
-// header. The client sends the header of a larger one alone, and its
-// payload once the server answers with a continue frame, which the server
-// sends once it has room for the payload in its byte budget. So a request
-// waiting for room holds its header only, not a stream window of its
-// payload in the server's yamux buffers.
+// FlagAsk, set in the kind byte of a request or a traced request, says
+// that the client sends the header alone and the payload only after the
+// server's continue frame, which the server sends once its byte budget has
+// room for the payload.
+const FlagAsk = 0x80
+
+// ContinueAbove is the largest request payload that waits for room in the
+// server's budget with its payload. A larger one sent whole (without
+// [FlagAsk]) is taken at once if the budget has room; otherwise the server
+// answers with a wait frame, reads and drops the payload, and asks for it
+// again with a continue frame once there is room. So a request waiting for
+// room never holds more than a stream window's half of payload in the
+// server's yamux buffers, and a large one its header only.
 const ContinueAbove = 64 << 10
 
-// ContinueFrame is the whole continue frame. It must only ever be read.
-var ContinueFrame = []byte{byte(KindContinue), 0, 0, 0, 0}
+// ContinueFrame and WaitFrame are the whole continue and wait frames. They
+// must only ever be read.
+var (
+	ContinueFrame = []byte{byte(KindContinue), 0, 0, 0, 0}
+	WaitFrame     = []byte{byte(KindWait), 0, 0, 0, 0}
+)
 
 // RequestPrefixSize is the fixed part of a request payload: the remaining
 // time of the caller's deadline in nanoseconds, 0 for none.
@@ -85,13 +97,17 @@ func ReadFrame(r io.Reader, limit int, buf []byte) (Kind, []byte, error) {
 	return ReadPayload(r, limit, hdr)
 }
 
-// ParseHeader checks a frame header and returns its kind and payload
-// length: an unknown kind is an error wrapping [ErrProtocol], a payload
+// ParseHeader checks a frame header and returns its kind, without
+// [FlagAsk], and payload length: an unknown kind, or the flag on a kind
+// that is not a request, is an error wrapping [ErrProtocol], a payload
 // longer than limit one wrapping [ErrMessageTooLarge].
 func ParseHeader(hdr []byte, limit int) (Kind, int, error) {
-	k := Kind(hdr[0])
-	if k < KindRequest || k > KindTraced {
+	k := Kind(hdr[0] &^ FlagAsk)
+	if k < KindRequest || k > KindWait {
 		return 0, 0, fmt.Errorf("%w: unknown message kind %d", ErrProtocol, hdr[0])
+	}
+	if hdr[0]&FlagAsk != 0 && k != KindRequest && k != KindTraced {
+		return 0, 0, fmt.Errorf("%w: message kind %d: the ask flag (0x80) on a kind that is not a request", ErrProtocol, hdr[0])
 	}
 	n := binary.LittleEndian.Uint32(hdr[1:])
 	if uint64(n) > uint64(limit) {

@@ -46,13 +46,17 @@ func FuzzReadFrame(f *testing.F) {
 		fuzzFrame(f, KindRequest, make([]byte, fuzzLimit)),                          // exactly at the limit
 		{byte(KindRequest), 0xff, 0xff, 0xff, 0xff},                                 // announces 4 GiB - 1
 		{byte(KindResponse), 0x01, 0x04, 0x00, 0x00},                                // announces limit + 1
-		{},                            // empty stream
-		request[:3],                   // truncated header
-		request[:len(request)-1],      // truncated payload
-		{0, 0, 0, 0, 0},               // kind 0
-		{4, 1, 0, 0, 0, 'x'},          // unknown kind
-		{byte(KindError), 0, 0, 0, 0}, // error frame without a code
-		append(append([]byte{}, response...), errFrame...), // two frames back to back
+		{},                           // empty stream
+		request[:3],                  // truncated header
+		request[:len(request)-1],     // truncated payload
+		{0, 0, 0, 0, 0},              // kind 0
+		{4, 1, 0, 0, 0, 'x'},         // a continue frame with a payload
+		{9, 1, 0, 0, 0, 'x'},         // unknown kind
+		{byte(KindWait), 0, 0, 0, 0}, // a wait frame
+		append([]byte{request[0] | FlagAsk}, request[1:]...), // a request asking first
+		{byte(KindResponse) | FlagAsk, 0, 0, 0, 0},           // the ask flag on a response
+		{byte(KindError), 0, 0, 0, 0},                        // error frame without a code
+		append(append([]byte{}, response...), errFrame...),   // two frames back to back
 	}
 	for _, s := range seeds {
 		f.Add(s, uint32(fuzzLimit))
@@ -75,7 +79,9 @@ func FuzzReadFrame(f *testing.F) {
 				case errors.Is(err, ErrMessageTooLarge):
 					require.Greater(t, uint64(binary.LittleEndian.Uint32(data[1:])), uint64(limit))
 				case errors.Is(err, ErrProtocol):
-					require.True(t, data[0] < byte(KindRequest) || data[0] > byte(KindPartial), "kind %d refused", data[0])
+					k := Kind(data[0] &^ FlagAsk)
+					known := k >= KindRequest && k <= KindWait && (data[0]&FlagAsk == 0 || k == KindRequest || k == KindTraced)
+					require.False(t, known, "kind %d refused", data[0])
 				case err == io.EOF:
 					require.Empty(t, data)
 				default:
@@ -86,10 +92,14 @@ func FuzzReadFrame(f *testing.F) {
 
 			require.LessOrEqual(t, len(payload), limit)
 			require.GreaterOrEqual(t, k, KindRequest)
-			require.LessOrEqual(t, k, KindTraced)
+			require.LessOrEqual(t, k, KindWait)
+			if data[0]&FlagAsk != 0 {
+				require.Contains(t, []Kind{KindRequest, KindTraced}, k, "the ask flag on kind %d", data[0])
+			}
 
 			// Re-encoding gives back the bytes read, and reads back the same.
 			again := AppendHeader(nil, k)
+			again[0] = data[0] // the flag, if any
 			again = append(again, payload...)
 			require.NoError(t, FinishFrame(again, 0, limit))
 			require.Equal(t, data[:len(again)], again)

@@ -11,7 +11,7 @@ var Magic = [6]byte{'f', 'a', 'n', 'o', 'u', 't'}
 
 // Version is the protocol version this package speaks, client and server
 // alike. Until a first tagged release, no other version is served.
-const Version = 6
+const Version = 7
 
 // Served reports whether a server serves clients that speak version v.
 func Served(v uint8) bool { return v == Version }
