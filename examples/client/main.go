@@ -14,7 +14,7 @@
 //	-partial        when numbers fail, print each in its place, with its backend
 //	                and error, go on, and exit with status 1 at the end
 //	-timeout D      how long each call may take (default 10s; 0 for no limit). A
-//	                job from standard input makes one call per 65536 numbers,
+//	                job from standard input makes one call per 131072 numbers,
 //	                each with the whole timeout
 //	-tls-cert FILE  with -tls-key and -tls-ca: speak mutual TLS, presenting this
 //	-tls-key FILE   certificate and key, and trusting only a middle layer whose
@@ -26,7 +26,7 @@
 // terminal, client prompts with "> " on standard error and takes each line as
 // one request, printing its answers or its error, until "quit" or "exit" (in
 // any case) or end of input (Ctrl-D). Otherwise (a pipe, a file, /dev/null) all of standard input is one
-// job, read as it streams in and sent in calls of up to 65536 numbers.
+// job, read as it streams in and sent in calls of up to 131072 numbers.
 //
 // Output is one line per number, in input order:
 //

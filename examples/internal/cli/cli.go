@@ -52,7 +52,7 @@ func New(name, summary string, fs *flag.FlagSet) *Command {
 	fs.BoolVar(&c.partial, "partial", false,
 		"when numbers fail, print them in their place, with their backend and error, and go on; exit 1 at the end")
 	fs.DurationVar(&c.timeout, "timeout", DefaultTimeout,
-		"how long each call may take; a job from standard input makes a call per 65536 numbers (0: no limit)")
+		"how long each call may take; a job from standard input makes a call per 131072 numbers (0: no limit)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `%s
 
@@ -60,7 +60,7 @@ usage: %s [flags] [number ...]
 
 Prints each number's result and the backend that computed it, in input order.
 Numbers come from the arguments if there are any, else from standard input:
-a prompt on a terminal, else one job, sent in calls of up to 65536 numbers.
+a prompt on a terminal, else one job, sent in calls of up to 131072 numbers.
 
 Exit status: 0 on success; 1 when processing failed; 2 for bad usage or a
 token that is not an int64; 130 when interrupted (SIGINT, Ctrl-C).

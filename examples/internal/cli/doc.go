@@ -9,11 +9,11 @@
 // prompt ("> ", on standard error) goes on; "quit" or "exit", in any case,
 // or end of input (Ctrl-D) leaves.
 // Otherwise (a pipe, a file, /dev/null) all of standard input is one job,
-// read as it streams in and sent in calls of up to 65536 numbers, a few at
+// read as it streams in and sent in calls of up to 131072 numbers, a few at
 // a time; answers are printed as they arrive, in input order.
 //
 // Each call must be answered within -timeout (default 10s; 0 for no limit):
-// for a job from standard input, each call of up to 65536 numbers has the
+// for a job from standard input, each call of up to 131072 numbers has the
 // whole -timeout to itself. A call that takes longer fails with an error
 // that says so ("no answer within 2s (-timeout)").
 //

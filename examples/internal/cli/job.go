@@ -11,13 +11,15 @@ import (
 
 	"github.com/seed-c94cd834/fanout"
 	"github.com/seed-c94cd834/fanout/examples/internal/xyz"
+	"github.com/seed-c94cd834/fanout/transport"
 )
 
 const (
-	// chunkSize is the most numbers sent in one call: big enough to amortise
-	// a round trip, small enough (512 KiB of int64s) to stream a huge input
-	// and to stay far below the transport's message size limit.
-	chunkSize = 1 << 16
+	// chunkSize is the most numbers sent in one call: the transport
+	// client's chunk (1 MiB of int64s), so that it does not cut a call
+	// further; big enough to amortise a round trip, small enough to stream a
+	// huge input and to stay far below the transport's message size limit.
+	chunkSize = transport.DefaultChunkItems
 
 	// inFlight is the most calls a job has in flight at once, so that
 	// reading, processing and printing overlap.
