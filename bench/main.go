@@ -53,6 +53,7 @@ func run() int {
 		cfg.middleArgs = strings.Fields(v)
 		return nil
 	})
+	fs.IntVar(&serverProcs, "procs", 0, "GOMAXPROCS of every server process of every system (0: Go's default, the machine's cores); the load client keeps the default")
 	fs.BoolVar(&quick, "quick", false, "a smoke test: 1 repetition of 200ms per workload")
 	var hedging bool
 	fs.Func("hedging-args", "with -hedging, more `flags` for the middle layer with -hedge, space-separated (-hedge-budget 0.1, say)", func(v string) error {

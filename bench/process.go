@@ -40,6 +40,10 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
+// serverProcs, if positive, is the GOMAXPROCS of every server process of
+// every system (-procs); 0 leaves Go's default, the machine's cores.
+var serverProcs int
+
 // startProc runs exe with args followed by "-listen ADDR" on a free
 // loopback address, and waits until the process writes a line containing
 // "ready" to its standard error, as every server of the benchmark does when
@@ -50,6 +54,9 @@ func startProc(ctx context.Context, name, exe string, args ...string) (*proc, er
 		return nil, err
 	}
 	cmd := exec.Command(exe, append(args, "-listen", addr)...)
+	if serverProcs > 0 {
+		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", serverProcs))
+	}
 	// A server must not outlive the benchmark, even when it is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()

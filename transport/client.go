@@ -43,7 +43,7 @@ type Client[In, Out any] struct {
 
 	inFlight atomic.Int64 // calls in flight, bounded by cfg.maxCalls
 	askUntil atomic.Int64 // Unix nanoseconds: until then, large requests ask first (askFor)
-	whole    atomic.Int64 // payload bytes of the large requests sent whole and not answered yet
+	large    atomic.Int64 // payload bytes of the large requests in flight, whole or asking first
 
 	ctx    context.Context // ends with Close; bounds dials
 	cancel context.CancelFunc
@@ -299,8 +299,8 @@ func (c *Client[In, Out]) callOnce(ctx context.Context, items []In, dst []Out, s
 // fits the stream's window, so the write never waits for a server that
 // leaves it unread (a refusal from its header). A larger one is written
 // whole too (sendWhole), while the answer is read, unless a server was
-// short of room a moment ago (askFor) or the large requests sent whole and
-// not answered yet would add up to more than the server's maximum
+// short of room a moment ago (askFor) or the large requests in flight
+// (this one included) would add up to more than the server's maximum
 // (peerMax, at most its share of its budget for one connection, which it
 // would not have room for): then it is written in two steps,
 // its header, and its payload once the server has answered with a
@@ -340,14 +340,14 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 	size := int64(len(req) - wire.HeaderSize)
 	large := size > wire.ContinueAbove
 	asks := large && time.Now().UnixNano() < c.askUntil.Load()
-	if large && !asks {
+	if large {
 		// Sent whole only within what the server takes from one
 		// connection at once (its maximum is its share of its budget):
 		// past that, the payload would wait, and be dropped.
-		if c.whole.Add(size) > int64(peerMax) {
+		if c.large.Add(size) > int64(peerMax) {
 			asks = true
 		}
-		defer c.whole.Add(-size)
+		defer c.large.Add(-size)
 	}
 	if asks {
 		// The server was short of room a moment ago: ask first, so that

@@ -422,6 +422,31 @@ func TestClientSendsAgainAfterAWaitThenAsksFirst(t *testing.T) {
 	require.ErrorIs(t, <-early, yamux.ErrTimeout, "the client sent the payload before it was asked to")
 }
 
+// TestClientAsksFirstPastTheServersShare: a large request that would take
+// the client's large requests in flight past the server's maximum (its
+// share of the budget for one connection) asks first rather than being
+// sent whole, since the server could not take it now: it is neither
+// dropped nor sent twice.
+func TestClientAsksFirstPastTheServersShare(t *testing.T) {
+	c, release, calls, ev := heldBudgetOf(t, 1<<20) // its holder: one large request of the whole share
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Process(context.Background(), make([]int64, 100_000))
+		done <- err
+	}()
+	ev.Await(t, EventWaitingForRoom, 1)
+	require.Zero(t, ev.Count(EventDropping), "a request past the share was sent whole, and dropped")
+	release()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(hangGuard):
+		t.Fatal("the call asking first was not served once there was room")
+	}
+	require.EqualValues(t, 2, calls.Load())
+	require.Zero(t, ev.Count(EventDropping))
+}
+
 func TestClientTakesARefusalInsteadOfAContinue(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
