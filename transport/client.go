@@ -350,8 +350,8 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 		defer c.large.Add(-size)
 	}
 	if asks {
-		// The server was short of room a moment ago: ask first, so that
-		// the payload goes once, when there is room for it.
+		// The server is likely short of room: ask first, so that the
+		// payload goes once, when there is room for it.
 		req[0] |= wire.FlagAsk
 		st.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
 		if _, err := st.Write(req[:wire.HeaderSize]); err != nil {

@@ -390,27 +390,35 @@ func TestClientSendsAgainAfterAWaitThenAsksFirst(t *testing.T) {
 	early := make(chan error, 2) // what the server saw before its continue
 	kinds := make(chan byte, 2)
 	addr := continueServer(t, func(st *yamux.Stream, hdr []byte) {
-		kinds <- hdr[0]
-		st.SetReadDeadline(time.Now().Add(hangGuard))
-		if calls.Add(1) == 1 {
-			st.Write(wire.WaitFrame)
-			_, n, err := wire.ParseHeader(hdr, 1<<20)
-			if err != nil {
-				return
+		// As a server does, it serves the stream's requests one after
+		// another: the client may send the next call on the same stream.
+		for {
+			kinds <- hdr[0]
+			st.SetReadDeadline(time.Now().Add(hangGuard))
+			if calls.Add(1) == 1 {
+				st.Write(wire.WaitFrame)
+				_, n, err := wire.ParseHeader(hdr, 1<<20)
+				if err != nil {
+					return
+				}
+				if _, err := io.CopyN(io.Discard, st, int64(n)); err != nil {
+					return
+				}
 			}
-			if _, err := io.CopyN(io.Discard, st, int64(n)); err != nil {
+			// A correct client sends nothing more before the continue: a
+			// non-event, checked for quietFor.
+			st.SetReadDeadline(time.Now().Add(quietFor))
+			var b [1]byte
+			_, err := st.Read(b[:])
+			early <- err
+			st.SetReadDeadline(time.Now().Add(hangGuard))
+			st.Write(wire.ContinueFrame)
+			answerNegated(st, hdr)
+			st.SetReadDeadline(time.Time{})
+			if _, err := io.ReadFull(st, hdr); err != nil {
 				return
 			}
 		}
-		// A correct client sends nothing more before the continue: a
-		// non-event, checked for quietFor.
-		st.SetReadDeadline(time.Now().Add(quietFor))
-		var b [1]byte
-		_, err := st.Read(b[:])
-		early <- err
-		st.SetReadDeadline(time.Now().Add(hangGuard))
-		st.Write(wire.ContinueFrame)
-		answerNegated(st, hdr)
 	})
 	c := NewClient(addr, Int64(), Int64(), WithLogger(nil))
 	defer c.Close()
