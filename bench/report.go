@@ -195,7 +195,7 @@ func (r *results) markdown(command string) string {
 		}
 	}
 	if len(burst) > 0 {
-		limits := fmt.Sprintf("its default limits: at most %d MiB of requests held at once (`-max-request-mb`), the others waiting, the large ones before their clients send them", transport.DefaultMaxPendingBytes>>20)
+		limits := fmt.Sprintf("its default limits: at most %d MiB of requests held at once (`-max-request-mb`), the others waiting, the large ones holding only their header", transport.DefaultMaxPendingBytes>>20)
 		if len(r.middleArgs) > 0 {
 			limits = fmt.Sprintf("the flags `%s`", strings.Join(r.middleArgs, " "))
 		}

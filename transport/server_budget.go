@@ -18,8 +18,8 @@ import (
 // client, however many streams it opens, leaves the rest of the budget to
 // the others; the server accepts no request larger than the share
 // (maxRequest). The wait does not count against the request timeout: the
-// client is not the one who is slow. With watch, for a large request whose
-// client sends nothing more until the continue frame, the end of its stream
+// client is not the one who is slow. With watch, for a request whose client
+// sends nothing more until the continue frame (asking first, or dropped), the end of its stream
 // during the wait means it gave up, and ends the wait. waited reports
 // whether the request had to wait.
 func (s *Server[In, Out]) reserve(st *yamux.Stream, cs *serverConn, size int, watch bool) (held int64, waited bool, err error) {

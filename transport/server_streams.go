@@ -18,9 +18,10 @@ import (
 
 // serveStream answers the calls of one stream, one after another, until the
 // client closes it. An answer larger than peer.max is replaced by an
-// error, and a large request is asked for with a continue frame if the
-// client waits for one (peer.continues). streams counts the connection's
-// streams.
+// error, and a request is asked for with a continue frame if its client
+// asks first, or if it is large, sent whole and found no room, in which
+// case its payload is dropped first (readRequest). streams counts the
+// connection's streams.
 //
 // Each call runs on this goroutine. A call that lasts longer than
 // watchAfter gets a watcher (see sweep), which waits for the stream's next

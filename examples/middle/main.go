@@ -101,7 +101,7 @@
 //	                  naming the limit
 //	-max-request-mb N MiB of requests from clients held at once (default 16);
 //	                  more wait until earlier calls answer, the larger ones
-//	                  before their clients send them: the middle layer's memory
+//	                  holding only their header: the middle layer's memory
 //	                  follows this bound (40-120 MiB plus ten times it at peak), not the
 //	                  number of clients sending at once
 //	-log-level LEVEL  least important level logged: DEBUG, INFO, WARN or ERROR (default INFO)

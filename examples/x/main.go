@@ -35,7 +35,7 @@
 //	                   limit, and its calls fail as unavailable
 //	-max-request-mb N  MiB of requests held at once, over all connections
 //	                   (default 16); more wait until earlier calls answer (those
-//	                   over 64 KiB before their clients send them)
+//	                   over 64 KiB holding only their header)
 //	-log-level LEVEL   least important level logged: DEBUG, INFO, WARN or ERROR (default INFO)
 //	-tls-cert FILE     with -tls-key and -tls-ca: serve mutual TLS with this certificate,
 //	-tls-key FILE      its key, and only to clients whose certificate the CA in

@@ -691,7 +691,7 @@ func (f *Flags) Register(fs *flag.FlagSet, defaultListen string) {
 	fs.IntVar(&f.MaxConns, "max-conns", transport.DefaultMaxConnections,
 		"connections served at once; past it, a new connection is refused in the handshake, naming the limit")
 	fs.Int64Var(&f.MaxMemMB, "max-request-mb", transport.DefaultMaxPendingBytes>>20,
-		"MiB of requests held at once, over all connections; more wait for room (those over 64 KiB before their clients send them)")
+		"MiB of requests held at once, over all connections; more wait for room (those over 64 KiB holding only their header)")
 	fs.TextVar(&f.LogLevel, "log-level", slog.LevelInfo, "least important `level` logged: DEBUG, INFO, WARN or ERROR")
 	fs.StringVar(&f.LogFormat, "log-format", "text", "`format` of the log lines on standard error: text (key=value) or json (one object a line)")
 	fs.BoolVar(&f.Trace, "trace-stdout", false, "trace every call with OpenTelemetry: write each span, as it ends, as a JSON object a line to standard output; the trace context crosses to the backends, so one trace spans client, middle and backend")
