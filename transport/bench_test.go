@@ -63,6 +63,13 @@ var benchQuiet = transport.WithLogger(slog.New(slog.DiscardHandler))
 // connected to it; both are closed when the benchmark ends.
 func benchServe(b *testing.B) *transport.Client[int64, int64] {
 	b.Helper()
+	return benchDial(b, benchEcho(b))
+}
+
+// benchEcho serves an echo backend over TCP loopback until the benchmark
+// ends and returns its address.
+func benchEcho(b *testing.B) string {
+	b.Helper()
 	echo := fanout.BackendFunc[int64, int64](func(_ context.Context, items []int64) ([]int64, error) {
 		return items, nil
 	})
@@ -71,7 +78,13 @@ func benchServe(b *testing.B) *transport.Client[int64, int64] {
 		srv.Close()
 		stopped()
 	})
+	return addr
+}
 
+// benchDial returns a client connected to addr, closed when the benchmark
+// ends.
+func benchDial(b *testing.B, addr string) *transport.Client[int64, int64] {
+	b.Helper()
 	c, err := transport.Dial(context.Background(), addr, transport.Int64(), transport.Int64(), benchQuiet)
 	if err != nil {
 		b.Fatal(err)
@@ -218,25 +231,13 @@ func benchStopIdleStreams(b *testing.B, stop func(*transport.Server[int64, int64
 func BenchmarkClientProcessOverLatency(b *testing.B) {
 	for _, batch := range []int{10, 100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			echo := fanout.BackendFunc[int64, int64](func(_ context.Context, items []int64) ([]int64, error) {
-				return items, nil
-			})
-			srv, addr, stopped := benchServer(b, echo)
-			b.Cleanup(func() {
-				srv.Close()
-				stopped()
-			})
-			p, err := faultproxy.New(addr)
+			p, err := faultproxy.New(benchEcho(b))
 			if err != nil {
 				b.Fatal(err)
 			}
 			b.Cleanup(func() { p.Close() })
 			p.SetLatency(faultproxy.Both, time.Millisecond)
-			c, err := transport.Dial(context.Background(), p.Addr(), transport.Int64(), transport.Int64(), benchQuiet)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { c.Close() })
+			c := benchDial(b, p.Addr())
 			items := make([]int64, batch)
 			for i := range items {
 				items[i] = int64(i)

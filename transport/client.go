@@ -335,7 +335,12 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 
 	respp := getBuf()
 	defer putBuf(respp)
-	defer putBuf(reqp)
+	reqHeld := true // until a request written whole gives its buffer back
+	defer func() {
+		if reqHeld {
+			putBuf(reqp)
+		}
+	}()
 	req := *reqp
 	size := int64(len(req) - wire.HeaderSize)
 	large := size > wire.ContinueAbove
@@ -372,11 +377,8 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 	}
 	c.stamp(ctx, *reqp, sent)
 	st.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
-	var k wire.Kind
 	if large && !asks {
-		var cut bool
-		var err error
-		k, cut, err = c.sendWhole(ctx, st, reqp, respp, sent)
+		k, cut, err := c.sendWhole(ctx, st, reqp, respp, sent)
 		if err != nil {
 			return nil, err
 		}
@@ -386,7 +388,10 @@ func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp 
 		warm = len(*respp) > wire.ReadChunk
 		return out, err
 	}
-	if _, err := st.Write(req); err != nil {
+	_, err := st.Write(req)
+	putBuf(reqp) // written: the server takes it from here
+	reqHeld = false
+	if err != nil {
 		return nil, c.streamErr(ctx, st, err)
 	}
 	k, payload, err := wire.ReadFrame(st, c.cfg.maxMessage, (*respp)[:0])

@@ -134,10 +134,11 @@
 // Memory: a server holds at most [WithMaxPendingBytes] of requests at once
 // (16 MiB by default), one connection at most its share of it
 // ([WithMaxPendingBytesPerConnection]); a request that does not fit waits,
-// and its buffer grows as its bytes arrive. A client sends a
-// request of more than 64 KiB in two steps, its header and then, once the
-// server has room for it, its payload, so that requests waiting hold
-// almost nothing. Buffers are pooled. A backend that also implements [Recycler]
+// and its buffer grows as its bytes arrive. A request of more than 64 KiB
+// waits holding its header only: sent whole, it is taken at once if there
+// is room, else its payload is dropped and asked for again once there is
+// (a client that expects no room asks first: the header, then the payload
+// once asked), so that requests waiting hold almost nothing. Buffers are pooled. A backend that also implements [Recycler]
 // gets each answer back once the server has encoded it, to reuse its
 // memory. PERFORMANCE.md at the repository's root gives the measurements
 // behind these choices.

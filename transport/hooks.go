@@ -14,7 +14,7 @@ const (
 	hookSweepStarted                    // a sweeper starts
 	hookSweepEnded                      // a sweeper ends
 	hookUnwritten                       // a call's answer could not be written (its client did not read it within the write timeout), and its stream is closed
-	hookStalled                         // a request that had room stopped arriving for the stall timeout, and is refused
+	hookStalled                         // a request's payload (with room, or being dropped) stopped arriving for the stall timeout, and is refused
 	hookIdleClosed                      // a stream idle for the idle timeout is closed
 	hookDropping                        // a large request sent whole found no room: the server told its client to wait and drops its payload
 	numHookEvents

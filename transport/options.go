@@ -356,10 +356,11 @@ func WithHandshakeLimits(total, perHost int) ServerOption {
 // request payloads it holds at once, from reading them until their answers
 // are written, counted over all its connections. A request that does not
 // fit waits until earlier calls have answered. A request with more than 64
-// KiB of payload waits before its client sends the payload (the client
-// sends the header alone and the payload once the server has room, see
-// PROTOCOL.md), and its stream gives back the receive buffer of its earlier
-// requests meanwhile; a smaller one waits with its payload. So the server's
+// KiB of payload waits holding its header only (sent whole and found no
+// room, its payload is dropped and asked for again once there is room; or
+// its client asks first and sends it once asked, see PROTOCOL.md), and its
+// stream gives back the receive buffer of its earlier requests meanwhile;
+// a smaller one waits with its payload. So the server's
 // memory depends on this bound and not on how many clients send large
 // requests at once. One connection holds at most its share
 // ([WithMaxPendingBytesPerConnection]), and no request may be larger than

@@ -19,9 +19,9 @@ import (
 // the others; the server accepts no request larger than the share
 // (maxRequest). The wait does not count against the request timeout: the
 // client is not the one who is slow. With watch, for a request whose client
-// sends nothing more until the continue frame (asking first, or dropped), the end of its stream
-// during the wait means it gave up, and ends the wait. waited reports
-// whether the request had to wait.
+// sends nothing more until the continue frame (asking first, or dropped),
+// the end of its stream during the wait means it gave up, and ends the
+// wait. waited reports whether the request had to wait.
 func (s *Server[In, Out]) reserve(st *yamux.Stream, cs *serverConn, size int, watch bool) (held int64, waited bool, err error) {
 	if s.pending == nil {
 		return 0, false, nil
@@ -75,7 +75,7 @@ func (s *Server[In, Out]) tryReserve(cs *serverConn, size int) (held int64, ok b
 	return 0, false
 }
 
-// watchWait watches st while its large request waits for room, until stop
+// watchWait watches st while its request waits for room, until stop
 // is called: the client sends nothing before the continue frame, so a read
 // that returns means it gave up (the end of its stream) or broke the
 // protocol (a byte), and cancels ctx. stop ends the watch and returns why

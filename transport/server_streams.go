@@ -342,13 +342,13 @@ func (s *Server[In, Out]) readRequest(sc *streamCall, cs *serverConn) (items []I
 	sr := &sc.body
 	asks := hdr[0]&wire.FlagAsk != 0 // the client waits for a continue frame
 	end := time.Now().Add(s.cfg.requestTimeout)
+	taken := false // room already taken for the request
 	if err == nil && !asks && n > wire.ContinueAbove {
 		// A large request sent whole is taken if there is room for it
 		// now; otherwise its payload is dropped as it arrives, so that it
 		// does not wait in the stream's buffers, and asked for again
 		// once there is room (PROTOCOL.md).
-		var ok bool
-		if held, ok = s.tryReserve(cs, n); !ok {
+		if held, taken = s.tryReserve(cs, n); !taken {
 			s.reached(hookDropping)
 			st.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
 			if _, err = st.Write(wire.WaitFrame); err == nil {
@@ -359,17 +359,10 @@ func (s *Server[In, Out]) readRequest(sc *streamCall, cs *serverConn) (items []I
 				}
 				sr.st = nil
 			}
-			if errors.Is(err, errStalled) {
-				return nil, 0, 0, &stallError{
-					RemoteError: RemoteError{Code: CodeOverloaded, Message: fmt.Sprintf("request refused, not processed: %v of %d bytes announced", err, n)},
-					left:        int64(n) - sr.got,
-					end:         end,
-				}
-			}
 			asks = true
 		}
 	}
-	if err == nil && held == 0 {
+	if err == nil && !taken {
 		var waited bool
 		held, waited, err = s.reserve(st, cs, n, asks)
 		if waited {
@@ -410,9 +403,15 @@ func (s *Server[In, Out]) readRequest(sc *streamCall, cs *serverConn) (items []I
 	}
 	switch {
 	case errors.Is(err, errStalled):
+		// A payload that stalled while it had room, or while it was
+		// dropped for want of room.
 		s.reached(hookStalled)
+		msg := fmt.Sprintf("request refused, not processed: %v of %d bytes announced", err, n)
+		if held > 0 {
+			msg += "; its room in the budget is given to others"
+		}
 		return nil, 0, held, &stallError{
-			RemoteError: RemoteError{Code: CodeOverloaded, Message: fmt.Sprintf("request refused, not processed: %v of %d bytes announced; its room in the budget is given to others", err, n)},
+			RemoteError: RemoteError{Code: CodeOverloaded, Message: msg},
 			left:        int64(n) - sr.got,
 			end:         end,
 		}
