@@ -159,6 +159,36 @@ func TestServerDropsALargeRequestItHasNoRoomFor(t *testing.T) {
 	require.EqualValues(t, 2, calls.Load(), "the holder's call and the request sent again, once")
 }
 
+// TestDroppedPayloadThatStallsIsRefused: a payload being dropped for want
+// of room must keep arriving, as one that had room must: one that stops
+// for the stall timeout is refused as overloaded, not processed.
+func TestDroppedPayloadThatStallsIsRefused(t *testing.T) {
+	c, _, calls, ev := heldBudgetOf(t, 1<<20, WithStallTimeout(100*time.Millisecond))
+	sess := rawClientSession(t, c.Addr(), 1<<20)
+	defer sess.Close()
+	st, err := sess.OpenStream()
+	require.NoError(t, err)
+	_, req := requestFrame(t, 10000)
+	_, err = st.Write(req[:len(req)/2]) // then nothing more
+	require.NoError(t, err)
+	k, _ := readAnswer(t, st)
+	require.Equal(t, wire.KindWait, k)
+	ev.Await(t, EventStalled, 1)
+	st.SetWriteDeadline(time.Now().Add(hangGuard)) // a hang guard
+	_, err = st.Write(req[len(req)/2:])
+	require.NoError(t, err, "the server stopped reading a stalled payload")
+	st.SetReadDeadline(time.Now().Add(hangGuard))
+	k, payload, err := wire.ReadFrame(st, 1<<20, nil)
+	require.NoError(t, err)
+	require.Equal(t, wire.KindError, k)
+	code, msg, err := parseError(payload)
+	require.NoError(t, err)
+	require.Equal(t, CodeOverloaded, code, msg)
+	require.Contains(t, msg, "not processed")
+	require.NotContains(t, msg, "its room in the budget", "a dropped request held no room")
+	require.EqualValues(t, 1, calls.Load(), "only the holder's call")
+}
+
 // TestServerRefusesAPayloadSentBeforeItsContinue: once the server has
 // dropped a payload and waits for room, the client must send nothing until
 // the continue frame.
