@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -68,16 +69,27 @@ type Server struct {
 // IP address, over UDP and TCP on the same port (port 0 picks one free for
 // both; see [Server.Addr]).
 func Listen(addr string) (*Server, error) {
-	pc, err := net.ListenPacket("udp", addr)
+	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, err
 	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, err
+		}
+		l, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err != nil {
+			pc.Close()
+			// The UDP port the system chose may be taken for TCP: with
+			// port 0, choose another.
+			if port == "0" && errors.Is(err, syscall.EADDRINUSE) && attempt < 20 {
+				continue
+			}
+			return nil, err
+		}
+		return Serve(pc, l)
 	}
-	return Serve(pc, l)
 }
 
 // Serve returns a server answering on pc (UDP) and l (TCP), which it
