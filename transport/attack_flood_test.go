@@ -63,7 +63,13 @@ func TestAttackMissingStreamFlood(t *testing.T) {
 // log line that names limit.
 func attackFrameFlood(t *testing.T, conns int, flood []byte, pings int, limit string, opts ...ServerOption) {
 	logs := &lineLog{}
-	at := serveForAttack(t, append([]ServerOption{WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})))}, opts...)...)
+	// The flooders and the well-behaved callers all connect from one host,
+	// 127.0.0.1: the server lets them all be in their handshake at once (the
+	// flooders, the fresh caller's connection and the kept caller's), so that
+	// a flooder's handshake is not refused as busy by the per-host bound,
+	// which this test is not about (attack_conns_test.go is).
+	hosts := WithHandshakeLimits(DefaultMaxHandshakes, max(DefaultMaxHandshakesPerHost, conns+2))
+	at := serveForAttack(t, append([]ServerOption{hosts, WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})))}, opts...)...)
 	v := underAttack(t, at.addr)
 	// The heap follows what is live more closely: the flooders' churn is
 	// garbage soon collected.
