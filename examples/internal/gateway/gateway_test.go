@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -553,4 +556,71 @@ func TestOpenAPIExamples(t *testing.T) {
 		}
 	}
 	require.GreaterOrEqual(t, checked, 9, "examples checked")
+}
+
+// TestStreamFailingWhileItsBodyArrives fails a stream, at its first chunk
+// and at its second, while the client is still sending the body, then
+// sends the rest of the body and a second request on the same connection.
+// The gateway stops reading a failed stream's body, and so must close the
+// connection after its answer: net/http cancels a connection's context for
+// good once a read of it fails, and a request served on it after that
+// would start cancelled (it was answered 200 with an empty body).
+func TestStreamFailingWhileItsBodyArrives(t *testing.T) {
+	addr := strings.TrimPrefix(startSystem(t), "http://")
+	fours := func(n int) string { return strings.Repeat("4\n", n) }
+	const failing = "9223372036854775807\n" // z overflows
+	for _, tc := range []struct {
+		name  string
+		sent  string // a failing number in a chunk sent whole, and more
+		code  int
+		lines int // of the answer, the error's included
+	}{
+		{"first chunk", fours(gateway.ChunkSize-1) + failing + "4\n", http.StatusBadGateway, 1},
+		{"second chunk", fours(2*gateway.ChunkSize-1) + failing + "4\n", http.StatusOK, gateway.ChunkSize + 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", addr)
+			require.NoError(t, err)
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(time.Minute)) // a hang guard
+			// The body is chunked, and its end is not sent yet.
+			_, err = fmt.Fprintf(conn, "POST /v1/process HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/x-ndjson\r\n"+
+				"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(tc.sent), tc.sent)
+			require.NoError(t, err)
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			require.NoError(t, err)
+			require.Equal(t, tc.code, resp.StatusCode)
+			body, err := io.ReadAll(resp.Body)
+			if tc.code == http.StatusOK {
+				// The first chunk's answers and the error line, then the
+				// connection ends, the stream unended.
+				require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+			} else {
+				require.NoError(t, err)
+				require.True(t, resp.Close, "the answer says the connection closes")
+			}
+			lines := strings.Split(strings.TrimSuffix(string(body), "\n"), "\n")
+			require.Len(t, lines, tc.lines)
+			var e map[string]any
+			require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &e), lines[len(lines)-1])
+			require.Equal(t, "backend_failed", e["code"])
+
+			// The end of the body and a second request find the
+			// connection closed.
+			fmt.Fprintf(conn, "0\r\n\r\nPOST /v1/process HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/x-ndjson\r\nContent-Length: 4\r\n\r\n1\n2\n")
+			// (The server may have closed it before they arrived, and then
+			// the client's system resets it.)
+			rest, err := io.ReadAll(br)
+			if !errors.Is(err, syscall.ECONNRESET) {
+				require.NoError(t, err, "the connection was not closed")
+			}
+			require.Empty(t, string(rest))
+
+			// A new connection is served in full.
+			r := post(t, "http://"+addr+"/v1/process", "application/x-ndjson", "1\n2\n")
+			require.Equal(t, http.StatusOK, r.status)
+			streamLines(t, r.body, []int64{1, 2})
+		})
+	}
 }

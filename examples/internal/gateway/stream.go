@@ -84,29 +84,57 @@ type chunk struct {
 // of the first chunk, or a bad line in it, is answered with its status. A
 // later failure ends the stream with an error line, {"error": ..., "code":
 // ...} (no "input"), in place of the failed chunk's answers. With
-// partial=1, the Fanout-Failed trailer counts the failed numbers.
+// partial=1, the Fanout-Failed trailer counts the failed numbers. A stream
+// that fails, or whose client goes, while its body is still being read is
+// read no further, and its connection is closed after the answer: one
+// started is cut off after its error line.
 func (g *gateway) processStream(w http.ResponseWriter, r *http.Request, opts options) {
 	rc := http.NewResponseController(w)
 	rc.EnableFullDuplex() // answers stream back while the body streams in; where unsupported, as good as it gets
 	ctx, cancel := context.WithCancel(r.Context())
 	var wg sync.WaitGroup
-	read := make(chan struct{}) // closed when the reader is done
-	defer func() {
-		cancel()
+	read := make(chan struct{}) // closed when the reader has read its last
+	started := false            // the status is written
+	// reading reports whether the reader may still be reading the body. If
+	// so, the handler must not return before it has stopped the read (see
+	// the deferred function), and the connection must not serve another
+	// request: an answer not yet started says Connection: close.
+	reading := func() bool {
 		select {
 		case <-read:
+			return false
 		default:
-			rc.SetReadDeadline(time.Now()) // unblocks a read in progress
+			if !started && r.ProtoMajor == 1 {
+				w.Header().Set("Connection", "close")
+			}
+			return true
+		}
+	}
+	defer func() {
+		cancel()
+		// A read of the body in progress returns at once. A read of the
+		// connection that fails (this one, or net/http's own once the body
+		// has been read) cancels the context of every request the
+		// connection would serve after this one, and the rest of the body
+		// is not read: the connection is closed after this answer.
+		stopped := reading()
+		if stopped {
+			rc.SetReadDeadline(time.Now())
 		}
 		wg.Wait()
-		// The connection may serve another request.
 		rc.SetReadDeadline(time.Time{})
 		rc.SetWriteDeadline(time.Time{})
+		if stopped && started {
+			// An answer started cannot say Connection: close: it is cut
+			// off after what was written (a failed stream's error line),
+			// which closes the connection.
+			rc.Flush()
+			panic(http.ErrAbortHandler)
+		}
 	}()
 
 	chunks := make(chan *chunk, ChunksInFlight-1) // with the one being written: ChunksInFlight
 	wg.Go(func() {
-		defer close(read)
 		defer close(chunks)
 		lr := newLineReader(r.Body)
 		for {
@@ -121,6 +149,11 @@ func (g *gateway) processStream(w http.ResponseWriter, r *http.Request, opts opt
 				c.numbers = append(c.numbers, n)
 			}
 			last := err != nil
+			if last {
+				// Before the last chunk is sent: a handler that returns on
+				// its answer finds the body read.
+				close(read)
+			}
 			switch {
 			case errors.Is(err, io.EOF):
 			case err != nil:
@@ -147,7 +180,7 @@ func (g *gateway) processStream(w http.ResponseWriter, r *http.Request, opts opt
 	})
 
 	out := newWriter(w)
-	started, failed := false, 0
+	failed := 0
 	start := func() {
 		h := w.Header()
 		h.Set("Content-Type", "application/x-ndjson")
@@ -164,6 +197,7 @@ func (g *gateway) processStream(w http.ResponseWriter, r *http.Request, opts opt
 		}
 		if c.err != nil {
 			if !started {
+				reading() // before the header is written
 				g.fail(w, r, c.err)
 				return
 			}
