@@ -93,6 +93,12 @@ func ExampleWithFailover() {
 
 // A call that its replica is slow to answer is hedged on the other one,
 // which answers first; the slow call is cancelled.
+//
+// The budget here, 1, lets every call be hedged, so that the stalled call
+// always is. With the default budget, [fanout.DefaultHedgeBudget], a call whose
+// budget is spent is not hedged (the calls before it, some of them hedged
+// too, earned too little), and a replica that stalls holds it until its
+// context ends: which is why a real call has a deadline.
 func ExampleWithHedging() {
 	var slow atomic.Bool // replica a stalls once set
 	replica := func(name string) fanout.Backend[int64, int64] {
@@ -105,7 +111,7 @@ func ExampleWithHedging() {
 		})
 	}
 	b, err := fanout.NewBalancer([]fanout.Backend[int64, int64]{replica("a"), replica("b")},
-		fanout.WithIdempotent(), fanout.WithHedging(fanout.DefaultHedgeQuantile, fanout.DefaultHedgeBudget))
+		fanout.WithIdempotent(), fanout.WithHedging(fanout.DefaultHedgeQuantile, 1))
 	if err != nil {
 		fmt.Println(err)
 		return
