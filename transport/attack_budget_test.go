@@ -33,8 +33,8 @@ func readAnswer(t *testing.T, st *yamux.Stream) (wire.Kind, []byte) {
 }
 
 // requireErrorFrame reads the next frame on st and requires an error frame
-// of code whose message contains text.
-func requireErrorFrame(t *testing.T, st *yamux.Stream, code Code, text string) {
+// of code whose message contains text, and returns the message.
+func requireErrorFrame(t *testing.T, st *yamux.Stream, code Code, text string) (msg string) {
 	t.Helper()
 	k, payload := readAnswer(t, st)
 	require.Equal(t, wire.KindError, k)
@@ -42,6 +42,7 @@ func requireErrorFrame(t *testing.T, st *yamux.Stream, code Code, text string) {
 	require.NoError(t, err)
 	require.Equal(t, code, got, msg)
 	require.Contains(t, msg, text)
+	return msg
 }
 
 // TestAttackSilentLargeRequests: one connection opens 4 streams, each
@@ -281,12 +282,9 @@ func TestTooLargeAnswerRefusedBeforeTheWork(t *testing.T) {
 		return negate(ctx, in)
 	})
 	_, c, _ := watchedServer(t, backend)
-	sess := rawClientSession(t, c.Addr(), 1024)
-	defer sess.Close()
-	st, err := sess.OpenStream()
-	require.NoError(t, err)
+	st := rawStream(t, c.Addr(), 1024)
 	_, req := requestFrameOf(t, 1000)
-	_, err = st.Write(req)
+	_, err := st.Write(req)
 	require.NoError(t, err)
 	requireErrorFrame(t, st, CodeTooLarge, "response refused before processing")
 	require.Zero(t, calls.Load(), "the backend did the work of an answer that could not be sent")
@@ -298,13 +296,10 @@ func TestTooLargeAnswerRefusedBeforeTheWork(t *testing.T) {
 // rather than having its write cut by a reset; the stream then ends.
 func TestStalledRequestIsAnsweredNotReset(t *testing.T) {
 	at := serveForAttack(t, WithStallTimeout(100*time.Millisecond))
-	sess := rawClientSession(t, at.addr, 1<<20)
-	defer sess.Close()
-	st, err := sess.OpenStream()
-	require.NoError(t, err)
+	st := rawStream(t, at.addr, 1<<20)
 	_, req := requestFrameOf(t, 100_000) // 800 KB: more than the stream window
 	req[0] |= wire.FlagAsk
-	_, err = st.Write(req[:wire.HeaderSize])
+	_, err := st.Write(req[:wire.HeaderSize])
 	require.NoError(t, err)
 	k, _ := readAnswer(t, st)
 	require.Equal(t, wire.KindContinue, k)

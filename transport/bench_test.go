@@ -238,10 +238,7 @@ func BenchmarkClientProcessOverLatency(b *testing.B) {
 			b.Cleanup(func() { p.Close() })
 			p.SetLatency(faultproxy.Both, time.Millisecond)
 			c := benchDial(b, p.Addr())
-			items := make([]int64, batch)
-			for i := range items {
-				items[i] = int64(i)
-			}
+			items := benchBatch(batch)
 			b.SetBytes(int64(8 * batch))
 			for b.Loop() {
 				out, err := c.Process(context.Background(), items)

@@ -299,14 +299,13 @@ func (c *Client[In, Out]) callOnce(ctx context.Context, items []In, dst []Out, s
 // fits the stream's window, so the write never waits for a server that
 // leaves it unread (a refusal from its header). A larger one is written
 // whole too (sendWhole), while the answer is read, unless a server was
-// short of room a moment ago (askFor) or the large requests in flight
-// (this one included) would add up to more than the server's maximum
-// (peerMax, at most its share of its budget for one connection, which it
-// would not have room for): then it is written in two steps,
-// its header, and its payload once the server has answered with a
-// continue frame, which it sends once its budget has room for the payload
-// (PROTOCOL.md). If the caller gives up, a write waiting for the stream's
-// window ends at once.
+// short of room a moment ago (askFor) or the large requests in flight (this
+// one included) would add up to more than the server's maximum (peerMax, at
+// most its share of its budget for one connection, which it would not have
+// room for): then it is written in two steps, its header, and its payload
+// once the server has answered with a continue frame, which it sends once
+// its budget has room for the payload (PROTOCOL.md). If the caller gives
+// up, a write waiting for the stream's window ends at once.
 func (c *Client[In, Out]) roundTrip(ctx context.Context, st *yamux.Stream, reqp *[]byte, dst []Out, n int, sent *bool, peerMax int) ([]Out, error) {
 	// Cancelling ctx unblocks the read and the write and half-closes the
 	// stream, which the server takes as the signal to cancel the call.

@@ -87,15 +87,12 @@ const wholeBudget = (200<<10 - wire.RequestPrefixSize) / 8
 func TestServerAsksForALargePayloadOnceItHasRoom(t *testing.T) {
 	c, release, _, _ := heldBudget(t)
 
-	sess := rawClientSession(t, c.Addr(), 1<<20)
-	defer sess.Close()
-	st, err := sess.OpenStream()
-	require.NoError(t, err)
+	st := rawStream(t, c.Addr(), 1<<20)
 	items, req := requestFrame(t, 10000)
 	require.Greater(t, len(req)-wire.HeaderSize, wire.ContinueAbove)
 
 	req[0] |= wire.FlagAsk
-	_, err = st.Write(req[:wire.HeaderSize])
+	_, err := st.Write(req[:wire.HeaderSize])
 	require.NoError(t, err)
 	// While the budget is taken, the server does not ask for the payload.
 	requireQuiet(t, st) // a non-event, checked for quietFor
@@ -126,15 +123,12 @@ func TestServerAsksForALargePayloadOnceItHasRoom(t *testing.T) {
 func TestServerDropsALargeRequestItHasNoRoomFor(t *testing.T) {
 	c, release, calls, ev := heldBudgetOf(t, 1<<20)
 
-	sess := rawClientSession(t, c.Addr(), 1<<20)
-	defer sess.Close()
-	st, err := sess.OpenStream()
-	require.NoError(t, err)
+	st := rawStream(t, c.Addr(), 1<<20)
 	items, req := requestFrame(t, 100_000) // 800 KB: more than the stream window
 	st.SetWriteDeadline(time.Now().Add(hangGuard))
 	// The write ends only if the server reads the payload it has no room
 	// for, which it drops.
-	_, err = st.Write(req)
+	_, err := st.Write(req)
 	require.NoError(t, err, "the server did not read a payload it had no room for")
 	st.SetReadDeadline(time.Now().Add(hangGuard))
 	k, payload, err := wire.ReadFrame(st, 1<<20, nil)
@@ -164,12 +158,9 @@ func TestServerDropsALargeRequestItHasNoRoomFor(t *testing.T) {
 // for the stall timeout is refused as overloaded, not processed.
 func TestDroppedPayloadThatStallsIsRefused(t *testing.T) {
 	c, _, calls, ev := heldBudgetOf(t, 1<<20, WithStallTimeout(100*time.Millisecond))
-	sess := rawClientSession(t, c.Addr(), 1<<20)
-	defer sess.Close()
-	st, err := sess.OpenStream()
-	require.NoError(t, err)
+	st := rawStream(t, c.Addr(), 1<<20)
 	_, req := requestFrame(t, 10000)
-	_, err = st.Write(req[:len(req)/2]) // then nothing more
+	_, err := st.Write(req[:len(req)/2]) // then nothing more
 	require.NoError(t, err)
 	k, _ := readAnswer(t, st)
 	require.Equal(t, wire.KindWait, k)
@@ -177,14 +168,7 @@ func TestDroppedPayloadThatStallsIsRefused(t *testing.T) {
 	st.SetWriteDeadline(time.Now().Add(hangGuard)) // a hang guard
 	_, err = st.Write(req[len(req)/2:])
 	require.NoError(t, err, "the server stopped reading a stalled payload")
-	st.SetReadDeadline(time.Now().Add(hangGuard))
-	k, payload, err := wire.ReadFrame(st, 1<<20, nil)
-	require.NoError(t, err)
-	require.Equal(t, wire.KindError, k)
-	code, msg, err := parseError(payload)
-	require.NoError(t, err)
-	require.Equal(t, CodeOverloaded, code, msg)
-	require.Contains(t, msg, "not processed")
+	msg := requireErrorFrame(t, st, CodeOverloaded, "not processed")
 	require.NotContains(t, msg, "its room in the budget", "a dropped request held no room")
 	require.EqualValues(t, 1, calls.Load(), "only the holder's call")
 }
@@ -194,12 +178,9 @@ func TestDroppedPayloadThatStallsIsRefused(t *testing.T) {
 // the continue frame.
 func TestServerRefusesAPayloadSentBeforeItsContinue(t *testing.T) {
 	c, _, _, ev := heldBudget(t)
-	sess := rawClientSession(t, c.Addr(), 1<<20)
-	defer sess.Close()
-	st, err := sess.OpenStream()
-	require.NoError(t, err)
+	st := rawStream(t, c.Addr(), 1<<20)
 	_, req := requestFrame(t, 10000)
-	_, err = st.Write(req)
+	_, err := st.Write(req)
 	require.NoError(t, err)
 	k, _ := readAnswer(t, st)
 	require.Equal(t, wire.KindWait, k)
@@ -379,13 +360,10 @@ func TestAskingFirstAsPROTOCOLSays(t *testing.T) {
 		return out, nil
 	}), Int64(), Int64(), WithLogger(nil))
 	addr := serveOn(t, srv)
-	sess := rawClientSession(t, addr, 1<<20)
-	defer sess.Close()
-	st, err := sess.OpenStream()
-	require.NoError(t, err)
+	st := rawStream(t, addr, 1<<20)
 	defer st.Close()
 	st.SetDeadline(time.Now().Add(hangGuard))
-	_, err = st.Write(unhex(t, "81 10 00 00 00"))
+	_, err := st.Write(unhex(t, "81 10 00 00 00"))
 	require.NoError(t, err)
 	got := make([]byte, wire.HeaderSize)
 	_, err = io.ReadFull(st, got)

@@ -136,12 +136,12 @@
 // ([WithMaxPendingBytesPerConnection]); a request that does not fit waits,
 // and its buffer grows as its bytes arrive. A request of more than 64 KiB
 // waits holding its header only: sent whole, it is taken at once if there
-// is room, else its payload is dropped and asked for again once there is
-// (a client that expects no room asks first: the header, then the payload
-// once asked), so that requests waiting hold almost nothing. Buffers are pooled. A backend that also implements [Recycler]
-// gets each answer back once the server has encoded it, to reuse its
-// memory. PERFORMANCE.md at the repository's root gives the measurements
-// behind these choices.
+// is room, else its payload is dropped and asked for again once there is (a
+// client that expects no room asks first: the header, then the payload once
+// asked), so that requests waiting hold almost nothing. Buffers are pooled.
+// A backend that also implements [Recycler] gets each answer back once the
+// server has encoded it, to reuse its memory. PERFORMANCE.md at the
+// repository's root gives the measurements behind these choices.
 //
 // Concurrency: Servers and Clients are safe for concurrent use.
 //

@@ -359,15 +359,15 @@ func WithHandshakeLimits(total, perHost int) ServerOption {
 // KiB of payload waits holding its header only (sent whole and found no
 // room, its payload is dropped and asked for again once there is room; or
 // its client asks first and sends it once asked, see PROTOCOL.md), and its
-// stream gives back the receive buffer of its earlier requests meanwhile;
-// a smaller one waits with its payload. So the server's
-// memory depends on this bound and not on how many clients send large
-// requests at once. One connection holds at most its share
-// ([WithMaxPendingBytesPerConnection]), and no request may be larger than
-// that share. A request's buffer grows as its bytes arrive, and a request
-// that stops arriving loses its room ([WithStallTimeout]). The decoded items, the backend's work and the answer are not
-// counted, but are usually proportional to the payload: the example middle
-// layer peaks at about 40-120 MiB plus ten times this bound
+// stream gives back the receive buffer of its earlier requests meanwhile; a
+// smaller one waits with its payload. So the server's memory depends on
+// this bound and not on how many clients send large requests at once. One
+// connection holds at most its share ([WithMaxPendingBytesPerConnection]),
+// and no request may be larger than that share. A request's buffer grows as
+// its bytes arrive, and a request that stops arriving loses its room
+// ([WithStallTimeout]). The decoded items, the backend's work and the
+// answer are not counted, but are usually proportional to the payload: the
+// example middle layer peaks at about 40-120 MiB plus ten times this bound
 // (PERFORMANCE.md). Server.
 // Default: [DefaultMaxPendingBytes]. Values below 1 mean no bound.
 func WithMaxPendingBytes(n int64) ServerOption {

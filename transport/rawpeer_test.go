@@ -50,6 +50,17 @@ func rawClientSession(tb testing.TB, addr string, maxMessage uint32) *yamux.Sess
 	return sess
 }
 
+// rawStream opens a stream on a new rawClientSession to addr, which is
+// closed when the test ends.
+func rawStream(tb testing.TB, addr string, maxMessage uint32) *yamux.Stream {
+	tb.Helper()
+	sess := rawClientSession(tb, addr, maxMessage)
+	tb.Cleanup(func() { sess.Close() })
+	st, err := sess.OpenStream()
+	require.NoError(tb, err)
+	return st
+}
+
 func rawYamuxConfig() *yamux.Config {
 	cfg := yamux.DefaultConfig()
 	cfg.LogOutput = io.Discard

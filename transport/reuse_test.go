@@ -296,10 +296,7 @@ func TestStrayBytesAfterAnAnswerAreNeverTakenForTheNext(t *testing.T) {
 func TestServerEndsTheStreamAfterAnAnswerThatEndsIt(t *testing.T) {
 	_, c := reuseServer(t, negate)
 	const limit = 64 // bytes of answer this client accepts
-	sess := rawClientSession(t, c.Addr(), limit)
-	defer sess.Close()
-	st, err := sess.OpenStream()
-	require.NoError(t, err)
+	st := rawStream(t, c.Addr(), limit)
 	defer st.Close()
 	st.SetDeadline(time.Now().Add(10 * time.Second))
 
@@ -311,14 +308,14 @@ func TestServerEndsTheStreamAfterAnAnswerThatEndsIt(t *testing.T) {
 	}
 	// A small answer keeps the stream: the next request on it is answered.
 	for range 2 {
-		_, err = st.Write(request(2))
+		_, err := st.Write(request(2))
 		require.NoError(t, err)
 		k, _, err := wire.ReadFrame(st, limit, nil)
 		require.NoError(t, err)
 		require.Equal(t, wire.KindResponse, k)
 	}
 	// An answer too large for the client ends it.
-	_, err = st.Write(request(limit))
+	_, err := st.Write(request(limit))
 	require.NoError(t, err)
 	k, payload, err := wire.ReadFrame(st, limit, nil)
 	require.NoError(t, err)

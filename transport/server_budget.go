@@ -23,13 +23,10 @@ import (
 // the end of its stream during the wait means it gave up, and ends the
 // wait. waited reports whether the request had to wait.
 func (s *Server[In, Out]) reserve(st *yamux.Stream, cs *serverConn, size int, watch bool) (held int64, waited bool, err error) {
-	if s.pending == nil {
-		return 0, false, nil
-	}
-	n := int64(size)
-	if held, ok := s.tryReserve(cs, size); ok {
+	if held, ok := s.tryReserve(cs, size); ok { // always, with no budget
 		return held, false, nil
 	}
+	n := int64(size)
 	// The stream's receive buffer from its last request is not needed
 	// while it waits.
 	st.Shrink()

@@ -114,16 +114,13 @@ func TestTracedRequestAsPROTOCOLSays(t *testing.T) {
 	srv := NewServer(spanBackend(spans), Int64(), Int64(), WithPropagator(&testPropagator{name: "x"}), WithObserver(obs), WithLogger(slog.New(slog.DiscardHandler)))
 	addr := serveOn(t, srv)
 
-	sess := rawClientSession(t, addr, 1<<20)
-	defer sess.Close()
-	st, err := sess.OpenStream()
-	require.NoError(t, err)
+	st := rawStream(t, addr, 1<<20)
 	defer st.Close()
 	req := unhex(t, "06 2b 00 00 00  00 94 35 77 00 00 00 00"+
 		"00  4b f9 2f 35 77 b3 4d a6 a3 ce 92 9d 0e 0e 47 36  00 f0 67 aa 0b a9 02 b7  01  00"+
 		"fd ff ff ff ff ff ff ff")
 	require.Len(t, req, wire.HeaderSize+0x2b, "the example's N")
-	_, err = st.Write(req)
+	_, err := st.Write(req)
 	require.NoError(t, err)
 	k, payload := readAnswer(t, st)
 	require.Equal(t, wire.KindResponse, k)
