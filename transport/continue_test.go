@@ -80,6 +80,28 @@ func heldBudgetOf(t *testing.T, budget int64, opts ...ServerOption) (c *Client[i
 	return c, release, calls, ev
 }
 
+// requireEmptyFrame reads the next frame on st and requires a frame of
+// kind want with no payload (a continue or a wait frame).
+func requireEmptyFrame(t *testing.T, st *yamux.Stream, want wire.Kind) {
+	t.Helper()
+	k, payload := readAnswer(t, st)
+	require.Equal(t, want, k)
+	require.Empty(t, payload)
+}
+
+// requireContinueOnRoom requires that the server, waiting for room for the
+// request req of items on st, does not ask for its payload until release
+// makes room, then asks with a continue frame and answers the payload sent.
+func requireContinueOnRoom(t *testing.T, st *yamux.Stream, release func(), req []byte, items []int64) {
+	t.Helper()
+	requireQuiet(t, st) // a non-event, checked for quietFor
+	release()
+	requireEmptyFrame(t, st, wire.KindContinue)
+	_, err := st.Write(req[wire.HeaderSize:])
+	require.NoError(t, err)
+	requireNegated(t, st, items)
+}
+
 // wholeBudget is the number of items of a request that takes the whole
 // budget of heldBudget's server.
 const wholeBudget = (200<<10 - wire.RequestPrefixSize) / 8
@@ -95,18 +117,7 @@ func TestServerAsksForALargePayloadOnceItHasRoom(t *testing.T) {
 	_, err := st.Write(req[:wire.HeaderSize])
 	require.NoError(t, err)
 	// While the budget is taken, the server does not ask for the payload.
-	requireQuiet(t, st) // a non-event, checked for quietFor
-
-	release()
-	st.SetReadDeadline(time.Now().Add(hangGuard))
-	k, payload, err := wire.ReadFrame(st, 1<<20, nil)
-	require.NoError(t, err)
-	require.Equal(t, wire.KindContinue, k)
-	require.Empty(t, payload)
-
-	_, err = st.Write(req[wire.HeaderSize:])
-	require.NoError(t, err)
-	requireNegated(t, st, items)
+	requireContinueOnRoom(t, st, release, req, items)
 
 	// A request small enough to go whole is answered without a continue,
 	// on the same stream.
@@ -130,26 +141,12 @@ func TestServerDropsALargeRequestItHasNoRoomFor(t *testing.T) {
 	// for, which it drops.
 	_, err := st.Write(req)
 	require.NoError(t, err, "the server did not read a payload it had no room for")
-	st.SetReadDeadline(time.Now().Add(hangGuard))
-	k, payload, err := wire.ReadFrame(st, 1<<20, nil)
-	require.NoError(t, err)
-	require.Equal(t, wire.KindWait, k)
-	require.Empty(t, payload)
+	requireEmptyFrame(t, st, wire.KindWait)
 	require.Equal(t, 1, ev.Count(EventDropping))
 	// Dropped, the request waits for room with its header only, and the
 	// server does not ask for it yet.
 	ev.Await(t, EventWaitingForRoom, 1)
-	requireQuiet(t, st) // a non-event, checked for quietFor
-
-	release()
-	st.SetReadDeadline(time.Now().Add(hangGuard))
-	k, payload, err = wire.ReadFrame(st, 1<<20, nil)
-	require.NoError(t, err)
-	require.Equal(t, wire.KindContinue, k)
-	require.Empty(t, payload)
-	_, err = st.Write(req[wire.HeaderSize:])
-	require.NoError(t, err)
-	requireNegated(t, st, items)
+	requireContinueOnRoom(t, st, release, req, items)
 	require.EqualValues(t, 2, calls.Load(), "the holder's call and the request sent again, once")
 }
 
